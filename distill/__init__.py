@@ -1,0 +1,1 @@
+"""Distillation: texts, teachers, students, losses, training, evaluation, baselines."""

@@ -1,0 +1,152 @@
+"""Classic baselines, fitted on the train fold: Popularity, ItemKNN (cosine) and EASE.
+
+Each exposes `fit(train)` and `scores(user_idx) -> (B, n_items)` so the shared evaluation
+harness in `distill.evaluate` serves all of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from distill.evaluate import EvalResult, evaluate
+from storage.split import Split
+
+EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 500.0, 1000.0)
+
+
+class Popularity:
+    """Scores every item by its train interaction count (the same list for every user)."""
+
+    name = "Popularity"
+
+    def fit(self, train: sp.csr_matrix) -> Popularity:
+        self.counts = np.asarray(train.sum(axis=0), dtype=np.float32).ravel()  # (I,)
+        return self
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.counts, (len(users), self.counts.shape[0]))
+
+    @property
+    def n_params(self) -> int:
+        return int(self.counts.shape[0])
+
+
+class ItemKNN:
+    """Item-based CF: score = X_u · S with S the cosine item-item similarity of train columns.
+
+    `k` keeps each item's k most similar neighbours (None = all); the diagonal is zero.
+    """
+
+    name = "ItemKNN"
+
+    def __init__(self, k: int | None = None) -> None:
+        self.k = k
+
+    def fit(self, train: sp.csr_matrix) -> ItemKNN:
+        x = train.astype(np.float32)
+        norms = np.sqrt(np.asarray(x.power(2).sum(axis=0)).ravel())  # (I,)
+        inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+        xn = x @ sp.diags(inv)
+        sim = (xn.T @ xn).toarray()  # (I, I)
+        np.fill_diagonal(sim, 0.0)
+        if self.k is not None and self.k < sim.shape[0]:
+            drop = np.argpartition(-sim, self.k, axis=0)[self.k :]  # rows outside the top-k
+            np.put_along_axis(sim, drop, 0.0, axis=0)
+        self.train, self.sim = x.tocsr(), sim.astype(np.float32)
+        return self
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        return np.asarray(self.train[users] @ self.sim)
+
+    @property
+    def n_params(self) -> int:
+        return int(np.count_nonzero(self.sim))
+
+
+class EASE:
+    """EASE (Steck, 2019): B = I - P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹, diag(B) = 0."""
+
+    name = "EASE"
+
+    def __init__(self, lam: float = 200.0) -> None:
+        if lam <= 0:
+            raise ValueError("EASE lambda must be > 0")
+        self.lam = lam
+
+    def fit(self, train: sp.csr_matrix) -> EASE:
+        x = train.astype(np.float64)
+        gram = (x.T @ x).toarray()
+        gram[np.diag_indices_from(gram)] += self.lam
+        p = np.linalg.inv(gram)
+        b = -p / np.diag(p)[None, :]
+        np.fill_diagonal(b, 0.0)
+        self.train, self.weights = x.astype(np.float32).tocsr(), b.astype(np.float32)
+        return self
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        return np.asarray(self.train[users] @ self.weights)
+
+    @property
+    def n_params(self) -> int:
+        return int(self.weights.size)
+
+
+def tune_ease(split: Split, lambdas: Sequence[float] = EASE_LAMBDAS) -> tuple[EASE, dict]:
+    """Pick λ by validation NDCG@10; returns the fitted model and the validation curve."""
+    curve = {}
+    best: tuple[float, EASE] | None = None
+    for lam in lambdas:
+        model = EASE(lam).fit(split.train)
+        ndcg = evaluate(model.scores, split, fold="valid").primary
+        curve[lam] = ndcg
+        if best is None or ndcg > best[0]:
+            best = (ndcg, model)
+    assert best is not None
+    return best[1], curve
+
+
+@dataclass
+class BaselineRun:
+    name: str
+    result: EvalResult
+    params: int
+    train_seconds: float
+    users_per_second: float
+    detail: str = ""
+
+
+def run_baselines(split: Split, *, fold: str = "test") -> list[BaselineRun]:
+    """Fit and evaluate every baseline with the shared harness."""
+    runs = []
+    for make in (
+        lambda: (Popularity().fit(split.train), ""),
+        lambda: (ItemKNN().fit(split.train), "cosine, all neighbours"),
+        lambda: _tuned_ease(split),
+    ):
+        t0 = time.perf_counter()
+        model, detail = make()
+        fit_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        result = evaluate(model.scores, split, fold=fold)
+        eval_s = time.perf_counter() - t1
+        runs.append(
+            BaselineRun(
+                model.name,
+                result,
+                model.n_params,
+                fit_s,
+                len(result.users) / max(eval_s, 1e-9),
+                detail,
+            )
+        )
+    return runs
+
+
+def _tuned_ease(split: Split) -> tuple[EASE, str]:
+    model, curve = tune_ease(split)
+    return model, f"λ={model.lam:g} (valid NDCG@10 {curve[model.lam]:.4f})"

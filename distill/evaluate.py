@@ -1,0 +1,133 @@
+"""Full-ranking evaluation shared by every scorer (baselines, teacher, students).
+
+A scorer is any callable `scores(user_idx: np.ndarray) -> (B, n_items)` array or tensor. For each
+user with targets in the evaluated fold, all items are ranked except the user's train items (and
+the validation items when evaluating test). Ties are broken by item index, as a stable sort does,
+so a scorer gains nothing from ties. Metrics (per user, then averaged):
+  HR@K      1 if any target is in the top K
+  Recall@K  targets in the top K / number of targets
+  NDCG@K    DCG@K / ideal DCG@K, gain 1 for every target
+  MRR       1 / (rank of the best-ranked target), over the full ranking (not truncated)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from storage.split import Split
+
+Scorer = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
+PRIMARY_METRIC = "ndcg@10"
+DEFAULT_KS = (10, 20)
+
+
+@dataclass
+class EvalResult:
+    """Mean metrics plus per-user arrays (aligned with `users`) for paired significance tests."""
+
+    metrics: dict[str, float]
+    per_user: dict[str, np.ndarray]
+    users: np.ndarray
+    primary_metric: str = PRIMARY_METRIC
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def primary(self) -> float:
+        return self.metrics[self.primary_metric]
+
+
+def _rows(matrix: sp.csr_matrix, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row-in-batch, column) pairs of the nonzeros of `matrix[users]`."""
+    sub = matrix[users]
+    return np.repeat(np.arange(len(users)), np.diff(sub.indptr)), sub.indices
+
+
+def ranks_of_targets(
+    scores: torch.Tensor,
+    exclude: tuple[np.ndarray, np.ndarray],
+    targets: tuple[np.ndarray, np.ndarray],
+) -> torch.Tensor:
+    """0-based rank of every item per row after masking `exclude` (targets are never masked)."""
+    scores = scores.to(torch.float32).clone()
+    t_rows, t_cols = (torch.as_tensor(a, dtype=torch.long) for a in targets)
+    e_rows, e_cols = (torch.as_tensor(a, dtype=torch.long) for a in exclude)
+    target_scores = scores[t_rows, t_cols]
+    scores[e_rows, e_cols] = -torch.inf
+    scores[t_rows, t_cols] = target_scores
+    scores = torch.nan_to_num(scores, nan=-torch.inf)
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    positions = torch.arange(scores.shape[1]).expand_as(order)
+    ranks.scatter_(1, order, positions)
+    return ranks
+
+
+def metrics_from_ranks(
+    ranks: torch.Tensor, targets: tuple[np.ndarray, np.ndarray], n_rows: int, ks: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """Per-row metrics from the full rank matrix and the (row, item) target pairs."""
+    t_rows = torch.as_tensor(targets[0], dtype=torch.long)
+    t_cols = torch.as_tensor(targets[1], dtype=torch.long)
+    target_rank = ranks[t_rows, t_cols].to(torch.float64)  # (T,)
+    n_targets = torch.zeros(n_rows, dtype=torch.float64).index_add_(
+        0, t_rows, torch.ones_like(target_rank)
+    )
+    out: dict[str, np.ndarray] = {}
+    best = torch.full((n_rows,), torch.inf, dtype=torch.float64).scatter_reduce(
+        0, t_rows, target_rank, reduce="amin"
+    )
+    out["mrr"] = (1.0 / (best + 1.0)).numpy()
+    for k in ks:
+        hit = (target_rank < k).to(torch.float64)
+        hits = torch.zeros(n_rows, dtype=torch.float64).index_add_(0, t_rows, hit)
+        dcg = torch.zeros(n_rows, dtype=torch.float64).index_add_(
+            0, t_rows, hit / torch.log2(target_rank + 2.0)
+        )
+        ideal_n = torch.clamp(n_targets, max=k).to(torch.long)
+        discounts = torch.cumsum(1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0), 0)
+        idcg = discounts[torch.clamp(ideal_n - 1, min=0)]
+        out[f"hr@{k}"] = (hits > 0).to(torch.float64).numpy()
+        out[f"recall@{k}"] = (hits / n_targets.clamp(min=1)).numpy()
+        out[f"ndcg@{k}"] = (dcg / idcg).numpy()
+    return out
+
+
+def evaluate(
+    scorer: Scorer,
+    split: Split,
+    *,
+    fold: str = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 1024,
+    users: np.ndarray | None = None,
+) -> EvalResult:
+    """Evaluate `scorer` on `fold` ("valid" or "test") of `split` by full ranking."""
+    if fold not in ("valid", "test"):
+        raise ValueError(f"fold must be 'valid' or 'test', not {fold!r}")
+    target_matrix = split.matrix(fold)
+    exclude_matrix = split.train if fold == "valid" else split.matrix("train", "valid")
+    all_users = split.users_with(fold)
+    eval_users = all_users if users is None else np.intersect1d(all_users, users)
+    per_user: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(eval_users), batch_size):
+        batch = eval_users[start : start + batch_size]
+        scores = scorer(batch)
+        if not torch.is_tensor(scores):
+            scores = torch.from_numpy(np.array(scores, dtype=np.float32))  # copy: may be read-only
+        if scores.shape != (len(batch), split.n_items):
+            raise ValueError(
+                f"scorer returned shape {tuple(scores.shape)}, "
+                f"expected ({len(batch)}, {split.n_items})"
+            )
+        targets = _rows(target_matrix, batch)
+        ranks = ranks_of_targets(scores.detach().cpu(), _rows(exclude_matrix, batch), targets)
+        for name, values in metrics_from_ranks(ranks, targets, len(batch), ks).items():
+            per_user.setdefault(name, []).append(values)
+    arrays = {k: np.concatenate(v) for k, v in per_user.items()}
+    metrics = {k: float(v.mean()) for k, v in sorted(arrays.items())}
+    return EvalResult(metrics=metrics, per_user=arrays, users=eval_users)

@@ -1,0 +1,106 @@
+"""Deterministic train/valid/test splits, stored as Parquet next to the dataset version.
+
+leave-one-out: per user, interactions sorted by (timestamp, item_idx); the last -> test, the
+  second-last -> valid, the rest -> train. Users with fewer than 3 interactions go wholly to train.
+as-of: only interactions strictly before the cut-off are kept, then split leave-one-out, so a
+  model built "as of" a day never sees anything from that day on (used by backfills).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from storage.atomic import write_parquet
+from storage.datasets import Dataset
+from storage.schema import SPLIT
+
+MIN_INTERACTIONS_FOR_HOLDOUT = 3
+
+
+def leave_one_out(interactions: pl.DataFrame) -> pl.DataFrame:
+    """Assign folds. Input needs user_idx, item_idx, timestamp; output follows `schema.SPLIT`."""
+    ordered = interactions.select("user_idx", "item_idx", "timestamp").sort(
+        "user_idx", "timestamp", "item_idx"
+    )
+    ordered = ordered.with_columns(
+        pl.int_range(pl.len()).over("user_idx").alias("_pos"),
+        pl.len().over("user_idx").alias("_n"),
+    )
+    from_end = pl.col("_n") - pl.col("_pos")  # 1 for the last interaction
+    fold = (
+        pl.when(pl.col("_n") < MIN_INTERACTIONS_FOR_HOLDOUT)
+        .then(pl.lit("train"))
+        .when(from_end == 1)
+        .then(pl.lit("test"))
+        .when(from_end == 2)
+        .then(pl.lit("valid"))
+        .otherwise(pl.lit("train"))
+    )
+    return ordered.with_columns(fold.alias("fold")).drop("_pos", "_n")
+
+
+def as_of(interactions: pl.DataFrame, cutoff: int) -> pl.DataFrame:
+    """Leave-one-out over the interactions strictly before `cutoff` (epoch seconds)."""
+    return leave_one_out(interactions.filter(pl.col("timestamp") < cutoff))
+
+
+def split_id(cutoff: int | None) -> str:
+    return "loo" if cutoff is None else f"asof-{int(cutoff)}"
+
+
+@dataclass(frozen=True)
+class Split:
+    """Folds of one dataset version as index arrays and sparse matrices."""
+
+    frame: pl.DataFrame
+    n_users: int
+    n_items: int
+    name: str = "loo"
+
+    def fold(self, name: str) -> pl.DataFrame:
+        return self.frame.filter(pl.col("fold") == name)
+
+    def matrix(self, *folds: str) -> sp.csr_matrix:
+        """Binary user x item CSR matrix of the given folds."""
+        rows = self.frame.filter(pl.col("fold").is_in(list(folds)))
+        u = rows.get_column("user_idx").to_numpy()
+        i = rows.get_column("item_idx").to_numpy()
+        m = sp.csr_matrix(
+            (np.ones(len(u), dtype=np.float32), (u, i)), shape=(self.n_users, self.n_items)
+        )
+        m.data[:] = 1.0  # repeated (user, item) pairs count once
+        return m
+
+    @cached_property
+    def train(self) -> sp.csr_matrix:
+        return self.matrix("train")
+
+    def users_with(self, fold: str) -> np.ndarray:
+        return np.unique(self.fold(fold).get_column("user_idx").to_numpy())
+
+    def train_sequences(self) -> list[np.ndarray]:
+        """Per user, train item indices in chronological order (oldest first)."""
+        train = self.fold("train").sort("user_idx", "timestamp", "item_idx")
+        seqs: list[np.ndarray] = [np.empty(0, dtype=np.int64) for _ in range(self.n_users)]
+        for (user,), group in train.group_by(["user_idx"], maintain_order=True):
+            seqs[int(user)] = group.get_column("item_idx").to_numpy().astype(np.int64)
+        return seqs
+
+
+def make_split(dataset: Dataset, *, cutoff: int | None = None) -> Split:
+    """Build (or load the stored) split for a dataset version."""
+    name = split_id(cutoff)
+    path = dataset.path / "splits" / f"{name}.parquet"
+    if path.exists():
+        frame = pl.read_parquet(path)
+    else:
+        inter = dataset.interactions()
+        frame = leave_one_out(inter) if cutoff is None else as_of(inter, cutoff)
+        write_parquet(path, frame.to_arrow().cast(SPLIT))
+        frame = pl.read_parquet(path)
+    return Split(frame=frame, n_users=dataset.n_users, n_items=dataset.n_items, name=name)

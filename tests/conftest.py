@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny hand-made tables, written as files, and an isolated work dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def tiny_tables() -> dict[str, pl.DataFrame]:
+    """4 users, 6 items. u1: 4 interactions, u2: 3, u3: 2 (train only), u4: 5 with a time tie."""
+    inter = pl.DataFrame(
+        {
+            "user_id": ["u1"] * 4 + ["u2"] * 3 + ["u3"] * 2 + ["u4"] * 5,
+            "item_id": ["a", "b", "c", "d", "b", "c", "e", "a", "f", "e", "d", "c", "b", "a"],
+            "timestamp": [10, 20, 30, 40, 5, 6, 7, 1, 2, 100, 200, 300, 300, 400],
+            "rating": [5.0, 4, 3, 2, 1, 2, 3, 4, 5, 1, 2, 3, 4, 5],
+        }
+    )
+    items = pl.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d", "e", "f"],
+            "title": ["Alpha", "Beta", "Gamma", "Delta", "Epsilon", "Zeta"],
+            "year": ["1990", "1991", "1992", "1993", "1994", ""],
+            "genres": ["Drama|Comedy", "Drama", "Action", "Comedy", "Horror", "Drama"],
+            "description": ["first", "second", "third", "fourth", "fifth", "sixth"],
+        }
+    )
+    users = pl.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u3", "u4"],
+            "age": ["20", "30", "40", "50"],
+            "gender": ["F", "M", "F", "M"],
+        }
+    )
+    return {"interactions": inter, "items": items, "users": users}
+
+
+def write_tables(
+    folder: Path, tables: dict[str, pl.DataFrame], fmt: str = "csv"
+) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for key, frame in tables.items():
+        path = folder / f"{key}.{fmt}"
+        if fmt == "parquet":
+            frame.write_parquet(path)
+        else:
+            frame.write_csv(path, separator="\t" if fmt == "tsv" else ",")
+        paths[key] = path
+    return paths
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    return tmp_path / "work"
+
+
+@pytest.fixture
+def tiny_files(tmp_path: Path) -> dict[str, Path]:
+    return write_tables(tmp_path / "src", tiny_tables())
+
+
+@pytest.fixture
+def tiny_config(tiny_files: dict[str, Path]):
+    from storage.datasets import DatasetConfig
+
+    return DatasetConfig(name="tiny", source="files", **tiny_files)

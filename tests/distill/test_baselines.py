@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from distill.baselines import EASE, ItemKNN, Popularity
+
+X = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1]], dtype=np.float32))
+
+
+def test_popularity_counts():
+    assert Popularity().fit(X).scores(np.array([0, 2])).tolist() == [[2, 2, 2, 1]] * 2
+
+
+def test_ease_matches_direct_formula():
+    lam = 2.0
+    g = X.toarray().T @ X.toarray() + lam * np.eye(4)
+    p = np.linalg.inv(g)
+    b = np.eye(4) - p / np.diag(p)  # B = I - P diag(1/diag(P))
+    model = EASE(lam).fit(X)
+    np.testing.assert_allclose(model.weights, b, atol=1e-6)
+    assert np.allclose(np.diag(model.weights), 0)
+    np.testing.assert_allclose(model.scores(np.array([1])), X.toarray()[[1]] @ b, atol=1e-5)
+
+
+def test_itemknn_cosine_by_hand():
+    model = ItemKNN().fit(X)
+    # items 0 and 1 co-occur once; each was seen twice: cos = 1 / (sqrt2 * sqrt2) = 0.5
+    assert model.sim[0, 1] == pytest.approx(0.5)
+    assert model.sim[2, 3] == pytest.approx(1 / np.sqrt(2))
+    assert model.sim[0, 0] == 0
+    pruned = ItemKNN(k=1).fit(X)
+    assert (np.count_nonzero(pruned.sim, axis=0) <= 1).all()
+
+
+def test_ease_rejects_bad_lambda():
+    with pytest.raises(ValueError):
+        EASE(0)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from distill.evaluate import evaluate, metrics_from_ranks, ranks_of_targets
+from storage.split import Split
+
+
+def test_rank_masking_and_tie_break():
+    scores = torch.tensor([[0.4, 0.9, 0.3, 0.5, 0.5]])
+    ranks = ranks_of_targets(scores, (np.array([0]), np.array([1])), (np.array([0]), np.array([4])))
+    # item 1 masked; items 3 and 4 tie at 0.5 and the lower index wins
+    assert ranks[0].tolist() == [2, 4, 3, 0, 1]
+
+
+def test_single_target_metrics_by_hand():
+    scores = torch.tensor([[0.4, 0.9, 0.3, 0.5, 0.5]])
+    targets = (np.array([0]), np.array([4]))
+    ranks = ranks_of_targets(scores, (np.array([0]), np.array([1])), targets)
+    m = metrics_from_ranks(ranks, targets, 1, ks=(1, 2))
+    assert m["hr@1"][0] == 0 and m["hr@2"][0] == 1 and m["mrr"][0] == 0.5
+    assert m["ndcg@2"][0] == pytest.approx(1 / math.log2(3))
+    assert m["recall@2"][0] == 1.0
+
+
+def test_two_target_metrics_by_hand():
+    scores = torch.tensor([[0.4, 0.9, 0.3, 0.5, 0.5]])
+    targets = (np.array([0, 0]), np.array([4, 2]))  # ranks 1 and 3
+    ranks = ranks_of_targets(scores, (np.array([0]), np.array([1])), targets)
+    m = metrics_from_ranks(ranks, targets, 1, ks=(2, 4))
+    assert m["recall@2"][0] == 0.5 and m["hr@2"][0] == 1 and m["mrr"][0] == 0.5
+    assert m["ndcg@2"][0] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+    ideal = 1 + 1 / math.log2(3)
+    assert m["ndcg@4"][0] == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / ideal)
+
+
+def _split() -> Split:
+    # user 0: train {0,1}, valid 2, test 3; user 1: train {1}, valid 0, test 2
+    frame = pl.DataFrame(
+        {
+            "user_idx": [0, 0, 0, 0, 1, 1, 1],
+            "item_idx": [0, 1, 2, 3, 1, 0, 2],
+            "timestamp": [1, 2, 3, 4, 1, 2, 3],
+            "fold": ["train", "train", "valid", "test", "train", "valid", "test"],
+        }
+    )
+    return Split(frame=frame, n_users=2, n_items=4)
+
+
+def test_evaluate_excludes_train_and_valid_on_test():
+    # every user scores items 0 > 1 > 2 > 3; after excluding train+valid only the target and
+    # possibly one more remain
+    fixed = np.array([4.0, 3.0, 2.0, 1.0], dtype=np.float32)
+    res = evaluate(lambda u: np.tile(fixed, (len(u), 1)), _split(), ks=(1,))
+    # user 0: excluded {0,1,2} -> target 3 at rank 0; user 1: excluded {1,0} -> target 2 rank 0
+    assert res.per_user["hr@1"].tolist() == [1.0, 1.0]
+    valid = evaluate(lambda u: np.tile(fixed, (len(u), 1)), _split(), fold="valid", ks=(1,))
+    # user 0: excluded {0,1} -> valid item 2 at rank 0; user 1: excluded {1} -> item 0 rank 0
+    assert valid.metrics["hr@1"] == 1.0 and valid.users.tolist() == [0, 1]
+
+
+def test_evaluate_batches_give_same_result():
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(2, 4)).astype(np.float32)
+    a = evaluate(lambda u: table[u], _split(), batch_size=1)
+    b = evaluate(lambda u: table[u], _split(), batch_size=64)
+    assert a.metrics == b.metrics
+
+
+def test_wrong_scorer_shape_is_a_clear_error():
+    with pytest.raises(ValueError, match="expected \\(2, 4\\)"):
+        evaluate(lambda u: np.zeros((len(u), 3)), _split())

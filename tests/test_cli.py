@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("args", [[], ["data"], ["data", "ingest"], ["baselines"], ["run"]])
+def test_every_command_has_help(args):
+    result = runner.invoke(app, [*args, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_ingest_and_baselines_on_files(tiny_files, work):
+    args = [
+        "data",
+        "ingest",
+        "files",
+        "--name",
+        "tiny",
+        "--work-dir",
+        str(work),
+        "--interactions",
+        str(tiny_files["interactions"]),
+        "--items",
+        str(tiny_files["items"]),
+    ]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "wrote tiny@" in first.output
+    assert "unchanged" in runner.invoke(app, args).output
