@@ -57,6 +57,60 @@ def write_tables(
     return paths
 
 
+def synthetic_tables(
+    n_users: int = 30, n_items: int = 40, per_user: int = 8, seed: int = 0
+) -> dict[str, pl.DataFrame]:
+    """A small random catalog with distinct titles and chronological interactions."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    genres = ["Drama", "Comedy", "Action", "Horror", "Romance"]
+    rows = {"user_id": [], "item_id": [], "timestamp": []}
+    for u in range(n_users):
+        for t, i in enumerate(rng.choice(n_items, size=per_user, replace=False)):
+            rows["user_id"].append(f"u{u}")
+            rows["item_id"].append(f"i{i}")
+            rows["timestamp"].append(1_000 + 10 * t + u)
+    items = pl.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(n_items)],
+            "title": [f"Film {i}" for i in range(n_items)],
+            "year": [str(1950 + i) for i in range(n_items)],
+            "genres": ["|".join(rng.choice(genres, size=2, replace=False)) for _ in range(n_items)],
+        }
+    )
+    users = pl.DataFrame(
+        {"user_id": [f"u{u}" for u in range(n_users)], "age": [str(18 + u) for u in range(n_users)]}
+    )
+    return {"interactions": pl.DataFrame(rows), "items": items, "users": users}
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_path(tmp_path_factory) -> Path:
+    from tests.tiny_models import tiny_encoder
+
+    return tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_path(tmp_path_factory) -> Path:
+    from tests.tiny_models import tiny_causal
+
+    return tiny_causal(tmp_path_factory.mktemp("tiny-causal"))
+
+
+@pytest.fixture
+def synthetic(tmp_path: Path, work: Path):
+    """(dataset, split) of `synthetic_tables()` ingested into `work`."""
+    from storage.datasets import DatasetConfig, ingest, load_dataset
+    from storage.split import make_split
+
+    paths = write_tables(tmp_path / "syn", synthetic_tables())
+    result = ingest(DatasetConfig(name="syn", source="files", **paths), work_dir=work)
+    dataset = load_dataset(work, "syn", result.version)
+    return dataset, make_split(dataset)
+
+
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
     return tmp_path / "work"

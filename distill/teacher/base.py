@@ -1,0 +1,150 @@
+"""What every teacher shares: its config, errors, model-folder checks and weight hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from distill.texts import TextConfig
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+class TeacherError(RuntimeError):
+    """A teacher that cannot run: bad model path, unsupported architecture, non-finite outputs."""
+
+
+class AdaptConfig(BaseModel):
+    """The recommendation head trained on train interactions on top of the language model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["none", "frozen", "top_layers", "lora"] = "frozen"  # none = zero-shot cosine
+    unfreeze_layers: int = Field(1, ge=1)  # top_layers: how many top LM layers are trained
+    lora_r: int = Field(8, ge=1)  # lora: rank
+    lora_alpha: int = Field(16, ge=1)
+    dim: int = Field(64, ge=8)  # head width
+    history_len: int = Field(50, ge=1)  # most recent train items the head attends over
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(2, ge=1)
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    id_embeddings: bool = True  # also learn item ID embeddings (added to the text projection)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(128, ge=1)
+    max_epochs: int = Field(200, ge=1)
+    patience: int = Field(10, ge=1)  # epochs without validation NDCG@10 gain before stopping
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> AdaptConfig:
+        if self.dim % self.n_heads:
+            raise ValueError(
+                f"adapt.dim ({self.dim}) must be divisible by n_heads ({self.n_heads})"
+            )
+        return self
+
+
+class TeacherConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["embedding", "causal"] = "embedding"
+    model_path: Path | None = None  # HF folder; None = the packaged default for `kind`
+    gguf_file: str | None = None  # causal: a .gguf inside model_path (converted once, cached)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    batch_size: int = Field(64, ge=1)  # texts (or candidate prompts) per forward pass
+    max_length: int = Field(256, ge=8)  # tokens per text
+    tau: float = Field(0.05, gt=0)  # zero-shot soft label = cos(u, i) / tau
+    pairs: Literal["all", "candidates"] = "all"
+    candidates_top_k: int = Field(50, ge=1)  # candidates: top-K by teacher embedding
+    candidates_random: int = Field(20, ge=0)  # candidates: + K' random negatives
+    users_per_shard: int = Field(128, ge=1)
+    texts: TextConfig = TextConfig()
+    adapt: AdaptConfig = AdaptConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> TeacherConfig:
+        if self.model_path is not None and str(self.model_path).strip() in ("", "."):
+            raise ValueError("teacher.model_path is empty; omit it to use the packaged default")
+        if self.kind == "causal" and self.pairs == "all" and self.model_path is None:
+            # SmolLM2 on CPU scores ~10 prompts/s: 1.6M pairs would take days
+            raise ValueError("the causal teacher needs pairs: candidates (all pairs is too slow)")
+        return self
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TeacherError("teacher.device is 'cuda' but no CUDA device is available")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+def packaged_path(module: str, *, install: str) -> Path:
+    """Folder of a model package, located without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise TeacherError(
+            f"the packaged model '{module}' is not installed; install it with "
+            f"`{install}` (or run `make install`)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def check_model_dir(path: Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise TeacherError(f"teacher model path {path} does not exist")
+    if path.is_dir() and not (path / "config.json").exists():
+        raise TeacherError(f"teacher model path {path} has no config.json (not a HF model folder)")
+    return path
+
+
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def is_causal_architecture(model_config) -> bool:
+    """True for decoder-only LMs, judged by the saved architectures (or is_decoder)."""
+    archs = getattr(model_config, "architectures", None) or []
+    return bool(getattr(model_config, "is_decoder", False)) or any(
+        a.endswith(CAUSAL_SUFFIXES) for a in archs
+    )
+
+
+def weights_hash(path: Path) -> str:
+    """sha256 over the model's weight files (names and contents), independent of folder location."""
+    path = Path(path)
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    )
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
+def check_finite(values: np.ndarray, *, what: str) -> np.ndarray:
+    if not np.isfinite(values).all():
+        bad = (
+            int((~np.isfinite(values)).any(axis=-1).sum())
+            if values.ndim > 1
+            else int((~np.isfinite(values)).sum())
+        )
+        raise TeacherError(f"teacher produced NaN/inf for {bad} {what}; nothing was written")
+    return values

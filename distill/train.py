@@ -1,0 +1,190 @@
+"""The training loop every model here uses (teacher head, students): plain PyTorch.
+
+AdamW; per-epoch seeded shuffling and dropout (so a resumed run equals an uninterrupted one);
+early stopping on a validation metric (optionally EMA-smoothed) with patience; a progress bar with
+the loss parts; safetensors checkpoints (last + best) written atomically; resume after a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load, save
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from storage.atomic import atomic_write_bytes, atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[nn.Module, Tensor], tuple[Tensor, dict[str, float]]]
+ValidateFn = Callable[[nn.Module], float]
+
+
+class LoopConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(128, ge=1)  # users per step
+    max_epochs: int = Field(200, ge=1)
+    patience: int = Field(10, ge=1)  # epochs without improvement of the (smoothed) metric
+    smoothing: float = Field(0.0, ge=0, lt=1)  # EMA weight of the past for the stopping metric
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_score: float
+    seconds: float
+    history: list[dict] = field(default_factory=list)  # per epoch: loss parts, val metric
+    resumed_from: int | None = None
+
+
+def _state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> bytes:
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        for idx, state in optimizer.state_dict()["state"].items():
+            for name, value in state.items():
+                tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).contiguous().cpu()
+    return save(tensors)
+
+
+def _restore(model: nn.Module, optimizer: torch.optim.Optimizer | None, blob: bytes) -> None:
+    tensors = load(blob)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if optimizer is not None:
+        state: dict[int, dict[str, Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = value
+        sd = optimizer.state_dict()
+        sd["state"] = state
+        optimizer.load_state_dict(sd)
+
+
+def save_weights(model: nn.Module, path: Path, state: dict[str, Tensor] | None = None) -> None:
+    """Save `state` (default: the whole state dict) as safetensors, atomically."""
+    state = model.state_dict() if state is None else state
+    atomic_write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in state.items()}))
+
+
+def load_weights(model: nn.Module, path: Path, *, strict: bool = True) -> None:
+    model.load_state_dict(load(Path(path).read_bytes()), strict=strict)
+
+
+def fit(
+    model: nn.Module,
+    *,
+    n_examples: int,
+    loss_fn: LossFn,
+    validate: ValidateFn,
+    config: LoopConfig,
+    checkpoint_dir: Path | None = None,
+    desc: str = "train",
+    run_key: str = "",
+) -> TrainResult:
+    """Train until the validation metric stops improving; the model ends with the best weights."""
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    key = hashlib.sha256((config.model_dump_json() + run_key).encode()).hexdigest()[:16]
+    history: list[dict] = []
+    best_score, best_epoch, smoothed, start_epoch, resumed = -1.0, -1, None, 0, None
+    best_blob = _state_bytes(model, None)
+    progress_path = checkpoint_dir / "progress.json" if checkpoint_dir else None
+    if progress_path is not None and progress_path.exists():
+        progress = read_json(progress_path)
+        if progress.get("key") == key:
+            _restore(model, optimizer, (checkpoint_dir / "last.safetensors").read_bytes())
+            best_blob = (checkpoint_dir / "best.safetensors").read_bytes()
+            history, best_score, best_epoch = (
+                progress["history"],
+                progress["best_score"],
+                progress["best_epoch"],
+            )
+            smoothed, start_epoch = progress["smoothed"], progress["epoch"] + 1
+            resumed = progress["epoch"]
+            log.info("%s: resuming after epoch %d", desc, progress["epoch"])
+    t0 = time.perf_counter()
+    bar = tqdm(
+        range(start_epoch, config.max_epochs),
+        desc=desc,
+        leave=False,
+        initial=start_epoch,
+        total=config.max_epochs,
+        disable=None,
+    )
+    for epoch in bar:
+        if best_epoch >= 0 and epoch - best_epoch > config.patience:
+            break
+        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and shuffling per epoch
+        order = torch.randperm(n_examples)
+        model.train()
+        sums: dict[str, float] = {}
+        n_batches = 0
+        for start in range(0, n_examples, config.batch_size):
+            loss, parts = loss_fn(model, order[start : start + config.batch_size])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0.0) + value
+            n_batches += 1
+        model.eval()
+        with torch.no_grad():
+            score = float(validate(model))
+        smoothed = (
+            score
+            if smoothed is None
+            else config.smoothing * smoothed + (1 - config.smoothing) * score
+        )
+        row = {
+            "epoch": epoch,
+            "val": score,
+            "val_smoothed": smoothed,
+            **{k: v / max(n_batches, 1) for k, v in sums.items()},
+        }
+        history.append(row)
+        if smoothed > best_score:
+            best_score, best_epoch = smoothed, epoch
+            best_blob = _state_bytes(model, None)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
+        if checkpoint_dir is not None:
+            atomic_write_bytes(checkpoint_dir / "last.safetensors", _state_bytes(model, optimizer))
+            atomic_write_bytes(checkpoint_dir / "best.safetensors", best_blob)
+            atomic_write_json(
+                progress_path,
+                {
+                    "key": key,
+                    "epoch": epoch,
+                    "history": history,
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "smoothed": smoothed,
+                },
+            )
+    bar.close()
+    _restore(model, None, best_blob)
+    model.eval()
+    return TrainResult(
+        best_epoch=best_epoch,
+        best_score=best_score,
+        seconds=time.perf_counter() - t0,
+        history=history,
+        resumed_from=resumed,
+    )
+
+
+def config_hash(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

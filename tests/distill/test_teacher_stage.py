@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from distill.teacher import stage
+from distill.teacher.base import AdaptConfig, TeacherConfig, TeacherError
+from distill.teacher.stage import run_teacher
+from storage.datasets import DatasetConfig, ingest, load_dataset
+from storage.split import make_split
+from tests.conftest import synthetic_tables, write_tables
+
+SMALL_HEAD = {"dim": 8, "n_heads": 2, "history_len": 6, "max_epochs": 3, "patience": 2}
+
+
+def _config(path: Path, **kw) -> TeacherConfig:
+    adapt = AdaptConfig(**{**SMALL_HEAD, **kw.pop("adapt", {})})
+    return TeacherConfig(model_path=path, users_per_shard=8, adapt=adapt, **kw)
+
+
+def test_all_pairs_cache_layout_and_zero_pass_rerun(synthetic, work, tiny_encoder_path):
+    dataset, split = synthetic
+    cfg = _config(tiny_encoder_path)
+    first = run_teacher(cfg, dataset, split, work_dir=work, progress=False)
+    cache = Path(first.plan.cache_dir)
+    assert first.manifest["total_rows"] == split.n_users * split.n_items
+    assert len(first.manifest["shards"]) == 4  # 30 users / 8 per shard
+    assert first.stats["item_texts_encoded"] == 40 and first.stats["user_texts_encoded"] == 30
+    for name in ("items.parquet", "users.parquet", "items_texts.parquet", "report.json"):
+        assert (cache / name).exists()
+    items = pl.read_parquet(cache / "items.parquet")
+    assert items.columns == ["item_idx", "text_hash", "embedding", "vector"]
+    labels = first.plan.store.scan().collect()
+    assert labels.select(pl.struct("user_idx", "item_idx").n_unique()).item() == labels.height
+
+    again = run_teacher(cfg, dataset, split, work_dir=work, progress=False)
+    assert again.stats["forward_passes"] == 0 and again.stats["reused"]
+    assert again.plan.fingerprint == first.plan.fingerprint
+
+
+def test_fingerprint_changes_with_what_changes_outputs(synthetic, work, tiny_encoder_path):
+    dataset, split = synthetic
+    base = run_teacher(_config(tiny_encoder_path), dataset, split, work_dir=work, progress=False)
+    other_tau = run_teacher(
+        _config(tiny_encoder_path, tau=0.5), dataset, split, work_dir=work, progress=False
+    )
+    assert other_tau.plan.fingerprint != base.plan.fingerprint
+    assert other_tau.stats["forward_passes"] == 0  # embeddings reused by text hash
+
+
+def test_incremental_encodes_only_changed_texts(tmp_path, work, tiny_encoder_path):
+    tables = synthetic_tables()
+    paths = write_tables(tmp_path / "v1", tables)
+    cfg = _config(tiny_encoder_path)
+    v1 = load_dataset(
+        work,
+        "syn",
+        ingest(DatasetConfig(name="syn", source="files", **paths), work_dir=work).version,
+    )
+    run_teacher(cfg, v1, make_split(v1), work_dir=work, progress=False)
+
+    new_items = pl.DataFrame(
+        {
+            "item_id": [f"n{i}" for i in range(10)],
+            "title": [f"New film {i}" for i in range(10)],
+            "year": ["2001"] * 10,
+            "genres": ["Drama"] * 10,
+        }
+    )
+    new_inter = pl.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in range(5)],
+            "item_id": [f"n{u}" for u in range(5)],
+            "timestamp": [9_000 + u for u in range(5)],
+        }
+    )
+    tables2 = {
+        "interactions": pl.concat([tables["interactions"], new_inter]),
+        "items": pl.concat([tables["items"], new_items]),
+        "users": tables["users"],
+    }
+    paths2 = write_tables(tmp_path / "v2", tables2)
+    v2 = load_dataset(
+        work,
+        "syn",
+        ingest(DatasetConfig(name="syn", source="files", **paths2), work_dir=work).version,
+    )
+    run = run_teacher(cfg, v2, make_split(v2), work_dir=work, progress=False)
+    assert run.stats["item_texts_encoded"] == 10
+    assert run.stats["user_texts_encoded"] == 5
+
+
+def test_candidates_policy(synthetic, work, tiny_encoder_path):
+    dataset, split = synthetic
+    cfg = _config(tiny_encoder_path, pairs="candidates", candidates_top_k=5, candidates_random=3)
+    labels = run_teacher(cfg, dataset, split, work_dir=work, progress=False).plan.store.scan()
+    labels = labels.collect()
+    per_user = labels.group_by("user_idx").len().get_column("len")
+    assert per_user.min() >= 5 and per_user.max() <= 5 + 3 + 8
+    train = split.fold("train").select("user_idx", "item_idx")
+    assert train.join(labels, on=["user_idx", "item_idx"], how="anti").height == 0
+
+
+@pytest.mark.parametrize("mode", ["top_layers", "lora"])
+def test_lm_adaptation_modes_run_on_a_tiny_model(synthetic, work, tiny_encoder_path, mode):
+    dataset, split = synthetic
+    cfg = _config(tiny_encoder_path, adapt={"mode": mode, "max_epochs": 2})
+    run = run_teacher(cfg, dataset, split, work_dir=work, progress=False)
+    report = stage.read_json(Path(run.plan.cache_dir) / "report.json")
+    assert report["adaptation"]["mode"] == mode and "adapted" in report
+    assert run.stats["forward_passes"] > 2  # the LM ran inside the training loop
+
+
+def test_causal_teacher_candidates(synthetic, work, tiny_causal_path):
+    dataset, split = synthetic
+    cfg = TeacherConfig(
+        kind="causal",
+        model_path=tiny_causal_path,
+        pairs="candidates",
+        candidates_top_k=3,
+        candidates_random=1,
+        users_per_shard=16,
+    )
+    run = run_teacher(cfg, dataset, split, work_dir=work, progress=False)
+    scores = run.plan.store.scan().collect().get_column("score").to_numpy()
+    assert np.isfinite(scores).all() and scores.std() > 0
+
+
+def test_nan_outputs_fail_the_shard_and_write_nothing(
+    synthetic, work, tiny_encoder_path, monkeypatch
+):
+    dataset, split = synthetic
+    cfg = _config(tiny_encoder_path, adapt={"mode": "none"})
+    plan = stage.prepare(cfg, dataset, split, work_dir=work)
+    real = stage.read_vectors
+    monkeypatch.setattr(stage, "read_vectors", lambda d, w, c="vector": real(d, w, c) * np.nan)
+    with pytest.raises(TeacherError, match="NaN/inf"):
+        stage.score_shard(Path(plan.cache_dir), plan.shards[0][0], work_dir=work)
+    assert not list(plan.store.root.glob("shard-*")) if plan.store.root.exists() else True
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from distill.teacher import stage
+    from distill.teacher.base import AdaptConfig, TeacherConfig
+    from storage.datasets import load_dataset
+    from storage.split import make_split
+    work, model = Path(sys.argv[1]), Path(sys.argv[2])
+    real = stage.score_shard
+    def slow(*a, **k):
+        info = real(*a, **k)
+        time.sleep(0.5)
+        return info
+    stage.score_shard = slow
+    ds = load_dataset(work, "syn")
+    cfg = TeacherConfig(model_path=model, users_per_shard=4, adapt=AdaptConfig(mode="none"))
+    stage.run_teacher(cfg, ds, make_split(ds), work_dir=work, progress=False)
+""")
+
+
+def test_sigkill_mid_run_then_resume_gives_identical_shards(tmp_path, tiny_encoder_path):
+    paths = write_tables(tmp_path / "src", synthetic_tables())
+    works = [tmp_path / "killed", tmp_path / "clean"]
+    for w in works:
+        ingest(DatasetConfig(name="syn", source="files", **paths), work_dir=w)
+    cfg = TeacherConfig(
+        model_path=tiny_encoder_path, users_per_shard=4, adapt=AdaptConfig(mode="none")
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RESUME_SCRIPT, str(works[0]), str(tiny_encoder_path)], env=env
+    )
+    deadline = time.time() + 120
+    shards_dir = None
+    while time.time() < deadline:
+        found = list(works[0].glob("cache/teacher/*/soft_labels/shard-*.parquet"))
+        if len(found) >= 2:
+            shards_dir = found[0].parent
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert shards_dir is not None, "the subprocess never wrote a shard"
+    assert not (shards_dir / "manifest.json").exists()  # killed before the commit
+    results = []
+    for w in works:
+        ds = load_dataset(w, "syn")
+        results.append(run_teacher(cfg, ds, make_split(ds), work_dir=w, progress=False))
+    resumed, clean = results
+    assert resumed.stats["forward_passes"] == 0  # embeddings were cached before the kill
+    assert [s["sha256"] for s in resumed.manifest["shards"]] == [
+        s["sha256"] for s in clean.manifest["shards"]
+    ]
