@@ -38,8 +38,10 @@ class ItemTower(nn.Module):
         self.ids = nn.Embedding(n_items, dim) if id_embeddings else None
         if self.ids is not None:
             nn.init.normal_(self.ids.weight, std=0.05)
-        self.text = None
-        if text_dim:
+        self.text: nn.Module | None = None
+        if text_dim and hidden == 0:  # hidden=0: a plain linear projection
+            self.text = nn.Linear(text_dim, dim)
+        elif text_dim:
             hidden = hidden or 2 * dim
             self.text = nn.Sequential(
                 nn.Linear(text_dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
@@ -111,10 +113,13 @@ class SequentialRecommender(nn.Module):
         *,
         text_dim: int = 0,
         id_embeddings: bool = True,
+        text_hidden: int | None = None,
     ) -> None:
         super().__init__()
         self.n_items, self.max_len = n_items, max_len
-        self.items = ItemTower(n_items, dim, text_dim=text_dim, id_embeddings=id_embeddings)
+        self.items = ItemTower(
+            n_items, dim, text_dim=text_dim, id_embeddings=id_embeddings, hidden=text_hidden
+        )
         self.history = HistoryEncoder(dim, max_len, n_layers, n_heads, dropout)
 
     def item_vectors(self, text_emb: Tensor | None = None) -> Tensor:

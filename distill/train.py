@@ -11,9 +11,10 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,7 +26,8 @@ from storage.atomic import atomic_write_bytes, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[[nn.Module, Tensor], tuple[Tensor, dict[str, float]]]
+LossFn = Callable[[nn.Module, Any], tuple[Tensor, dict[str, float]]]
+EpochBatches = Callable[[int], Iterable[Any]]  # epoch -> batches (called after the epoch seed)
 ValidateFn = Callable[[nn.Module], float]
 
 
@@ -86,7 +88,7 @@ def load_weights(model: nn.Module, path: Path, *, strict: bool = True) -> None:
 def fit(
     model: nn.Module,
     *,
-    n_examples: int,
+    batches: EpochBatches,
     loss_fn: LossFn,
     validate: ValidateFn,
     config: LoopConfig,
@@ -129,12 +131,11 @@ def fit(
         if best_epoch >= 0 and epoch - best_epoch > config.patience:
             break
         torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and shuffling per epoch
-        order = torch.randperm(n_examples)
         model.train()
         sums: dict[str, float] = {}
         n_batches = 0
-        for start in range(0, n_examples, config.batch_size):
-            loss, parts = loss_fn(model, order[start : start + config.batch_size])
+        for batch in batches(epoch):
+            loss, parts = loss_fn(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -184,6 +185,17 @@ def fit(
         history=history,
         resumed_from=resumed,
     )
+
+
+def shuffled(n_examples: int, batch_size: int) -> EpochBatches:
+    """Epoch batches of shuffled example indices (uses the epoch's torch seed)."""
+
+    def batches(epoch: int) -> Iterator[Tensor]:
+        order = torch.randperm(n_examples)
+        for start in range(0, n_examples, batch_size):
+            yield order[start : start + batch_size]
+
+    return batches
 
 
 def config_hash(*parts: object) -> str:

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from distill.report import REPORT_METRICS
+from distill.teacher.base import TeacherError
 from pipelines.config import RunConfig, load_config
 from storage.errors import DataError, IntegrityError
 
@@ -21,10 +23,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Ingest and inspect datasets.", no_args_is_help=True)
+teacher_app = typer.Typer(help="Run and inspect the teacher stage.", no_args_is_help=True)
+models_app = typer.Typer(help="Published models: list, show, rollback.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(teacher_app, name="teacher")
+app.add_typer(models_app, name="models")
 console = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config.")]
+ModelOpt = Annotated[str, typer.Option("--model", help="Model name in the registry.")]
 WorkOpt = Annotated[Path | None, typer.Option(help="Work dir (default $KDREC_WORK_DIR or ./work).")]
 
 
@@ -130,10 +137,228 @@ def print_baselines(cfg: RunConfig) -> None:
     )
 
 
+def print_report(report: dict) -> None:
+    cols = ["hr@10", "ndcg@10", "mrr", "recall@20", "params", "train s"]
+    rows = []
+    for r in report["rows"]:
+        m = r["metrics"]
+        rows.append(
+            {
+                "model": r["model"],
+                **{k: m[k]["mean"] for k in REPORT_METRICS},
+                "params": f"{r['params']:,}",
+                "train s": round(r["train_seconds"], 1),
+            }
+        )
+    console.print(
+        metric_table(
+            f"{report['dataset']} — test, full ranking, seeds {report['seeds']}", rows, cols
+        )
+    )
+    if "kd_vs_no_kd" in report:
+        k = report["kd_vs_no_kd"]
+        console.print(
+            f"distilled vs not: {k['relative_gain']:+.1%} NDCG@10, paired p = "
+            f"{k['p_value']:.3g} over {k['n_pairs']} user-seed pairs"
+        )
+    for name, bar in report.get("bars", {}).items():
+        mark = "[green]holds[/]" if bar["holds"] else "[red]NOT met[/]"
+        console.print(f"  bar {name}: {bar['target']}: {bar['value']} {mark}")
+
+
+def _run_flow(cfg: RunConfig) -> dict:
+    from pipelines.distill_flow import distill
+
+    return distill(cfg)
+
+
 @app.command("run")
-def run_cmd(config: ConfigOpt = None, work_dir: WorkOpt = None) -> None:
-    """Run the pipeline on the configured dataset (default: embedded MovieLens-100K)."""
-    print_baselines(_config(config, work_dir))
+def run_cmd(
+    config: ConfigOpt = None,
+    work_dir: WorkOpt = None,
+    seeds: Annotated[int | None, typer.Option(help="Students per arm (seeds 0..N-1).")] = None,
+    force: Annotated[
+        bool, typer.Option(help="Publish even if the regression gate refuses.")
+    ] = False,
+) -> None:
+    """Run the whole pipeline (ingest, teacher, students, report, publish) as a Prefect flow."""
+    cfg = _config(config, work_dir)
+    updates: dict = {"force_publish": force or cfg.force_publish}
+    if seeds:
+        updates["seeds"] = list(range(seeds))
+    cfg = cfg.model_copy(update=updates)
+    t0 = time.perf_counter()
+    result = _run_flow(cfg)
+    print_report(result["report"])
+    publish = result["publish"]
+    console.print(f"report: {Path(result['run_dir']) / 'report.md'}")
+    if publish["published"]:
+        console.print(f"published {cfg.model_name}/{publish['version']} at {publish['path']}")
+        _sample_recommendation(cfg)
+    else:
+        console.print(f"[yellow]not published:[/] {publish['reason']}")
+    console.print(f"done in {time.perf_counter() - t0:.0f}s")
+
+
+def _sample_recommendation(cfg: RunConfig) -> None:
+    from distill.recommend import Recommender
+
+    rec = Recommender.load(cfg.work_dir / "registry", cfg.model_name)
+    user = next(iter(rec.user_row))
+    table = Table(title=f"sample: top 5 for user {user}")
+    for col in ("item", "title", "score"):
+        table.add_column(col)
+    for r in rec.recommend(user, 5):
+        table.add_row(r.item_id, r.title, f"{r.score:.3f}")
+    console.print(table)
+
+
+@app.command("quality")
+def quality_cmd(
+    seeds: Annotated[int, typer.Option(help="Seeds per student arm.")] = 5,
+    config: ConfigOpt = None,
+    work_dir: WorkOpt = None,
+) -> None:
+    """Train both students N times; print mean ± std and the paired test. Publishes nothing."""
+    cfg = _config(config, work_dir)
+    cfg = cfg.model_copy(update={"seeds": list(range(seeds)), "publish": False})
+    result = _run_flow(cfg)
+    print_report(result["report"])
+    console.print(f"report: {Path(result['run_dir']) / 'report.md'}")
+
+
+@teacher_app.command("run")
+def teacher_run(
+    config: ConfigOpt = None,
+    work_dir: WorkOpt = None,
+    local: Annotated[bool, typer.Option(help="Run in this process, without Prefect.")] = False,
+) -> None:
+    """Run the teacher stage (a no-op when its cache is complete)."""
+    from distill.teacher.stage import run_teacher
+    from pipelines.teacher_flow import run_teacher_flow
+    from storage.datasets import ingest, load_dataset
+    from storage.split import make_split
+
+    cfg = _config(config, work_dir)
+    result = ingest(cfg.dataset, work_dir=cfg.work_dir)
+    dataset = load_dataset(cfg.work_dir, result.name, result.version)
+    if local:
+        run = run_teacher(
+            cfg.teacher, dataset, make_split(dataset, cutoff=cfg.split.as_of), work_dir=cfg.work_dir
+        )
+        stats, cache = run.stats, run.plan.cache_dir
+    else:
+        stats = run_teacher_flow(
+            cfg.teacher, dataset, cfg.split.as_of, cfg.work_dir.resolve(), cfg.runner
+        )
+        cache = stats["cache_dir"]
+    console.print(f"teacher cache: {cache}")
+    console.print({k: round(v, 2) if isinstance(v, float) else v for k, v in stats.items()})
+
+
+@teacher_app.command("status")
+def teacher_status(work_dir: WorkOpt = None) -> None:
+    """List teacher caches: fingerprint, shards done, size, quality."""
+    from storage.atomic import read_json
+    from storage.shards import ShardStore
+
+    cfg = _config(None, work_dir)
+    root = cfg.work_dir / "cache" / "teacher"
+    table = Table(title=f"teacher caches in {root}")
+    for col in ("fingerprint", "kind", "dataset", "shards", "complete", "MB", "NDCG@10"):
+        table.add_column(col)
+    for plan_path in sorted(root.glob("*/plan.json")):
+        plan, folder = read_json(plan_path), plan_path.parent
+        store = ShardStore(folder / "soft_labels")
+        done = len(store.shards()) if store.exists() else len(store.pending())
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+        report = read_json(folder / "report.json")
+        quality = report.get("adapted", report.get("zero_shot", {})).get("test", {})
+        table.add_row(
+            plan["fingerprint"],
+            plan["config"]["kind"],
+            Path(plan["dataset_path"]).name,
+            f"{done}/{len(plan['shards'])}",
+            "yes" if store.exists() else "no",
+            f"{size:.1f}",
+            f"{quality.get('ndcg@10', float('nan')):.4f}",
+        )
+    console.print(table)
+
+
+@models_app.command("list")
+def models_list(model: ModelOpt = "kdrec", work_dir: WorkOpt = None) -> None:
+    """Published versions, newest last; * marks CURRENT."""
+    from storage.registry import Registry
+
+    registry = Registry(_config(None, work_dir).work_dir / "registry", model)
+    current = registry.current_version()
+    table = Table(title=f"model {model}")
+    for col in ("", "version", "dataset", "valid NDCG@10", "gate"):
+        table.add_column(col)
+    for version in registry.versions():
+        manifest = registry.bundle(version).manifest
+        table.add_row(
+            "*" if version == current else "",
+            version,
+            manifest.get("dataset", ""),
+            f"{manifest.get('validation', {}).get('ndcg@10', float('nan')):.4f}",
+            manifest.get("gate", ""),
+        )
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    version: Annotated[str, typer.Argument(help="Version or 'current'.")] = "current",
+    model: ModelOpt = "kdrec",
+    work_dir: WorkOpt = None,
+) -> None:
+    """Print a version's manifest."""
+    from storage.atomic import dumps_json
+    from storage.registry import Registry
+
+    bundle = Registry(_config(None, work_dir).work_dir / "registry", model).bundle(version)
+    console.print_json(dumps_json(bundle.manifest))
+
+
+@models_app.command("rollback")
+def models_rollback(
+    version: Annotated[str, typer.Argument(help="Version to make current.")],
+    model: ModelOpt = "kdrec",
+    work_dir: WorkOpt = None,
+) -> None:
+    """Point CURRENT at an earlier (verified) version."""
+    from storage.registry import Registry
+
+    bundle = Registry(_config(None, work_dir).work_dir / "registry", model).rollback(version)
+    console.print(f"CURRENT -> {bundle.version}")
+
+
+@app.command("recommend")
+def recommend_cmd(
+    user: Annotated[str, typer.Option("--user", "-u", help="User id.")],
+    k: Annotated[int, typer.Option("-k", help="How many items.")] = 10,
+    model: ModelOpt = "kdrec",
+    version: Annotated[str, typer.Option(help="Version or 'current'.")] = "current",
+    fallback: Annotated[
+        str | None, typer.Option(help="'popular': recommend popular items to unknown users.")
+    ] = None,
+    include_seen: Annotated[bool, typer.Option(help="Also recommend seen items.")] = False,
+    work_dir: WorkOpt = None,
+) -> None:
+    """Print the top-k items for a user from a published model."""
+    from distill.recommend import Recommender
+
+    rec = Recommender.load(_config(None, work_dir).work_dir / "registry", model, version)
+    table = Table(title=f"top {k} for user {user} ({rec.path.name})")
+    for col in ("#", "item", "title", "score"):
+        table.add_column(col)
+    for i, r in enumerate(
+        rec.recommend(user, k, exclude_seen=not include_seen, fallback=fallback), start=1
+    ):
+        table.add_row(str(i), r.item_id, r.title, f"{r.score:.3f}")
+    console.print(table)
 
 
 def main() -> None:
@@ -142,7 +367,14 @@ def main() -> None:
     )
     try:
         app()
-    except (DataError, IntegrityError, FileNotFoundError, ValueError) as exc:
+    except (
+        DataError,
+        IntegrityError,
+        FileNotFoundError,
+        ValueError,
+        KeyError,
+        TeacherError,
+    ) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
 

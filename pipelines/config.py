@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from distill.student import StudentConfig
+from distill.student.fit import DistillConfig
+from distill.teacher.base import TeacherConfig
+from distill.train import LoopConfig
+from storage.atomic import validate_name
 from storage.datasets import DatasetConfig
 
 
@@ -25,6 +31,22 @@ class SplitConfig(BaseModel):
     as_of: int | None = Field(None, ge=0)  # epoch seconds; None = leave-one-out on everything
 
 
+class RunnerConfig(BaseModel):
+    """Where teacher shard tasks run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "dask"] = "local"
+    dask_address: str | None = None  # scheduler address; None = start a LocalCluster
+    dask_workers: int = Field(2, ge=1)  # LocalCluster size
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> RunnerConfig:
+        if self.dask_address and self.kind != "dask":
+            raise ValueError("runner.dask_address is set but runner.kind is not 'dask'")
+        return self
+
+
 class RunConfig(BaseModel):
     """Everything one pipeline run needs."""
 
@@ -33,6 +55,20 @@ class RunConfig(BaseModel):
     work_dir: Path = Field(default_factory=default_work_dir)  # data/, cache/, registry/, runs/
     dataset: DatasetConfig = DatasetConfig()
     split: SplitConfig = SplitConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    distill: DistillConfig = DistillConfig()
+    train: LoopConfig = LoopConfig(batch_size=32, patience=20)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # students per arm
+    model_name: str = "kdrec"  # registry/<model_name>/
+    publish: bool = True  # publish the best distilled student to the registry
+    force_publish: bool = False  # publish even when the regression gate refuses
+    runner: RunnerConfig = RunnerConfig()
+
+    @model_validator(mode="after")
+    def _names(self) -> RunConfig:
+        validate_name(self.model_name, what="model name")
+        return self
 
 
 def load_config(path: Path | None, **overrides: object) -> RunConfig:

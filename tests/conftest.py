@@ -126,3 +126,14 @@ def tiny_config(tiny_files: dict[str, Path]):
     from storage.datasets import DatasetConfig
 
     return DatasetConfig(name="tiny", source="files", **tiny_files)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """A throwaway Prefect API (SQLite) shared by every flow test of the session."""
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

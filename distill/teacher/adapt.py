@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from distill.evaluate import evaluate
 from distill.layers import SequentialRecommender, left_padded
 from distill.teacher.base import AdaptConfig
-from distill.train import LoopConfig, TrainResult, fit
+from distill.train import LoopConfig, TrainResult, fit, shuffled
 from storage.split import Split
 
 EmbedFn = Callable[[Sequence[str], nn.Module, bool], Tensor]  # (texts, lm, grad) -> (N, T)
@@ -174,7 +174,7 @@ def train_head(
     )
     return fit(
         model,
-        n_examples=len(users),
+        batches=shuffled(len(users), config.batch_size),
         loss_fn=loss_fn,
         validate=validate,
         config=loop,

@@ -37,9 +37,9 @@ class AdaptConfig(BaseModel):
     id_embeddings: bool = True  # also learn item ID embeddings (added to the text projection)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(32, ge=1)  # users per step; small batches train this head best
     max_epochs: int = Field(200, ge=1)
-    patience: int = Field(10, ge=1)  # epochs without validation NDCG@10 gain before stopping
+    patience: int = Field(20, ge=1)  # epochs without validation NDCG@10 gain before stopping
     seed: int = 0
 
     @model_validator(mode="after")

@@ -1,0 +1,60 @@
+"""Losses: L = L_c + alpha * L_k. Pure tensor functions; the student module only gathers inputs.
+
+All take dense (B, I) logits. `mask` (B, I) is True for items excluded from a distribution
+(the user's train items, or items outside the teacher's candidate set); excluded items get
+probability zero in both teacher and student distributions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+NEG = -1e9  # large negative instead of -inf: keeps gradients finite under masking
+
+
+def _masked(logits: Tensor, mask: Tensor | None) -> Tensor:
+    return logits if mask is None else logits.masked_fill(mask, NEG)
+
+
+def multi_positive_ce(logits: Tensor, positives: Tensor) -> Tensor:
+    """Full-softmax CE averaged over each user's positives. logits (B, I), positives (B, I) 0/1."""
+    logp = F.log_softmax(logits, dim=-1)
+    per_user = -(logp * positives).sum(-1) / positives.sum(-1).clamp(min=1)
+    return per_user[positives.sum(-1) > 0].mean()
+
+
+def kd_kl(
+    student_logits: Tensor, teacher_logits: Tensor, t: float, mask: Tensor | None = None
+) -> Tensor:
+    """KL(teacher || student) over the last dim at temperature t, scaled by t**2 (Hinton et al.)."""
+    s = F.log_softmax(_masked(student_logits, mask) / t, dim=-1)
+    p = F.log_softmax(_masked(teacher_logits, mask) / t, dim=-1)
+    return F.kl_div(s, p, log_target=True, reduction="batchmean") * t * t
+
+
+def kd_mse(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean squared error between logits over the items not masked out."""
+    sq = (student_logits - teacher_logits) ** 2
+    if mask is None:
+        return sq.mean()
+    keep = ~mask
+    return (sq * keep).sum() / keep.sum().clamp(min=1)
+
+
+def kd_rank(
+    student_logits: Tensor, teacher_logits: Tensor, k: int, lam: float, mask: Tensor | None = None
+) -> Tensor:
+    """Top-K ranking distillation (in the spirit of RD / DLLM2Rec).
+
+    The teacher's top-K items (after masking) are pseudo-positives with weight w_r ∝ exp(-r/lam)
+    for rank r = 0..K-1; loss = -sum_r w_r log softmax(student)[item_r].
+    """
+    top = torch.topk(_masked(teacher_logits, mask), k, dim=-1).indices  # (B, K)
+    weights = torch.exp(
+        -torch.arange(k, dtype=student_logits.dtype, device=student_logits.device) / lam
+    )
+    weights = weights / weights.sum()
+    logp = F.log_softmax(_masked(student_logits, mask), dim=-1).gather(-1, top)  # (B, K)
+    return -(logp * weights).sum(-1).mean()

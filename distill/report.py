@@ -1,0 +1,279 @@
+"""The evaluation report: one table for every model (same harness), breakdowns, a paired test.
+
+Written as report.json (a stable contract that scripts read), report.md and PNG plots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from distill.evaluate import EvalResult
+from storage.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from storage.split import Split
+
+REPORT_METRICS = ("hr@10", "ndcg@10", "mrr", "recall@20")
+
+
+@dataclass
+class ModelRow:
+    """One model's results over one or more seeds."""
+
+    model: str
+    role: str  # baseline | teacher | student
+    distilled: bool
+    results: list[EvalResult]
+    params: int
+    train_seconds: list[float]
+    users_per_second: float
+    history: list[list[dict]] = field(default_factory=list)  # per seed: per-epoch training log
+
+    def metric(self, name: str) -> dict[str, float]:
+        values = np.array([r.metrics[name] for r in self.results])
+        return {"mean": float(values.mean()), "std": float(values.std())}
+
+    def as_json(self) -> dict:
+        return {
+            "model": self.model,
+            "role": self.role,
+            "distilled": self.distilled,
+            "metrics": {m: self.metric(m) for m in REPORT_METRICS},
+            "params": int(self.params),
+            "train_seconds": float(np.mean(self.train_seconds)),
+            "users_per_second": float(self.users_per_second),
+        }
+
+
+def paired_test(treated: ModelRow, control: ModelRow, metric: str = "ndcg@10") -> dict:
+    """Paired t-test on per-user metric values pooled across seeds (same users, same seeds)."""
+    a = np.concatenate([r.per_user[metric] for r in treated.results])
+    b = np.concatenate([r.per_user[metric] for r in control.results])
+    base = b.mean()
+    p_value = float(stats.ttest_rel(a, b).pvalue) if np.any(a != b) else 1.0
+    return {
+        "metric": metric,
+        "relative_gain": float(a.mean() / base - 1) if base else 0.0,
+        "p_value": p_value,
+        "n_pairs": int(len(a)),
+        "treated": treated.model,
+        "control": control.model,
+    }
+
+
+def activity_buckets(split: Split, users: np.ndarray) -> tuple[np.ndarray, dict[str, str]]:
+    """cold / medium / heavy by train-history length terciles; returns labels and thresholds."""
+    lengths = np.diff(split.train.indptr)[users]
+    lo, hi = np.quantile(lengths, [1 / 3, 2 / 3])
+    labels = np.where(lengths <= lo, "cold", np.where(lengths <= hi, "medium", "heavy"))
+    return labels, {
+        "cold": f"<= {lo:.0f} train items",
+        "medium": f"<= {hi:.0f}",
+        "heavy": f"> {hi:.0f}",
+    }
+
+
+def popularity_buckets(split: Split, users: np.ndarray, fold: str = "test") -> np.ndarray:
+    """head (top 20% items by train count) / torso (next 30%) / tail, by each user's test item."""
+    counts = np.asarray(split.train.sum(axis=0)).ravel()
+    rank = np.empty(len(counts), dtype=np.int64)
+    rank[np.argsort(-counts, kind="stable")] = np.arange(len(counts))
+    target = split.matrix(fold)[users]
+    first_item = np.array([target.indices[target.indptr[i]] for i in range(len(users))])
+    frac = rank[first_item] / len(counts)
+    return np.where(frac < 0.2, "head", np.where(frac < 0.5, "torso", "tail"))
+
+
+def breakdown(rows: list[ModelRow], labels: np.ndarray, metric: str = "ndcg@10") -> dict:
+    out: dict[str, dict] = {}
+    for bucket in ("cold", "medium", "heavy", "head", "torso", "tail"):
+        keep = labels == bucket
+        if keep.any():
+            out[bucket] = {
+                "users": int(keep.sum()),
+                **{
+                    row.model: float(
+                        np.mean([r.per_user[metric][keep].mean() for r in row.results])
+                    )
+                    for row in rows
+                },
+            }
+    return out
+
+
+def build_report(
+    *, dataset: str, split: Split, seeds: list[int], rows: list[ModelRow], extra: dict | None = None
+) -> dict:
+    users = rows[0].results[0].users
+    activity, thresholds = activity_buckets(split, users)
+    students = [r for r in rows if r.role == "student"]
+    distilled = next((r for r in students if r.distilled), None)
+    plain = next((r for r in students if not r.distilled), None)
+    report = {
+        "dataset": dataset,
+        "split": "leave-one-out" if split.name == "loo" else split.name,
+        "seeds": seeds,
+        "rows": [r.as_json() for r in rows],
+        "breakdown": {
+            "activity": breakdown(rows, activity),
+            "activity_thresholds": thresholds,
+            "popularity": breakdown(rows, popularity_buckets(split, users)),
+        },
+        **(extra or {}),
+    }
+    if distilled and plain:
+        report["kd_vs_no_kd"] = paired_test(distilled, plain)
+    return report
+
+
+def bars(report: dict) -> dict[str, dict]:
+    """The quality bars of the product, evaluated on a report."""
+    by = {(r["role"], r["distilled"]): r for r in report["rows"]}
+    named = {r["model"]: r for r in report["rows"]}
+    kd, plain = by.get(("student", True)), by.get(("student", False))
+    teacher, ease = by.get(("teacher", False)), named.get("EASE")
+    out: dict[str, dict] = {}
+    if kd and plain and "kd_vs_no_kd" in report:
+        gain = report["kd_vs_no_kd"]
+        out["kd_gain"] = {
+            "target": ">= +5% NDCG@10 with p < 0.05",
+            "value": f"{gain['relative_gain']:+.1%}, p={gain['p_value']:.3g}",
+            "holds": gain["relative_gain"] >= 0.05 and gain["p_value"] < 0.05,
+        }
+
+    def ndcg(row: dict) -> float:
+        return row["metrics"]["ndcg@10"]["mean"]
+
+    if kd and ease:
+        out["beats_ease"] = {
+            "target": "NDCG@10 above EASE",
+            "value": f"{ndcg(kd):.4f} vs {ndcg(ease):.4f}",
+            "holds": ndcg(kd) > ndcg(ease),
+        }
+    if kd and teacher:
+        out["vs_teacher"] = {
+            "target": ">= 90% of the teacher's NDCG@10",
+            "value": f"{ndcg(kd) / ndcg(teacher):.0%}",
+            "holds": ndcg(kd) >= 0.9 * ndcg(teacher),
+        }
+    if "cost_ratio" in report:
+        out["cost_ratio"] = {
+            "target": ">= 1000x cheaper per user than the teacher",
+            "value": f"{report['cost_ratio']:.0f}x",
+            "holds": report["cost_ratio"] >= 1000,
+        }
+    return out
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"# kdrec report — {report['dataset']}",
+        "",
+        f"split: {report['split']}, seeds: {report['seeds']}, test fold, full ranking",
+        "",
+        "| model | role | HR@10 | NDCG@10 | MRR | Recall@20 | params | train s | users/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(metrics: dict, key: str) -> str:
+        value = metrics[key]
+        return f"{value['mean']:.4f}" + (f" ± {value['std']:.4f}" if value["std"] else "")
+
+    for r in report["rows"]:
+        m = r["metrics"]
+        lines.append(
+            f"| {r['model']} | {r['role']} | {cell(m, 'hr@10')} | {cell(m, 'ndcg@10')} | "
+            f"{cell(m, 'mrr')} | {cell(m, 'recall@20')} | {r['params']:,} | "
+            f"{r['train_seconds']:.1f} | {r['users_per_second']:,.0f} |"
+        )
+    if "kd_vs_no_kd" in report:
+        k = report["kd_vs_no_kd"]
+        lines += [
+            "",
+            f"Distilled vs not (paired t-test on per-user {k['metric']}, "
+            f"{k['n_pairs']} pairs): {k['relative_gain']:+.1%}, p = {k['p_value']:.3g}",
+        ]
+    for title, key in (("user activity", "activity"), ("test-item popularity", "popularity")):
+        part = report["breakdown"][key]
+        if not part:
+            continue
+        models = [c for c in next(iter(part.values())) if c != "users"]
+        lines += [
+            "",
+            f"NDCG@10 by {title}:",
+            "",
+            "| bucket | users | " + " | ".join(models) + " |",
+            "|---" * (len(models) + 2) + "|",
+        ]
+        for bucket, values in part.items():
+            lines.append(
+                f"| {bucket} | {values['users']} | "
+                + " | ".join(f"{values[m]:.4f}" for m in models)
+                + " |"
+            )
+    if report.get("bars"):
+        lines += ["", "Quality bars:", ""]
+        for name, bar in report["bars"].items():
+            lines.append(
+                f"- {name}: {bar['target']} — {bar['value']} — "
+                f"{'holds' if bar['holds'] else 'NOT met'}"
+            )
+    if report.get("publish"):
+        lines += ["", f"Publish: {report['publish']}"]
+    return "\n".join(lines) + "\n"
+
+
+def save_report(report: dict, folder: Path, rows: list[ModelRow]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "report.json", report)
+    atomic_write_text(folder / "report.md", markdown(report))
+    _plots(report, folder, rows)
+
+
+def _plots(report: dict, folder: Path, rows: list[ModelRow]) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        if row.role == "student" and row.history:
+            ax.plot(
+                [h["epoch"] for h in row.history[0]],
+                [h["val"] for h in row.history[0]],
+                label=row.model,
+            )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation NDCG@10")
+    ax.set_title("Students, seed 0")
+    ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(folder / "val_ndcg.png", buf.getvalue())
+
+    part = report["breakdown"]["activity"]
+    if part:
+        models = [c for c in next(iter(part.values())) if c != "users"]
+        fig, ax = plt.subplots(figsize=(8, 4))
+        width = 0.8 / len(models)
+        for j, model in enumerate(models):
+            ax.bar(
+                np.arange(len(part)) + j * width,
+                [v[model] for v in part.values()],
+                width,
+                label=model,
+            )
+        ax.set_xticks(np.arange(len(part)) + 0.4 - width / 2, list(part))
+        ax.set_ylabel("test NDCG@10")
+        ax.set_title("NDCG@10 by user activity")
+        ax.legend(fontsize=7)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        atomic_write_bytes(folder / "activity.png", buf.getvalue())

@@ -1,0 +1,49 @@
+"""Two-tower student: user = ID embedding + mean of recent train item vectors; item = ID embedding
++ optional linear projection of the teacher's frozen item embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from distill.layers import ItemTower
+from distill.losses import multi_positive_ce
+from distill.student import StudentConfig
+
+
+class TwoTower(nn.Module):
+    def __init__(
+        self, n_users: int, n_items: int, config: StudentConfig, text_emb: np.ndarray | None
+    ) -> None:
+        super().__init__()
+        self.n_items = n_items
+        text_dim = 0 if text_emb is None else text_emb.shape[1]
+        self.items = ItemTower(n_items, config.dim, text_dim=text_dim, hidden=0)
+        self.users = nn.Embedding(n_users, config.dim)
+        nn.init.normal_(self.users.weight, std=0.05)
+        self.drop = nn.Dropout(config.dropout)
+        emb = torch.zeros(0) if text_emb is None else torch.as_tensor(text_emb, dtype=torch.float32)
+        self.register_buffer("text_emb", emb, persistent=False)
+
+    def item_vectors(self) -> Tensor:
+        return self.items(self.text_emb if self.text_emb.numel() else None)  # (I, D)
+
+    def user_vectors(self, users: Tensor, hist: Tensor, item_vecs: Tensor) -> Tensor:
+        """users (B,), hist (B, L) padded with n_items -> (B, D)."""
+        keep = (hist != self.n_items).unsqueeze(-1).float()  # (B, L, 1)
+        vecs = item_vecs[hist.clamp(max=self.n_items - 1)] * keep
+        pooled = vecs.sum(1) / keep.sum(1).clamp(min=1.0)  # (B, D)
+        return self.drop(self.users(users) + pooled)
+
+    def ce_loss(
+        self,
+        users: Tensor,
+        hist: Tensor,
+        seqs: Tensor,
+        positives: Tensor,
+        item_vecs: Tensor,
+        user_vecs: Tensor,
+    ) -> Tensor:
+        """Full-softmax CE over each user's train items."""
+        return multi_positive_ce(user_vecs @ item_vecs.T, positives)

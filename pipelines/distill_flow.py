@@ -1,0 +1,137 @@
+"""Prefect flow `distill`: ingest -> split -> teacher (subflow) -> student (subflow) -> publish."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from distill.report import markdown
+from pipelines.config import RunConfig
+from pipelines.runners import task_runner
+from pipelines.student_flow import student_flow
+from pipelines.teacher_flow import teacher_flow
+from storage.atomic import atomic_write_json, atomic_write_text, read_json
+from storage.datasets import ingest, load_dataset
+from storage.registry import Registry
+from storage.split import make_split
+
+
+@task(name="ingest", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def ingest_task(params: RunConfig) -> str:
+    """Validate and write the dataset version (a no-op for unchanged input)."""
+    result = ingest(params.dataset, work_dir=params.work_dir)
+    get_run_logger().info(
+        "dataset %s@%s (%s)", result.name, result.version, "new" if result.created else "unchanged"
+    )
+    return str(result.path)
+
+
+@task(name="split", cache_policy=NO_CACHE)
+def split_task(params: RunConfig, dataset_path: str) -> str:
+    """Build (or reuse) the stored split."""
+    dataset = load_dataset(params.work_dir, params.dataset.name, Path(dataset_path).name)
+    return make_split(dataset, cutoff=params.split.as_of).name
+
+
+@task(name="publish", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def publish_task(params: RunConfig, run_dir: str, manifest: dict) -> dict:
+    """Publish the staged bundle through the regression gate; switch CURRENT atomically."""
+    out = Path(run_dir)
+    files = {p.name: p.read_bytes() for p in sorted((out / "bundle").iterdir())}
+    registry = Registry(params.work_dir / "registry", params.model_name)
+    result = registry.publish(
+        files, manifest, validation=read_json(out / "validation.json"), force=params.force_publish
+    )
+    return {
+        "published": result.published,
+        "version": result.version,
+        "reason": result.reason,
+        "path": str(result.path) if result.path else None,
+    }
+
+
+def save_report_files(report: dict, run_dir: Path) -> None:
+    atomic_write_json(run_dir / "report.json", report)
+    atomic_write_text(run_dir / "report.md", markdown(report))
+
+
+def new_run_dir(work_dir: Path) -> Path:
+    return Path(work_dir) / "runs" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+
+
+def _artifacts(report: dict, publish: dict) -> None:
+    rows = [
+        {
+            "model": r["model"],
+            "role": r["role"],
+            **{m: round(v["mean"], 4) for m, v in r["metrics"].items()},
+            "params": r["params"],
+        }
+        for r in report["rows"]
+    ]
+    create_table_artifact(rows, key="kdrec-eval-table", description="Test metrics, every model")
+    create_markdown_artifact(markdown(report), key="kdrec-report", description="Run report")
+    if publish.get("path"):
+        create_link_artifact(
+            Path(publish["path"]).resolve().as_uri(),
+            key="kdrec-bundle",
+            link_text=publish["version"],
+            description="Published bundle",
+        )
+
+
+@flow(name="distill", log_prints=True)
+def distill(params: RunConfig) -> dict:
+    """Ingest, score with the teacher, train the students, evaluate, publish."""
+    log = get_run_logger()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    dataset_path = ingest_task(params)
+    split_name = split_task(params, dataset_path)
+    timings["ingest_split"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    teacher = teacher_flow.with_options(task_runner=task_runner(params.runner))(
+        params.teacher, dataset_path, params.split.as_of, str(params.work_dir)
+    )
+    timings["teacher"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    run_dir = student_flow(
+        params, dataset_path, teacher["cache_dir"], str(new_run_dir(params.work_dir)), teacher
+    )
+    timings["student"] = time.perf_counter() - t2
+    report = read_json(Path(run_dir) / "report.json")
+    dataset = load_dataset(params.work_dir, params.dataset.name, Path(dataset_path).name)
+    publish = {"published": False, "version": None, "reason": "publishing disabled", "path": None}
+    if params.publish:
+        publish = publish_task(
+            params,
+            run_dir,
+            {
+                "dataset": dataset.ref,
+                "split": split_name,
+                "teacher_fingerprint": teacher["fingerprint"],
+                "metrics": {r["model"]: r["metrics"] for r in report["rows"]},
+                "config": json.loads(params.model_dump_json()),
+            },
+        )
+    (log.info if publish["published"] else log.warning)("publish: %s", publish["reason"])
+    report["publish"] = publish["reason"] + (
+        f" ({publish['version']})" if publish["version"] else ""
+    )
+    save_report_files(report, Path(run_dir))
+    timings["total"] = time.perf_counter() - t0
+    log.info("stage timings (s): %s", {k: round(v, 1) for k, v in timings.items()})
+    _artifacts(report, publish)
+    return {
+        "run_dir": run_dir,
+        "report": report,
+        "publish": publish,
+        "teacher": teacher,
+        "timings": timings,
+    }

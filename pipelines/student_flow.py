@@ -1,0 +1,67 @@
+"""Prefect flow `student`: train students on cached soft labels, evaluate all, stage a bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from distill.report import save_report
+from distill.student import stage
+from pipelines.config import RunConfig
+from storage.atomic import atomic_write_bytes
+from storage.datasets import Dataset
+from storage.split import make_split
+
+
+@task(name="student-train-evaluate", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def train_evaluate_task(
+    params: RunConfig, dataset_path: str, teacher_cache: str, run_dir: str, teacher_stats: dict
+) -> str:
+    """Train the students (with and without KD) for every seed; write the report and bundle."""
+    log = get_run_logger()
+    dataset = Dataset(Path(dataset_path))
+    split = make_split(dataset, cutoff=params.split.as_of)
+    out = Path(run_dir)
+    report, rows, best = stage.quality(
+        dataset,
+        split,
+        teacher_cache=Path(teacher_cache),
+        student=params.student,
+        kd=params.distill,
+        loop=params.train,
+        seeds=params.seeds,
+        work_dir=params.work_dir,
+        teacher_seconds=float(teacher_stats.get("adapt_seconds", 0.0)),
+        checkpoint_root=out / "checkpoints",
+    )
+    cost = stage.cost_ratio(Path(teacher_cache), best, split, work_dir=params.work_dir)
+    report["cost"] = cost
+    report = stage.finish_report(report, cost["ratio"])
+    save_report(report, out, rows)
+    for name, data in stage.bundle_files(best, dataset, report).items():
+        atomic_write_bytes(out / "bundle" / name, data)
+    atomic_write_bytes(out / "validation.json", json.dumps(best.valid).encode())
+    for name, bar in report["bars"].items():
+        log.info(
+            "bar %s: %s -> %s (%s)",
+            name,
+            bar["target"],
+            bar["value"],
+            "holds" if bar["holds"] else "NOT met",
+        )
+    return str(out)
+
+
+@flow(name="student", log_prints=True)
+def student_flow(
+    params: RunConfig,
+    dataset_path: str,
+    teacher_cache: str,
+    run_dir: str,
+    teacher_stats: dict | None = None,
+) -> str:
+    """Returns the run folder holding report.{json,md}, plots and the staged bundle."""
+    return train_evaluate_task(params, dataset_path, teacher_cache, run_dir, teacher_stats or {})

@@ -1,0 +1,108 @@
+"""Prefect flow `teacher`: prepare (texts, embeddings, head) -> one task per shard -> commit."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.tasks import exponential_backoff
+
+from distill.teacher import stage
+from distill.teacher.base import TeacherConfig
+from pipelines.config import RunnerConfig
+from pipelines.runners import task_runner
+from storage.datasets import Dataset
+from storage.shards import ShardInfo
+from storage.split import make_split
+
+
+@task(name="teacher-prepare", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def prepare_task(
+    config: TeacherConfig, dataset_path: str, cutoff: int | None, work_dir: str
+) -> tuple[str, dict]:
+    """Texts, LM embeddings (only new texts are encoded) and the adapted head."""
+    dataset = Dataset(Path(dataset_path))
+    stats: dict = {}
+    plan = stage.prepare(
+        config, dataset, make_split(dataset, cutoff=cutoff), work_dir=Path(work_dir), stats=stats
+    )
+    return plan.cache_dir, stats
+
+
+@task(
+    name="teacher-shard",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    cache_policy=NO_CACHE,
+)
+def shard_task(cache_dir: str, key: str, work_dir: str) -> dict:
+    """Soft labels for one user range, written as one atomic shard (reused if already done)."""
+    return stage.score_shard(Path(cache_dir), key, work_dir=Path(work_dir)).__dict__
+
+
+@task(name="teacher-commit", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def commit_task(cache_dir: str, infos: list[dict]) -> dict:
+    """Write the manifest last: the cache becomes visible to readers all at once."""
+    return stage.commit(Path(cache_dir), [ShardInfo(**i) for i in infos])
+
+
+@flow(name="teacher", log_prints=True)
+def teacher_flow(
+    config: TeacherConfig, dataset_path: str, cutoff: int | None = None, work_dir: str = "work"
+) -> dict:
+    """Run the teacher once over all (user, item) pairs. Returns the cache dir and stats."""
+    log = get_run_logger()
+    t0 = time.perf_counter()
+    cache_dir, stats = prepare_task(config, dataset_path, cutoff, work_dir)
+    plan = stage.TeacherPlan.load(Path(cache_dir))
+    if stage.is_complete(Path(cache_dir)):
+        log.info("teacher cache %s is complete: no teacher work", plan.fingerprint)
+        return {"cache_dir": cache_dir, "fingerprint": plan.fingerprint, "reused": True, **stats}
+    progress = create_progress_artifact(
+        0.0, key="teacher-progress", description=f"teacher shards of {plan.fingerprint}"
+    )
+    t1 = time.perf_counter()
+    futures = shard_task.map(cache_dir, [s[0] for s in plan.shards], work_dir)
+    infos = []
+    for future in as_completed(futures):
+        infos.append(future.result())
+        update_progress_artifact(progress, 100.0 * len(infos) / len(plan.shards))
+    manifest = commit_task(cache_dir, infos)
+    score_s = time.perf_counter() - t1
+    pairs_per_s = manifest["total_rows"] / max(score_s, 1e-9)
+    encoded = stats.get("item_texts_encoded", 0) + stats.get("user_texts_encoded", 0)
+    log.info(
+        "teacher %s: %d texts encoded (%.1f texts/s), %d pairs scored in %.1fs "
+        "(%.0f pairs/s), total %.1fs",
+        plan.fingerprint,
+        encoded,
+        encoded / max(stats.get("encode_seconds", 0.0), 1e-9),
+        manifest["total_rows"],
+        score_s,
+        pairs_per_s,
+        time.perf_counter() - t0,
+    )
+    return {
+        "cache_dir": cache_dir,
+        "fingerprint": plan.fingerprint,
+        "reused": False,
+        "pairs": manifest["total_rows"],
+        "pairs_per_second": pairs_per_s,
+        **stats,
+    }
+
+
+def run_teacher_flow(
+    config: TeacherConfig,
+    dataset: Dataset,
+    cutoff: int | None,
+    work_dir: Path,
+    runner: RunnerConfig,
+) -> dict:
+    """Call the flow with the configured task runner."""
+    configured = teacher_flow.with_options(task_runner=task_runner(runner))
+    return configured(config, str(dataset.path), cutoff, str(work_dir))

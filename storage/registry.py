@@ -1,0 +1,202 @@
+"""Model registry: publish bundles atomically, switch `CURRENT`, list, show and roll back.
+
+registry/<model>/<version>/   student.safetensors, config.json, items.faiss, items.parquet,
+                              users.parquet, report.json, manifest.json (written last; it lists
+                              every file's sha256, so a tampered bundle is refused on load)
+registry/<model>/CURRENT      the published version's name, replaced atomically
+registry/<model>/.lock        serialises publishes and rollbacks across processes
+
+A bundle is staged in a temp folder and renamed into place, then CURRENT is switched: a reader
+never sees a half-written bundle, and a crash at any point leaves the previous CURRENT usable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+
+from storage.atomic import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    sha256_file,
+    staging_dir,
+    validate_name,
+)
+from storage.errors import IntegrityError
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+GATE_METRIC = "ndcg@10"  # validation metric the regression gate compares
+GATE_TOLERANCE = 0.02  # refuse a model more than 2% below the current one
+
+
+class GateRefused(RuntimeError):
+    """Publishing refused by the regression gate."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+
+    @cached_property
+    def manifest(self) -> dict:
+        return read_json(self.path / MANIFEST)
+
+    @property
+    def version(self) -> str:
+        return self.path.name
+
+    def verify(self) -> None:
+        """Every file listed in the manifest exists with the recorded sha256; nothing extra."""
+        files = self.manifest.get("files", {})
+        for name, digest in files.items():
+            target = self.path / name
+            if not target.exists():
+                raise IntegrityError(
+                    f"bundle {self.path}: file {name} listed in manifest is missing"
+                )
+            if sha256_file(target) != digest:
+                raise IntegrityError(
+                    f"bundle {self.path}: {name} does not match its manifest "
+                    "hash (tampered or corrupt); refusing to load"
+                )
+        extra = {p.name for p in self.path.iterdir()} - set(files) - {MANIFEST}
+        if extra:
+            raise IntegrityError(f"bundle {self.path}: files not in manifest: {sorted(extra)}")
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    published: bool
+    version: str | None
+    reason: str
+    path: Path | None = None
+
+
+def git_sha() -> str | None:
+    with contextlib.suppress(Exception):
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+        if out.returncode == 0:
+            return out.stdout.strip()
+    return None
+
+
+class Registry:
+    def __init__(self, root: Path, model: str = "kdrec") -> None:
+        self.root = Path(root) / validate_name(model, what="model name")
+        self.model = model
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def current_version(self) -> str | None:
+        pointer = self.root / "CURRENT"
+        return pointer.read_text().strip() if pointer.exists() else None
+
+    def versions(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / MANIFEST).exists())
+
+    def bundle(self, version: str = "current") -> Bundle:
+        if version == "current":
+            current = self.current_version()
+            if current is None:
+                raise FileNotFoundError(f"no published model in {self.root}; run `make run`")
+            version = current
+        path = self.root / validate_name(version, what="version")
+        if not (path / MANIFEST).exists():
+            raise FileNotFoundError(
+                f"no version {version!r} of model {self.model!r} in {self.root}"
+                f"; known: {self.versions()[-5:]}"
+            )
+        return Bundle(path)
+
+    def new_version(self, tag: str = "") -> str:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        return validate_name(f"v{stamp}{'-' + tag if tag else ''}", what="version")
+
+    def gate(self, metrics: dict[str, float]) -> tuple[bool, str]:
+        """(passes, reason) for a candidate's validation metrics against the current model."""
+        current = self.current_version()
+        if current is None:
+            return True, "first publish"
+        old = self.bundle(current).manifest.get("validation", {}).get(GATE_METRIC)
+        new = metrics.get(GATE_METRIC)
+        if old is None or new is None:
+            return True, "no comparable validation metric"
+        if new < old * (1 - GATE_TOLERANCE):
+            return False, (
+                f"validation {GATE_METRIC} {new:.4f} is more than "
+                f"{GATE_TOLERANCE:.0%} below the current model's {old:.4f} ({current})"
+            )
+        return True, f"validation {GATE_METRIC} {new:.4f} vs current {old:.4f}"
+
+    def publish(
+        self,
+        files: dict[str, bytes],
+        manifest: dict,
+        *,
+        validation: dict[str, float],
+        force: bool = False,
+        tag: str = "",
+    ) -> PublishResult:
+        """Stage, hash, rename into place, then switch CURRENT; all under the registry lock."""
+        with self.lock():
+            ok, reason = self.gate(validation)
+            if not ok and not force:
+                log.warning("publish refused by the regression gate: %s", reason)
+                return PublishResult(False, None, f"refused: {reason}")
+            version = self.new_version(tag)
+            final = self.root / version
+            with staging_dir(final) as tmp:
+                hashes = {}
+                for name, data in sorted(files.items()):
+                    atomic_write_bytes(tmp / name, data)
+                    hashes[name] = sha256_file(tmp / name)
+                atomic_write_json(
+                    tmp / MANIFEST,
+                    {
+                        **manifest,
+                        "model": self.model,
+                        "version": version,
+                        "files": hashes,
+                        "validation": validation,
+                        "created_at": datetime.now(UTC).isoformat(),
+                        "git_sha": git_sha(),
+                        "gate": reason if ok else f"forced: {reason}",
+                    },
+                )
+            atomic_write_text(self.root / "CURRENT", version + "\n")
+            log.info("published %s/%s (%s)", self.model, version, reason)
+            return PublishResult(True, version, reason if ok else f"forced: {reason}", final)
+
+    def rollback(self, version: str) -> Bundle:
+        """Point CURRENT at an existing, intact version."""
+        with self.lock():
+            bundle = self.bundle(version)
+            bundle.verify()
+            atomic_write_text(self.root / "CURRENT", bundle.version + "\n")
+            return bundle

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distill.index import build_index
+from distill.recommend import Recommender, UnknownUser
+from distill.soft_labels import SoftLabels
+from distill.student import StudentConfig
+from distill.student import stage as student_stage
+from distill.student.fit import DistillConfig, train_student
+from distill.teacher.base import AdaptConfig, TeacherConfig
+from distill.teacher.stage import read_vectors, run_teacher
+from distill.train import LoopConfig
+from storage.registry import Registry
+
+LOOP = LoopConfig(max_epochs=3, patience=2, batch_size=8, lr=5e-3)
+
+
+@pytest.fixture
+def teacher_cache(synthetic, work, tiny_encoder_path) -> Path:
+    dataset, split = synthetic
+    cfg = TeacherConfig(
+        model_path=tiny_encoder_path,
+        users_per_shard=8,
+        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2),
+    )
+    return Path(run_teacher(cfg, dataset, split, work_dir=work, progress=False).plan.cache_dir)
+
+
+@pytest.mark.parametrize("kind", ["two_tower", "sequential"])
+@pytest.mark.parametrize("loss", ["kl", "mse", "rank"])
+def test_students_train_with_every_loss(synthetic, teacher_cache, kind, loss):
+    _, split = synthetic
+    model, result = train_student(
+        split,
+        StudentConfig(kind=kind, dim=8, history_len=6),
+        DistillConfig(loss=loss, rank_k=3),
+        LOOP,
+        soft_labels=SoftLabels(teacher_cache),
+        text_emb=read_vectors(teacher_cache, "items", "embedding"),
+    )
+    assert len(result.history) >= 1 and 0 <= result.best_epoch < 3
+    assert "l_k" in result.history[0] and np.isfinite(result.history[0]["l_k"])
+    with torch.no_grad():
+        assert model.item_vectors().shape == (split.n_items, 8)
+
+
+def test_alpha_zero_ignores_the_teacher(synthetic, teacher_cache):
+    _, split = synthetic
+    _, result = train_student(
+        split,
+        StudentConfig(dim=8, history_len=6),
+        DistillConfig(alpha=0.0),
+        LOOP,
+        soft_labels=None,
+        text_emb=None,
+    )
+    assert "l_k" not in result.history[0]
+
+
+def test_resume_from_checkpoint_equals_uninterrupted(
+    synthetic, teacher_cache, tmp_path, monkeypatch
+):
+    from distill.student import fit as fit_module
+
+    _, split = synthetic
+    soft, emb = SoftLabels(teacher_cache), read_vectors(teacher_cache, "items", "embedding")
+    cfg, kd = StudentConfig(dim=8, history_len=6), DistillConfig()
+    loop = LOOP.model_copy(update={"patience": 10, "max_epochs": 4})
+    full, _ = train_student(split, cfg, kd, loop, soft_labels=soft, text_emb=emb)
+
+    real = fit_module._batches
+
+    def crashing(*args):
+        inner = real(*args)
+
+        def batches(epoch):
+            if epoch == 2:
+                raise KeyboardInterrupt("simulated crash in epoch 2")
+            yield from inner(epoch)
+
+        return batches
+
+    ckpt = tmp_path / "ckpt"
+    monkeypatch.setattr(fit_module, "_batches", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        train_student(split, cfg, kd, loop, soft_labels=soft, text_emb=emb, checkpoint_dir=ckpt)
+    monkeypatch.setattr(fit_module, "_batches", real)
+    resumed, result = train_student(
+        split, cfg, kd, loop, soft_labels=soft, text_emb=emb, checkpoint_dir=ckpt
+    )
+    assert result.resumed_from == 1 and len(result.history) == 4
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_faiss_matches_exact_search_with_ties():
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(200, 16)).astype(np.float32)
+    items[10] = items[11]  # a tie
+    queries = rng.normal(size=(20, 16)).astype(np.float32)
+    index, recall = build_index(items)
+    _, got = index.search(queries, 10)
+    scores = queries @ items.T
+    for q in range(len(queries)):
+        kth = np.sort(scores[q])[::-1][9]
+        assert (scores[q, got[q]] >= kth - 1e-5).all()  # every returned item is a true top-10
+    approx, recall = build_index(items, queries=queries, exact_limit=50)
+    assert recall >= 0.98 and type(approx).__name__ == "IndexHNSWFlat"
+
+
+def test_publish_load_and_recommend(synthetic, teacher_cache, work):
+    dataset, split = synthetic
+    report, rows, best = student_stage.quality(
+        dataset,
+        split,
+        teacher_cache=teacher_cache,
+        student=StudentConfig(dim=8, history_len=6),
+        kd=DistillConfig(),
+        loop=LOOP,
+        seeds=[0, 1],
+        work_dir=work,
+    )
+    assert [r["role"] for r in report["rows"]] == ["baseline"] * 3 + ["teacher"] + ["student"] * 2
+    assert report["kd_vs_no_kd"]["n_pairs"] == 2 * len(rows[0].results[0].users)
+    files = student_stage.bundle_files(best, dataset, report)
+    reg = Registry(work / "registry", "kdrec")
+    result = reg.publish(files, {"dataset": dataset.ref}, validation=best.valid)
+    rec = Recommender.load(work / "registry")
+    seen = set(
+        dataset.interactions()
+        .filter(dataset.interactions()["user_id"] == "u3")
+        .get_column("item_id")
+    )
+    recs = rec.recommend("u3", k=5)
+    assert len(recs) == 5 and not seen & {r.item_id for r in recs}
+    assert [r.score for r in recs] == sorted([r.score for r in recs], reverse=True)
+    assert len(rec.recommend("u3", k=10_000)) == dataset.n_items - len(seen)
+    with pytest.raises(UnknownUser):
+        rec.recommend("nobody")
+    assert len(rec.recommend("nobody", k=3, fallback="popular")) == 3
+    with pytest.raises(ValueError, match="k must be positive"):
+        rec.recommend("u3", k=0)
+    batch = rec.recommend_batch(["u3", "u4"], k=4)
+    assert [r.item_id for r in batch[0]] == [r.item_id for r in recs[:4]]
+    assert result.published
