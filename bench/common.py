@@ -1,0 +1,61 @@
+"""Helpers shared by the benchmark scripts: the ML-100K dataset, timing, JSON results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from storage.atomic import atomic_write_json
+from storage.datasets import DatasetConfig, ingest, load_dataset
+from storage.split import make_split
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def work_dir() -> Path:
+    return Path(os.environ.get("KDREC_BENCH_WORK", os.environ.get("KDREC_WORK_DIR", "work")))
+
+
+def movielens(work: Path):
+    result = ingest(DatasetConfig(), work_dir=work)
+    dataset = load_dataset(work, result.name, result.version)
+    return dataset, make_split(dataset)
+
+
+@contextmanager
+def timer(out: dict, key: str):
+    t0 = time.perf_counter()
+    yield
+    out[key] = time.perf_counter() - t0
+
+
+def machine() -> dict:
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def save(name: str, results: dict) -> Path:
+    path = RESULTS / f"{name}.json"
+    atomic_write_json(
+        path,
+        {
+            "benchmark": name,
+            "created_at": datetime.now(UTC).isoformat(),
+            "machine": machine(),
+            **results,
+        },
+    )
+    print(json.dumps(results, indent=2, default=str))
+    return path

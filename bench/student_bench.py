@@ -1,0 +1,85 @@
+"""Student benchmarks -> bench/results/student.json.
+
+Training time to early stop on ML-100K (distilled, one seed), serving latency p50/p99 for one
+user and throughput for batches (from a published bundle), and the per-user scoring cost of the
+student vs the teacher, measured side by side.
+
+Usage: python bench/student_bench.py   (needs the default teacher cache: run `make run` first,
+or it is built here)
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import movielens, save, work_dir  # noqa: E402
+from distill.recommend import Recommender  # noqa: E402
+from distill.soft_labels import SoftLabels  # noqa: E402
+from distill.student import stage  # noqa: E402
+from distill.student.fit import DistillConfig  # noqa: E402
+from distill.teacher.base import TeacherConfig  # noqa: E402
+from distill.teacher.stage import read_vectors, run_teacher  # noqa: E402
+from pipelines.config import RunConfig  # noqa: E402
+from storage.registry import Registry  # noqa: E402
+
+
+def main() -> None:
+    work = work_dir()
+    cfg = RunConfig(work_dir=work)
+    dataset, split = movielens(work)
+    teacher = run_teacher(TeacherConfig(), dataset, split, work_dir=work, progress=False)
+    cache = Path(teacher.plan.cache_dir)
+    t0 = time.perf_counter()
+    run = stage.fit_and_evaluate(
+        split,
+        cfg.student,
+        DistillConfig(),
+        cfg.train,
+        soft_labels=SoftLabels(cache),
+        text_emb=read_vectors(cache, "items", "embedding"),
+    )
+    train_s = time.perf_counter() - t0
+    cost = stage.cost_ratio(cache, run, split, work_dir=work)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Registry(Path(tmp), "bench").publish(
+            stage.bundle_files(run, dataset, {}), {}, validation=run.valid
+        )
+        rec = Recommender.load(Path(tmp), "bench")
+        users = list(rec.user_row)
+        rng = np.random.default_rng(0)
+        single = []
+        for uid in rng.choice(users, size=500):
+            t1 = time.perf_counter()
+            rec.recommend(str(uid), 10)
+            single.append(time.perf_counter() - t1)
+        batch = {}
+        for size in (64, 943):
+            picks = [str(u) for u in rng.choice(users, size=size)]
+            t1 = time.perf_counter()
+            rec.recommend_batch(picks, 10)
+            batch[f"users_per_s_batch_{size}"] = size / (time.perf_counter() - t1)
+    save(
+        "student",
+        {
+            "train_seconds_to_early_stop": train_s,
+            "best_epoch": run.train.best_epoch,
+            "epochs_run": len(run.train.history),
+            "test_ndcg@10": run.test.metrics["ndcg@10"],
+            "serving_single_user_ms_p50": 1e3 * float(np.percentile(single, 50)),
+            "serving_single_user_ms_p99": 1e3 * float(np.percentile(single, 99)),
+            **batch,
+            "cost": cost,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from pipelines.config import RunConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_default_yaml_matches_the_code_defaults():
+    from_file = load_config(ROOT / "configs" / "default.yaml")
+    assert from_file.model_dump(exclude={"work_dir"}) == RunConfig().model_dump(
+        exclude={"work_dir"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"unknown_key": 1}, "Extra inputs are not permitted"),
+        ({"distill": {"alpha": -0.1}}, "greater than or equal to 0"),
+        ({"distill": {"temperature": 0}}, "greater than 0"),
+        ({"teacher": {"candidates_top_k": 0}}, "greater than or equal to 1"),
+        ({"teacher": {"model_path": ""}}, "model_path is empty"),
+        ({"teacher": {"adapt": {"dim": 30, "n_heads": 4}}}, "divisible"),
+        ({"student": {"dim": "wide"}}, "valid integer"),
+        ({"seeds": []}, "at least 1"),
+        ({"model_name": "../x"}, "invalid model name"),
+        ({"runner": {"dask_address": "tcp://x:1"}}, "runner.kind is not 'dask'"),
+        ({"teacher": {"kind": "causal"}}, "needs pairs: candidates"),
+    ],
+)
+def test_bad_configs_fail_at_construction(data, message):
+    with pytest.raises(ValidationError, match=message):
+        RunConfig.model_validate(data)
+
+
+def test_yaml_must_be_a_mapping(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="must hold a mapping"):
+        load_config(path)
