@@ -25,7 +25,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export KDREC_WORK_DIR := $(abspath $(WORK))
 
-.PHONY: help install run test test-slow check lint format bench quality clean
+.PHONY: help install run quality test test-slow check lint format bench ui ui-stop clean
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,13 +41,20 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP) ## create .venv and install everything (idempotent)
 
-run: $(STAMP) ## ingest MovieLens-100K and run the pipeline on the embedded default
+run: $(STAMP) ## the whole pipeline on the embedded default (MovieLens-100K + MiniLM teacher)
+	@mkdir -p $(PREFECT_HOME)
 	$(KDREC) run --config $(CONFIG)
 
+quality: $(STAMP) ## train both students SEEDS times: mean ± std and the paired test
+	@mkdir -p $(PREFECT_HOME)
+	$(KDREC) quality --config $(CONFIG) --seeds $(SEEDS)
+
 test: $(STAMP) ## fast tests (tiny data, tiny random models)
+	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP) ## slow tests on real data and real models
+	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP) ## ruff lint + format check
@@ -62,6 +69,31 @@ check: lint test ## lint, format check and fast tests
 
 bench: $(STAMP) ## run the benchmarks; results in bench/results/*.json
 	$(PY) bench/run_all.py
+
+UI_DIR := $(abspath $(WORK))/ui
+UI_URL := http://127.0.0.1:$(UI_PORT)
+ui: $(STAMP) ## Prefect server on 127.0.0.1:UI_PORT + work pool + deployments + a worker
+	@mkdir -p $(UI_DIR) $(PREFECT_HOME)
+	@if [ -f $(UI_DIR)/server.pid ] && kill -0 $$(cat $(UI_DIR)/server.pid) 2>/dev/null; then \
+	  echo "server already running (pid $$(cat $(UI_DIR)/server.pid))"; else \
+	  PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(UI_PORT) \
+	  PREFECT_UI_API_URL=$(UI_URL)/api \
+	  nohup $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(UI_PORT) \
+	    > $(UI_DIR)/server.log 2>&1 & echo $$! > $(UI_DIR)/server.pid; fi
+	@for i in $$(seq 1 120); do curl -sf $(UI_URL)/api/health >/dev/null && break; sleep 1; done
+	@curl -sf $(UI_URL)/api/health >/dev/null || (echo "server did not start; see $(UI_DIR)/server.log" && exit 1)
+	PREFECT_API_URL=$(UI_URL)/api $(VENV)/bin/prefect work-pool create kdrec-local --type process --overwrite
+	PREFECT_API_URL=$(UI_URL)/api KDREC_PROJECT_DIR=$(CURDIR) $(VENV)/bin/prefect --no-prompt deploy --all
+	@if [ -f $(UI_DIR)/worker.pid ] && kill -0 $$(cat $(UI_DIR)/worker.pid) 2>/dev/null; then \
+	  echo "worker already running"; else \
+	  PREFECT_API_URL=$(UI_URL)/api nohup $(VENV)/bin/prefect worker start --pool kdrec-local \
+	    > $(UI_DIR)/worker.log 2>&1 & echo $$! > $(UI_DIR)/worker.pid; fi
+	@echo "Prefect UI: $(UI_URL)   (run now: PREFECT_API_URL=$(UI_URL)/api $(VENV)/bin/prefect deployment run nightly/nightly)"
+
+ui-stop: ## stop exactly the server and worker that `make ui` started
+	@for name in worker server; do \
+	  if [ -f $(UI_DIR)/$$name.pid ]; then kill $$(cat $(UI_DIR)/$$name.pid) 2>/dev/null && echo "stopped $$name"; \
+	  rm -f $(UI_DIR)/$$name.pid; fi; done
 
 clean: ## remove the work dir (datasets, caches, registry); keeps .venv
 	rm -rf $(WORK)

@@ -113,6 +113,11 @@ def evaluate(
     exclude_matrix = split.train if fold == "valid" else split.matrix("train", "valid")
     all_users = split.users_with(fold)
     eval_users = all_users if users is None else np.intersect1d(all_users, users)
+    if len(eval_users) == 0:
+        raise ValueError(
+            f"no user has a {fold} item in split '{split.name}' "
+            "(too little data before the cut-off?)"
+        )
     per_user: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(eval_users), batch_size):
         batch = eval_users[start : start + batch_size]

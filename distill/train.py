@@ -22,7 +22,8 @@ from safetensors.torch import load, save
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from storage.atomic import atomic_write_bytes, atomic_write_json, read_json
+from storage.atomic import atomic_write_bytes
+from storage.faults import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,27 @@ def _restore(model: nn.Module, optimizer: torch.optim.Optimizer | None, blob: by
         optimizer.load_state_dict(sd)
 
 
+CHECKPOINT = "checkpoint.safetensors"
+
+
+def _checkpoint_bytes(
+    model: nn.Module, optimizer: torch.optim.Optimizer, best_blob: bytes, progress: dict
+) -> bytes:
+    tensors = load(_state_bytes(model, optimizer))
+    tensors.update({f"best.{k}": v for k, v in load(best_blob).items()})
+    return save(tensors, metadata={"progress": json.dumps(progress)})
+
+
+def _best_blob(blob: bytes) -> bytes:
+    return save({k[5:]: v for k, v in load(blob).items() if k.startswith("best.")})
+
+
+def safe_open_metadata(blob: bytes) -> dict[str, str]:
+    """The string metadata of a safetensors blob (its JSON header's __metadata__)."""
+    size = int.from_bytes(blob[:8], "little")
+    return json.loads(blob[8 : 8 + size]).get("__metadata__", {})
+
+
 def save_weights(model: nn.Module, path: Path, state: dict[str, Tensor] | None = None) -> None:
     """Save `state` (default: the whole state dict) as safetensors, atomically."""
     state = model.state_dict() if state is None else state
@@ -104,12 +126,13 @@ def fit(
     history: list[dict] = []
     best_score, best_epoch, smoothed, start_epoch, resumed = -1.0, -1, None, 0, None
     best_blob = _state_bytes(model, None)
-    progress_path = checkpoint_dir / "progress.json" if checkpoint_dir else None
-    if progress_path is not None and progress_path.exists():
-        progress = read_json(progress_path)
+    ckpt_path = checkpoint_dir / CHECKPOINT if checkpoint_dir else None
+    if ckpt_path is not None and ckpt_path.exists():
+        blob = ckpt_path.read_bytes()
+        progress = json.loads(safe_open_metadata(blob)["progress"])
         if progress.get("key") == key:
-            _restore(model, optimizer, (checkpoint_dir / "last.safetensors").read_bytes())
-            best_blob = (checkpoint_dir / "best.safetensors").read_bytes()
+            _restore(model, optimizer, blob)
+            best_blob = _best_blob(blob)
             history, best_score, best_epoch = (
                 progress["history"],
                 progress["best_score"],
@@ -161,20 +184,17 @@ def fit(
             best_score, best_epoch = smoothed, epoch
             best_blob = _state_bytes(model, None)
         bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
-        if checkpoint_dir is not None:
-            atomic_write_bytes(checkpoint_dir / "last.safetensors", _state_bytes(model, optimizer))
-            atomic_write_bytes(checkpoint_dir / "best.safetensors", best_blob)
-            atomic_write_json(
-                progress_path,
-                {
-                    "key": key,
-                    "epoch": epoch,
-                    "history": history,
-                    "best_score": best_score,
-                    "best_epoch": best_epoch,
-                    "smoothed": smoothed,
-                },
-            )
+        if ckpt_path is not None:  # one file, one atomic write: state and progress agree
+            progress = {
+                "key": key,
+                "epoch": epoch,
+                "history": history,
+                "best_score": best_score,
+                "best_epoch": best_epoch,
+                "smoothed": smoothed,
+            }
+            atomic_write_bytes(ckpt_path, _checkpoint_bytes(model, optimizer, best_blob, progress))
+            crash_point("train.after_checkpoint")
     bar.close()
     _restore(model, None, best_blob)
     model.eval()

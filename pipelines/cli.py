@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ models_app = typer.Typer(help="Published models: list, show, rollback.", no_args
 app.add_typer(data_app, name="data")
 app.add_typer(teacher_app, name="teacher")
 app.add_typer(models_app, name="models")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config.")]
 ModelOpt = Annotated[str, typer.Option("--model", help="Model name in the registry.")]
@@ -48,7 +49,12 @@ def metric_table(title: str, rows: list[dict], columns: list[str]) -> Table:
         cells = [row["model"]]
         for col in columns:
             value = row.get(col)
-            cells.append(f"{value:.4f}" if isinstance(value, float) else str(value))
+            if isinstance(value, float):
+                cells.append(
+                    f"{value:.4f}" if col in REPORT_METRICS or "@" in col else f"{value:.1f}"
+                )
+            else:
+                cells.append(str(value))
         table.add_row(*cells)
     return table
 
@@ -363,8 +369,12 @@ def recommend_cmd(
 
 def main() -> None:
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for name in ("distill", "storage", "pipelines"):  # ours at INFO; libraries stay quiet
+        logging.getLogger(name).setLevel(logging.INFO)
+    if os.environ.get("PREFECT_HOME"):  # Prefect does not create missing parent folders
+        Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     try:
         app()
     except (

@@ -17,7 +17,7 @@ from pipelines.runners import task_runner
 from pipelines.student_flow import student_flow
 from pipelines.teacher_flow import teacher_flow
 from storage.atomic import atomic_write_json, atomic_write_text, read_json
-from storage.datasets import ingest, load_dataset
+from storage.datasets import Dataset, ingest
 from storage.registry import Registry
 from storage.split import make_split
 
@@ -35,18 +35,21 @@ def ingest_task(params: RunConfig) -> str:
 @task(name="split", cache_policy=NO_CACHE)
 def split_task(params: RunConfig, dataset_path: str) -> str:
     """Build (or reuse) the stored split."""
-    dataset = load_dataset(params.work_dir, params.dataset.name, Path(dataset_path).name)
-    return make_split(dataset, cutoff=params.split.as_of).name
+    return make_split(Dataset(Path(dataset_path)), cutoff=params.split.as_of).name
 
 
 @task(name="publish", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def publish_task(params: RunConfig, run_dir: str, manifest: dict) -> dict:
+def publish_task(params: RunConfig, run_dir: str, manifest: dict, set_current: bool = True) -> dict:
     """Publish the staged bundle through the regression gate; switch CURRENT atomically."""
     out = Path(run_dir)
     files = {p.name: p.read_bytes() for p in sorted((out / "bundle").iterdir())}
     registry = Registry(params.work_dir / "registry", params.model_name)
     result = registry.publish(
-        files, manifest, validation=read_json(out / "validation.json"), force=params.force_publish
+        files,
+        manifest,
+        validation=read_json(out / "validation.json"),
+        force=params.force_publish,
+        set_current=set_current,
     )
     return {
         "published": result.published,
@@ -87,12 +90,21 @@ def _artifacts(report: dict, publish: dict) -> None:
 
 
 @flow(name="distill", log_prints=True)
-def distill(params: RunConfig) -> dict:
-    """Ingest, score with the teacher, train the students, evaluate, publish."""
+def distill(
+    params: RunConfig,
+    dataset_path: str | None = None,
+    manifest_extra: dict | None = None,
+    set_current: bool = True,
+) -> dict:
+    """Ingest, score with the teacher, train the students, evaluate, publish.
+
+    `dataset_path` skips ingest (nightly runs pass the version they built); `set_current=False`
+    stores the bundle without serving it (backfills); `manifest_extra` is recorded in the bundle.
+    """
     log = get_run_logger()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    dataset_path = ingest_task(params)
+    dataset_path = dataset_path or ingest_task(params)
     split_name = split_task(params, dataset_path)
     timings["ingest_split"] = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -102,11 +114,11 @@ def distill(params: RunConfig) -> dict:
     timings["teacher"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     run_dir = student_flow(
-        params, dataset_path, teacher["cache_dir"], str(new_run_dir(params.work_dir)), teacher
+        params, dataset_path, teacher["cache_dir"], str(new_run_dir(params.work_dir))
     )
     timings["student"] = time.perf_counter() - t2
     report = read_json(Path(run_dir) / "report.json")
-    dataset = load_dataset(params.work_dir, params.dataset.name, Path(dataset_path).name)
+    dataset = Dataset(Path(dataset_path))
     publish = {"published": False, "version": None, "reason": "publishing disabled", "path": None}
     if params.publish:
         publish = publish_task(
@@ -118,7 +130,9 @@ def distill(params: RunConfig) -> dict:
                 "teacher_fingerprint": teacher["fingerprint"],
                 "metrics": {r["model"]: r["metrics"] for r in report["rows"]},
                 "config": json.loads(params.model_dump_json()),
+                **(manifest_extra or {}),
             },
+            set_current,
         )
     (log.info if publish["published"] else log.warning)("publish: %s", publish["reason"])
     report["publish"] = publish["reason"] + (

@@ -18,7 +18,7 @@ from storage.split import make_split
 
 @task(name="student-train-evaluate", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def train_evaluate_task(
-    params: RunConfig, dataset_path: str, teacher_cache: str, run_dir: str, teacher_stats: dict
+    params: RunConfig, dataset_path: str, teacher_cache: str, run_dir: str
 ) -> str:
     """Train the students (with and without KD) for every seed; write the report and bundle."""
     log = get_run_logger()
@@ -34,8 +34,7 @@ def train_evaluate_task(
         loop=params.train,
         seeds=params.seeds,
         work_dir=params.work_dir,
-        teacher_seconds=float(teacher_stats.get("adapt_seconds", 0.0)),
-        checkpoint_root=out / "checkpoints",
+        checkpoint_root=params.work_dir / "cache" / "students",
     )
     cost = stage.cost_ratio(Path(teacher_cache), best, split, work_dir=params.work_dir)
     report["cost"] = cost
@@ -61,7 +60,6 @@ def student_flow(
     dataset_path: str,
     teacher_cache: str,
     run_dir: str,
-    teacher_stats: dict | None = None,
 ) -> str:
     """Returns the run folder holding report.{json,md}, plots and the staged bundle."""
-    return train_evaluate_task(params, dataset_path, teacher_cache, run_dir, teacher_stats or {})
+    return train_evaluate_task(params, dataset_path, teacher_cache, run_dir)

@@ -17,6 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.faults import crash_point
+
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 TMP_PREFIX = ".tmp-"
 
@@ -65,6 +67,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        crash_point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -92,6 +95,7 @@ def write_parquet(path: Path, table: pa.Table, *, compression: str = "zstd") -> 
         pq.write_table(table, tmp, compression=compression, write_statistics=True)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        crash_point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

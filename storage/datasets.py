@@ -32,6 +32,7 @@ from storage.atomic import (
     write_parquet,
 )
 from storage.errors import DataError, IntegrityError
+from storage.faults import crash_point
 from storage.schema import (
     INTERACTION_REQUIRED,
     INTERACTIONS,
@@ -246,6 +247,7 @@ def write_version(raw: RawTables, *, name: str, work_dir: Path, source: dict) ->
                     **stats,
                 },
             )
+            crash_point("ingest.before_commit")
     atomic_write_text(root / "LATEST", version + "\n")
     return IngestResult(name=name, version=version, path=final, created=created)
 

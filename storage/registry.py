@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import subprocess
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from storage.atomic import (
     validate_name,
 )
 from storage.errors import IntegrityError
+from storage.faults import crash_point
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -162,13 +164,38 @@ class Registry:
         validation: dict[str, float],
         force: bool = False,
         tag: str = "",
+        set_current: bool = True,
+        volatile: tuple[str, ...] = ("report.json",),
     ) -> PublishResult:
-        """Stage, hash, rename into place, then switch CURRENT; all under the registry lock."""
+        """Stage, hash, rename into place, then switch CURRENT; all under the registry lock.
+
+        `set_current=False` stores a version without serving it (backfills); no gate applies then.
+        Publishing is idempotent: a version whose files (apart from `volatile` ones such as the
+        report with its timings) are identical is reused, never duplicated — so a run that crashed
+        after the rename but before the CURRENT switch finishes on its re-run.
+        """
+        content_key = hashlib.sha256(
+            "".join(
+                f"{name}:{hashlib.sha256(data).hexdigest()};"
+                for name, data in sorted(files.items())
+                if name not in volatile
+            ).encode()
+        ).hexdigest()
         with self.lock():
-            ok, reason = self.gate(validation)
+            ok, reason = self.gate(validation) if set_current else (True, "not made current")
             if not ok and not force:
                 log.warning("publish refused by the regression gate: %s", reason)
                 return PublishResult(False, None, f"refused: {reason}")
+            existing = self.find(content_key=content_key)
+            if existing:
+                bundle = self.bundle(existing[-1])
+                bundle.verify()
+                if set_current:
+                    atomic_write_text(self.root / "CURRENT", bundle.version + "\n")
+                log.info("%s/%s already holds this model; reused", self.model, bundle.version)
+                return PublishResult(
+                    True, bundle.version, f"already published; {reason}", bundle.path
+                )
             version = self.new_version(tag)
             final = self.root / version
             with staging_dir(final) as tmp:
@@ -183,15 +210,27 @@ class Registry:
                         "model": self.model,
                         "version": version,
                         "files": hashes,
+                        "content_key": content_key,
                         "validation": validation,
                         "created_at": datetime.now(UTC).isoformat(),
                         "git_sha": git_sha(),
                         "gate": reason if ok else f"forced: {reason}",
                     },
                 )
-            atomic_write_text(self.root / "CURRENT", version + "\n")
+                crash_point("publish.before_rename")
+            crash_point("publish.before_current")
+            if set_current:
+                atomic_write_text(self.root / "CURRENT", version + "\n")
             log.info("published %s/%s (%s)", self.model, version, reason)
             return PublishResult(True, version, reason if ok else f"forced: {reason}", final)
+
+    def find(self, **fields: object) -> list[str]:
+        """Versions whose manifest has all of `fields` (e.g. as_of_day="2024-01-02")."""
+        return [
+            v
+            for v in self.versions()
+            if all(self.bundle(v).manifest.get(k) == val for k, val in fields.items())
+        ]
 
     def rollback(self, version: str) -> Bundle:
         """Point CURRENT at an existing, intact version."""

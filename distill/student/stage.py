@@ -28,7 +28,8 @@ from distill.soft_labels import SoftLabels
 from distill.student import StudentConfig, n_params
 from distill.student.fit import DistillConfig, UserData, student_scorer, train_student
 from distill.teacher.stage import read_vectors
-from distill.train import LoopConfig, TrainResult
+from distill.train import LoopConfig, TrainResult, config_hash
+from storage.atomic import read_json
 from storage.datasets import Dataset
 from storage.embeddings import embedding_column
 from storage.split import Split
@@ -73,7 +74,11 @@ def fit_and_evaluate(
     return StudentRun(model, config, kd, loop.seed, result, test, valid, speed)
 
 
-def teacher_row(soft_labels: SoftLabels, split: Split, params: int, seconds: float) -> ModelRow:
+def teacher_row(soft_labels: SoftLabels, split: Split, teacher_cache: Path) -> ModelRow:
+    """The teacher as a recommender; params = LM + head, train time = adaptation."""
+    info = read_json(Path(teacher_cache) / "report.json")
+    params = sum(info.get("params", {}).values())
+    seconds = float(info.get("adapt_seconds") or 0.0)
     t0 = time.perf_counter()
     result = evaluate(soft_labels.scorer(), split)
     speed = len(result.users) / max(time.perf_counter() - t0, 1e-9)
@@ -112,29 +117,36 @@ def quality(
     loop: LoopConfig,
     seeds: list[int],
     work_dir: Path,
-    teacher_params: int = 0,
-    teacher_seconds: float = 0.0,
     checkpoint_root: Path | None = None,
 ) -> tuple[dict, list[ModelRow], StudentRun]:
     """Every report row on the test fold; returns (report, rows, best distilled run)."""
     soft = SoftLabels(teacher_cache)
     text_emb = read_vectors(teacher_cache, "items", "embedding")
     rows = baseline_rows(split)
-    rows.append(teacher_row(soft, split, teacher_params, teacher_seconds))
+    rows.append(teacher_row(soft, split, teacher_cache))
     runs: dict[bool, list[StudentRun]] = {False: [], True: []}
     for seed in seeds:
         for distilled in (False, True):
             this_kd = kd if distilled else kd.model_copy(update={"alpha": 0.0})
             ckpt = None
-            if checkpoint_root is not None:
-                ckpt = checkpoint_root / f"{student.kind}-{'kd' if distilled else 'nokd'}-s{seed}"
+            if checkpoint_root is not None:  # keyed by content: a re-run resumes / reuses
+                key = config_hash(
+                    dataset.version,
+                    split.name,
+                    soft.fingerprint,
+                    student.model_dump(),
+                    this_kd.model_dump(),
+                    loop.model_dump(),
+                    seed,
+                )[:20]
+                ckpt = checkpoint_root / key
             runs[distilled].append(
                 fit_and_evaluate(
                     split,
                     student,
                     this_kd,
                     loop.model_copy(update={"seed": seed}),
-                    soft_labels=soft if distilled else None,
+                    soft_labels=soft,  # both arms: the same shard batches; alpha=0 ignores it
                     text_emb=text_emb,
                     checkpoint_dir=ckpt,
                 )

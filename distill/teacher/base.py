@@ -139,6 +139,20 @@ def weights_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+def count_params(path: Path) -> int:
+    """Parameters in the safetensors files at `path` (file or folder), from the headers only."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.rglob("*.safetensors"))
+    total = 0
+    for f in files:
+        with safe_open(str(f), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                total += int(np.prod(handle.get_slice(key).get_shape()))
+    return total
+
+
 def check_finite(values: np.ndarray, *, what: str) -> np.ndarray:
     if not np.isfinite(values).all():
         bad = (

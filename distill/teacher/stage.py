@@ -25,12 +25,19 @@ import torch
 
 from distill.evaluate import evaluate
 from distill.teacher import adapt
-from distill.teacher.base import TeacherConfig, TeacherError, check_finite, weights_hash
+from distill.teacher.base import (
+    TeacherConfig,
+    TeacherError,
+    check_finite,
+    count_params,
+    weights_hash,
+)
 from distill.texts import item_texts, user_texts
 from distill.train import config_hash, load_weights, save_weights
 from storage.atomic import atomic_write_json, read_json, sha256_file, write_parquet
 from storage.datasets import Dataset
 from storage.embeddings import EmbeddingCache, embedding_column, embedding_matrix
+from storage.faults import crash_point
 from storage.shards import ShardInfo, ShardStore
 from storage.split import Split
 
@@ -190,9 +197,12 @@ def prepare(
     )
     if (cache_dir / "plan.json").exists():
         return plan
+    head_params = count_params(adapter_dir / "adapter.safetensors") if model is not None else 0
     report: dict = {
         "fingerprint": fingerprint,
         "model_key": model_key,
+        "params": {"lm": count_params(teacher.path), "head": head_params},
+        "adapt_seconds": read_json(adapter_dir / "training.json")["seconds"] if model else 0.0,
         "zero_shot": {
             "test": evaluate(lambda u: torch.as_tensor(user_emb[u] @ item_emb.T), split).metrics
         },
@@ -309,7 +319,9 @@ def score_shard(cache_dir: Path, key: str, *, work_dir: Path) -> ShardInfo:
                 "score": pa.array(check_finite(dense.astype(np.float32), what="pairs").ravel()),
             }
         )
-        return store.write_shard(key, table)
+        info = store.write_shard(key, table)
+        crash_point("teacher.after_shard")
+        return info
     from storage.split import make_split
 
     split = make_split(Dataset(Path(plan.dataset_path)), cutoff=plan.split_cutoff)
@@ -347,10 +359,13 @@ def score_shard(cache_dir: Path, key: str, *, work_dir: Path) -> ShardInfo:
             ),
         }
     )
-    return store.write_shard(key, table)
+    info = store.write_shard(key, table)
+    crash_point("teacher.after_shard")
+    return info
 
 
 def commit(cache_dir: Path, infos: list[ShardInfo]) -> dict:
+    crash_point("teacher.before_manifest")
     plan = TeacherPlan.load(cache_dir)
     expected = {s[0] for s in plan.shards}
     got = {i.key for i in infos}

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipelines import nightly_flow
+from pipelines.backfill_flow import backfill
+from pipelines.nightly_flow import nightly
+from storage.datasets import load_dataset
+from storage.inbox import inbox_dir
+from storage.registry import Registry
+from tests.pipelines.test_distill_flow import tiny_run_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _drop_inbox_file(cfg) -> Path:
+    folder = inbox_dir(cfg.work_dir, cfg.dataset.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "interactions-0001.csv"
+    pl.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u3"],
+            "item_id": ["i5", "i6", "i7"],
+            "timestamp": [99_000, 99_001, 99_002],
+        }
+    ).write_csv(path)
+    return path
+
+
+def test_nightly_empty_inbox_does_nothing(prefect_harness, tmp_path, work, tiny_encoder_path):
+    cfg = tiny_run_config(tmp_path, work, tiny_encoder_path)
+    result = nightly(cfg)
+    assert result["status"] == "no new data"
+    assert not (work / "cache").exists()  # no teacher work at all
+    assert Registry(work / "registry", "kdrec").versions() == []
+
+
+def test_nightly_with_new_file_publishes_and_moves_it(
+    prefect_harness, tmp_path, work, tiny_encoder_path
+):
+    cfg = tiny_run_config(tmp_path, work, tiny_encoder_path)
+    path = _drop_inbox_file(cfg)
+    result = nightly(cfg)
+    assert result["status"] == "processed" and result["publish"]["published"]
+    assert not path.exists() and (path.parent / "processed" / path.name).exists()
+    latest = load_dataset(work, "syn")
+    assert latest.meta["tables"]["interactions"]["rows"] == 30 * 8 + 3
+    assert result["teacher"]["user_texts_encoded"] == 30  # first teacher run: every user
+    again = nightly(cfg)
+    assert again["status"] == "no new data"
+
+
+def test_failed_nightly_leaves_the_inbox_file(
+    prefect_harness, tmp_path, work, tiny_encoder_path, monkeypatch
+):
+    cfg = tiny_run_config(tmp_path, work, tiny_encoder_path)
+    path = _drop_inbox_file(cfg)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure after ingest")
+
+    monkeypatch.setattr(nightly_flow, "distill", broken)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        nightly(cfg)
+    assert path.exists()
+
+
+def test_backfill_two_days_then_repeat_builds_nothing(
+    prefect_harness, tmp_path, work, tiny_encoder_path
+):
+    cfg = tiny_run_config(tmp_path, work, tiny_encoder_path)
+    # stretch the synthetic timeline (t = 1000..1099 s) over 100 days from 1970-01-01
+    path = cfg.dataset.interactions
+    pl.read_csv(path).with_columns((pl.col("timestamp") - 1000) * 86_400).write_csv(path)
+    result = backfill(date(1970, 3, 1), date(1970, 3, 2), cfg)
+    assert [b["day"] for b in result["built"]] == ["1970-03-01", "1970-03-02"]
+    registry = Registry(work / "registry", "kdrec")
+    assert len(registry.versions()) == 2 and registry.current_version() is None
+    assert registry.bundle(result["built"][0]["version"]).manifest["as_of_day"] == "1970-03-01"
+    # the second day re-encodes only the texts of users whose history changed that day
+    assert 0 < result["built"][1]["teacher_texts_encoded"] < 30
+    repeat = backfill(date(1970, 3, 1), date(1970, 3, 2), cfg)
+    assert repeat["built"] == [] and repeat["skipped"] == ["1970-03-01", "1970-03-02"]
+
+
+def test_prefect_yaml_deploys_against_the_api(prefect_harness, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    env_cmd = [sys.executable, "-m", "prefect"]
+    env = {
+        **__import__("os").environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "KDREC_PROJECT_DIR": str(ROOT),
+    }
+    pool = subprocess.run(
+        [*env_cmd, "work-pool", "create", "kdrec-local", "--type", "process", "--overwrite"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert pool.returncode == 0, pool.stderr
+    deploy = subprocess.run(
+        [*env_cmd, "--no-prompt", "deploy", "--all"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    listed = subprocess.run(
+        [*env_cmd, "deployment", "ls"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert "nightly" in listed.stdout and "backfill" in listed.stdout
