@@ -56,6 +56,7 @@ test: $(STAMP) ## fast tests (tiny data, tiny random models)
 test-slow: $(STAMP) ## slow tests on real data and real models
 	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m pytest -q -m slow
+	KDREC_FUZZ_EXAMPLES=2000 $(PY) -m pytest -q -s tests/reliability/test_ingest_fuzz.py
 
 lint: $(STAMP) ## ruff lint + format check
 	$(VENV)/bin/ruff check .

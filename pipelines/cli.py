@@ -262,6 +262,21 @@ def teacher_run(
     console.print({k: round(v, 2) if isinstance(v, float) else v for k, v in stats.items()})
 
 
+@teacher_app.command("repair")
+def teacher_repair(work_dir: WorkOpt = None) -> None:
+    """Verify every committed teacher shard; recompute only missing or damaged ones."""
+    from distill.teacher.stage import repair
+
+    cfg = _config(None, work_dir)
+    for plan_path in sorted((cfg.work_dir / "cache" / "teacher").glob("*/plan.json")):
+        if (plan_path.parent / "soft_labels" / "manifest.json").exists():
+            fixed = repair(plan_path.parent, work_dir=cfg.work_dir)
+            console.print(
+                f"{plan_path.parent.name}: "
+                + (f"recomputed {fixed}" if fixed else "all shards intact")
+            )
+
+
 @teacher_app.command("status")
 def teacher_status(work_dir: WorkOpt = None) -> None:
     """List teacher caches: fingerprint, shards done, size, quality."""

@@ -10,6 +10,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
+from tqdm.auto import tqdm
 
 from distill.teacher import stage
 from distill.teacher.base import TeacherConfig
@@ -44,6 +45,12 @@ def shard_task(cache_dir: str, key: str, work_dir: str) -> dict:
     return stage.score_shard(Path(cache_dir), key, work_dir=Path(work_dir)).__dict__
 
 
+@task(name="teacher-verify", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def repair_task(cache_dir: str, work_dir: str) -> list[str]:
+    """Check every committed shard's hash; recompute only the damaged ones."""
+    return stage.repair(Path(cache_dir), work_dir=Path(work_dir))
+
+
 @task(name="teacher-commit", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def commit_task(cache_dir: str, infos: list[dict]) -> dict:
     """Write the manifest last: the cache becomes visible to readers all at once."""
@@ -60,17 +67,31 @@ def teacher_flow(
     cache_dir, stats = prepare_task(config, dataset_path, cutoff, work_dir)
     plan = stage.TeacherPlan.load(Path(cache_dir))
     if stage.is_complete(Path(cache_dir)):
-        log.info("teacher cache %s is complete: no teacher work", plan.fingerprint)
-        return {"cache_dir": cache_dir, "fingerprint": plan.fingerprint, "reused": True, **stats}
+        repaired = repair_task(cache_dir, work_dir)
+        log.info(
+            "teacher cache %s is complete: no teacher work%s",
+            plan.fingerprint,
+            f" (recomputed damaged shards {repaired})" if repaired else "",
+        )
+        return {
+            "cache_dir": cache_dir,
+            "fingerprint": plan.fingerprint,
+            "reused": True,
+            "repaired": repaired,
+            **stats,
+        }
     progress = create_progress_artifact(
         0.0, key="teacher-progress", description=f"teacher shards of {plan.fingerprint}"
     )
     t1 = time.perf_counter()
     futures = shard_task.map(cache_dir, [s[0] for s in plan.shards], work_dir)
     infos = []
+    bar = tqdm(total=len(plan.shards), desc="teacher shards", disable=None)
     for future in as_completed(futures):
         infos.append(future.result())
+        bar.update(1)
         update_progress_artifact(progress, 100.0 * len(infos) / len(plan.shards))
+    bar.close()
     manifest = commit_task(cache_dir, infos)
     score_s = time.perf_counter() - t1
     pairs_per_s = manifest["total_rows"] / max(score_s, 1e-9)

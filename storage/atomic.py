@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -103,6 +104,13 @@ def write_parquet(path: Path, table: pa.Table, *, compression: str = "zstd") -> 
     _fsync_dir(path.parent)
 
 
+def parquet_bytes(table: pa.Table, *, compression: str = "zstd") -> bytes:
+    """A Parquet file in memory (for bundles, whose files the registry writes atomically)."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression=compression)
+    return buf.getvalue()
+
+
 @contextlib.contextmanager
 def staging_dir(final: Path) -> Iterator[Path]:
     """Yield a temp folder next to `final`; on success rename it to `final`, on error delete it.
@@ -114,11 +122,13 @@ def staging_dir(final: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}.", dir=final.parent))
     try:
         yield tmp
-        if final.exists():
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
+        try:
+            os.rename(tmp, final)  # fails if a concurrent writer got there first
+        except OSError:
+            if not final.exists():
+                raise
+            shutil.rmtree(tmp)  # same content already in place
+        _fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

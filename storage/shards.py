@@ -10,7 +10,10 @@ are found again by `pending()`, which lets an interrupted run resume where it st
 
 from __future__ import annotations
 
+import os
 import re
+import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,8 +24,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.atomic import atomic_write_json, read_json, sha256_file, write_parquet
+from storage.atomic import TMP_PREFIX, atomic_write_json, read_json, sha256_file
 from storage.errors import IntegrityError
+from storage.faults import crash_point
 
 MANIFEST = "manifest.json"
 _SHARD_RE = re.compile(r"^shard-(?P<key>[A-Za-z0-9_]+)-(?P<sha>[0-9a-f]{8})\.parquet$")
@@ -47,11 +51,19 @@ class ShardStore:
         """Write one shard atomically; returns its info. Does not touch the manifest."""
         if not re.fullmatch(r"[A-Za-z0-9_]+", key):
             raise ValueError(f"invalid shard key {key!r}")
-        staging = self.root / f"shard-{key}-staging.parquet"
-        write_parquet(staging, table)
-        digest = sha256_file(staging)
-        final = self.root / f"shard-{key}-{digest[:8]}.parquet"
-        staging.replace(final)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f"{TMP_PREFIX}shard-{key}-{uuid.uuid4().hex[:8]}.parquet"
+        try:
+            pq.write_table(table, staging, compression="zstd", write_statistics=True)
+            with open(staging, "rb+") as f:
+                os.fsync(f.fileno())
+            digest = sha256_file(staging)
+            crash_point(f"shard.write:{key}")
+            final = self.root / f"shard-{key}-{digest[:8]}.parquet"
+            os.replace(staging, final)  # concurrent writers of one key write identical bytes
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            raise
         return ShardInfo(key=key, file=final.name, rows=table.num_rows, sha256=digest)
 
     def pending(self) -> dict[str, ShardInfo]:
@@ -94,7 +106,10 @@ class ShardStore:
         keep = {s["file"] for s in self.manifest()["shards"]}
         removed = 0
         for path in self.root.glob("*shard-*.parquet*"):
-            if path.name not in keep:
+            in_flight = (
+                path.name.startswith(TMP_PREFIX) and time.time() - path.stat().st_mtime < 3600
+            )
+            if path.name not in keep and not in_flight:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed

@@ -5,7 +5,6 @@ The Prefect student flow and the CLI call these; nothing here knows about Prefec
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -14,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from safetensors.torch import save
 from torch import nn
@@ -29,7 +27,7 @@ from distill.student import StudentConfig, n_params
 from distill.student.fit import DistillConfig, UserData, student_scorer, train_student
 from distill.teacher.stage import read_vectors
 from distill.train import LoopConfig, TrainResult, config_hash
-from storage.atomic import read_json
+from storage.atomic import parquet_bytes, read_json
 from storage.datasets import Dataset
 from storage.embeddings import embedding_column
 from storage.split import Split
@@ -244,16 +242,10 @@ def bundle_files(run: StudentRun, dataset: Dataset, report: dict) -> dict[str, b
         "student.safetensors": save(state),
         "config.json": json.dumps(config, indent=2, sort_keys=True).encode(),
         "items.faiss": faiss_index.to_bytes(index),
-        "items.parquet": _parquet_bytes(items_table),
-        "users.parquet": _parquet_bytes(users_table),
+        "items.parquet": parquet_bytes(items_table),
+        "users.parquet": parquet_bytes(users_table),
         "report.json": json.dumps(report, indent=2, sort_keys=True, default=str).encode(),
     }
-
-
-def _parquet_bytes(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()
 
 
 def cost_ratio(

@@ -376,6 +376,21 @@ def commit(cache_dir: Path, infos: list[ShardInfo]) -> dict:
     return plan.store.commit(infos, meta={"fingerprint": plan.fingerprint})
 
 
+def repair(cache_dir: Path, *, work_dir: Path) -> list[str]:
+    """Recompute committed shards that are missing, truncated or altered; returns their keys."""
+    store = TeacherPlan.load(cache_dir).store
+    shards = store.shards()
+    bad = [s for s in shards if store.problem(s)]
+    if not bad:
+        return []
+    for s in bad:
+        log.warning("teacher shard %s: %s; recomputing it", s.file, store.problem(s))
+        (store.root / s.file).unlink(missing_ok=True)
+    fixed = {s.key: score_shard(cache_dir, s.key, work_dir=work_dir) for s in bad}
+    commit(cache_dir, [fixed.get(s.key, s) for s in shards])
+    return sorted(fixed)
+
+
 def is_complete(cache_dir: Path) -> bool:
     return (Path(cache_dir) / "soft_labels" / "manifest.json").exists()
 
@@ -400,6 +415,7 @@ def run_teacher(
     plan = prepare(config, dataset, split, work_dir=work_dir, stats=stats)
     cache_dir = Path(plan.cache_dir)
     if is_complete(cache_dir):
+        stats["repaired"] = repair(cache_dir, work_dir=work_dir)
         manifest = plan.store.manifest()
         stats["reused"] = True
     else:

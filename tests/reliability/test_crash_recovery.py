@@ -26,7 +26,7 @@ DETERMINISTIC_FILES = ("student.safetensors", "items.faiss", "items.parquet", "u
 # (crash point, fast?) — the fast ones run in `make test`, all of them in `make test-slow`
 SCENARIOS = [
     ("ingest.before_commit", True),  # during ingest, tables staged but not renamed
-    ("write:shard-000008-staging.parquet", False),  # while writing a teacher shard
+    ("shard.write:000008", False),  # while writing a teacher shard (temp complete)
     ("teacher.after_shard", True),  # between teacher shards
     ("teacher.before_manifest", False),  # between the last shard and the manifest
     ("train.after_checkpoint", True),  # between student checkpoints
