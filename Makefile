@@ -79,7 +79,7 @@ ui: $(STAMP) ## Prefect server on 127.0.0.1:UI_PORT + work pool + deployments + 
 	  echo "server already running (pid $$(cat $(UI_DIR)/server.pid))"; else \
 	  PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(UI_PORT) \
 	  PREFECT_UI_API_URL=$(UI_URL)/api \
-	  nohup $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(UI_PORT) \
+	  setsid nohup $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(UI_PORT) \
 	    > $(UI_DIR)/server.log 2>&1 & echo $$! > $(UI_DIR)/server.pid; fi
 	@for i in $$(seq 1 120); do curl -sf $(UI_URL)/api/health >/dev/null && break; sleep 1; done
 	@curl -sf $(UI_URL)/api/health >/dev/null || (echo "server did not start; see $(UI_DIR)/server.log" && exit 1)
@@ -87,14 +87,16 @@ ui: $(STAMP) ## Prefect server on 127.0.0.1:UI_PORT + work pool + deployments + 
 	PREFECT_API_URL=$(UI_URL)/api KDREC_PROJECT_DIR=$(CURDIR) $(VENV)/bin/prefect --no-prompt deploy --all
 	@if [ -f $(UI_DIR)/worker.pid ] && kill -0 $$(cat $(UI_DIR)/worker.pid) 2>/dev/null; then \
 	  echo "worker already running"; else \
-	  PREFECT_API_URL=$(UI_URL)/api nohup $(VENV)/bin/prefect worker start --pool kdrec-local \
+	  PREFECT_API_URL=$(UI_URL)/api setsid nohup $(VENV)/bin/prefect worker start --pool kdrec-local \
 	    > $(UI_DIR)/worker.log 2>&1 & echo $$! > $(UI_DIR)/worker.pid; fi
 	@echo "Prefect UI: $(UI_URL)   (run now: PREFECT_API_URL=$(UI_URL)/api $(VENV)/bin/prefect deployment run nightly/nightly)"
 
-ui-stop: ## stop exactly the server and worker that `make ui` started
+ui-stop: ## stop exactly the server and worker that `make ui` started (their process groups)
 	@for name in worker server; do \
-	  if [ -f $(UI_DIR)/$$name.pid ]; then kill $$(cat $(UI_DIR)/$$name.pid) 2>/dev/null && echo "stopped $$name"; \
-	  rm -f $(UI_DIR)/$$name.pid; fi; done
+	  if [ -f $(UI_DIR)/$$name.pid ]; then pg=$$(cat $(UI_DIR)/$$name.pid); \
+	    kill -TERM -- -$$pg 2>/dev/null && echo "stopping $$name (process group $$pg)"; \
+	    for i in $$(seq 1 20); do kill -0 -- -$$pg 2>/dev/null || break; sleep 0.5; done; \
+	    kill -KILL -- -$$pg 2>/dev/null || true; rm -f $(UI_DIR)/$$name.pid; fi; done
 
 clean: ## remove the work dir (datasets, caches, registry); keeps .venv
 	rm -rf $(WORK)

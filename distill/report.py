@@ -173,6 +173,11 @@ def markdown(report: dict) -> str:
         "",
         f"split: {report['split']}, seeds: {report['seeds']}, test fold, full ranking",
         "",
+        f"teacher fingerprint: {report.get('teacher_fingerprint', '-')}; student: "
+        f"{report.get('student', {}).get('kind', '-')}; distillation: "
+        f"{report.get('distill', {}).get('loss', '-')}, alpha "
+        f"{report.get('distill', {}).get('alpha', '-')}",
+        "",
         "| model | role | HR@10 | NDCG@10 | MRR | Recall@20 | params | train s | users/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -220,8 +225,12 @@ def markdown(report: dict) -> str:
                 f"- {name}: {bar['target']} — {bar['value']} — "
                 f"{'holds' if bar['holds'] else 'NOT met'}"
             )
+    if report.get("delta_vs_previous"):
+        prev = report["previous_model"]
+        deltas = ", ".join(f"{k} {v:+.4f}" for k, v in report["delta_vs_previous"].items())
+        lines += ["", f"Validation vs the current model {prev['version']}: {deltas}"]
     if report.get("publish"):
-        lines += ["", f"Publish: {report['publish']}"]
+        lines += ["", f"Publish (regression gate): {report['publish']}"]
     return "\n".join(lines) + "\n"
 
 

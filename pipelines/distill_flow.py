@@ -59,6 +59,21 @@ def publish_task(params: RunConfig, run_dir: str, manifest: dict, set_current: b
     }
 
 
+def _previous_model(params: RunConfig, validation: dict[str, float]) -> dict:
+    """The current model's validation metrics and this run's deltas against them."""
+    registry = Registry(params.work_dir / "registry", params.model_name)
+    current = registry.current_version()
+    if current is None:
+        return {}
+    previous = registry.bundle(current).manifest.get("validation", {})
+    return {
+        "previous_model": {"version": current, "validation": previous},
+        "delta_vs_previous": {
+            k: validation[k] - previous[k] for k in sorted(validation) if k in previous
+        },
+    }
+
+
 def save_report_files(report: dict, run_dir: Path) -> None:
     atomic_write_json(run_dir / "report.json", report)
     atomic_write_text(run_dir / "report.md", markdown(report))
@@ -118,6 +133,7 @@ def distill(
     )
     timings["student"] = time.perf_counter() - t2
     report = read_json(Path(run_dir) / "report.json")
+    report.update(_previous_model(params, read_json(Path(run_dir) / "validation.json")))
     dataset = Dataset(Path(dataset_path))
     publish = {"published": False, "version": None, "reason": "publishing disabled", "path": None}
     if params.publish:

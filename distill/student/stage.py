@@ -254,31 +254,38 @@ def cost_ratio(
     split: Split,
     *,
     work_dir: Path,
-    n_users: int = 64,
+    n_users: int = 256,
     repeats: int = 3,
 ) -> dict:
-    """Per-user scoring cost of the teacher (LM pass over the user text, or the yes/no prompts
-    for every item) vs the student (user vector + one FAISS search), same machine, same users."""
+    """Per-user scoring cost, teacher vs student, same machine, same users.
+
+    Teacher (LM + head, from text): the causal teacher prompts the LM once per item; the
+    embedding teacher runs the LM over the texts of the user's recent history items (what its
+    head reads). The head alone, on cached item embeddings, costs about what a student does.
+    Student: user vector + one FAISS search.
+    """
     from distill.teacher.base import TeacherConfig
     from distill.teacher.stage import TeacherPlan, load_teacher
 
     plan = TeacherPlan.load(teacher_cache)
-    teacher = load_teacher(TeacherConfig.model_validate(plan.config), work_dir)
-    texts = pl.read_parquet(Path(teacher_cache) / "users_texts.parquet").get_column("text")
+    config = TeacherConfig.model_validate(plan.config)
+    teacher = load_teacher(config, work_dir)
     users = np.arange(min(n_users, split.n_users))
-    item_vec = read_vectors(teacher_cache, "items")
+    item_texts = pl.read_parquet(Path(teacher_cache) / "items_texts.parquet").get_column("text")
     if teacher.kind == "causal":
-        items = pl.read_parquet(Path(teacher_cache) / "items_texts.parquet").get_column("text")
-        sample = items.head(20).to_list()
+        texts = pl.read_parquet(Path(teacher_cache) / "users_texts.parquet").get_column("text")
+        sample = item_texts.head(20).to_list()
         t0 = time.perf_counter()
         teacher.score_shared(texts[0], sample)
         teacher_s = (time.perf_counter() - t0) * split.n_items / len(sample)
     else:
-        teacher.encode(texts.head(4).to_list())  # warm-up (weights load)
+        seqs = split.train_sequences()
+        lm_users = users[:32]  # the LM pass is slow: 32 users x up to 50 history texts
+        teacher.encode(item_texts.head(4).to_list())  # warm-up (weights load)
         t0 = time.perf_counter()
-        emb = teacher.encode([texts[int(u)] for u in users])
-        _ = emb[:, : item_vec.shape[1]] @ item_vec[:, : emb.shape[1]].T
-        teacher_s = (time.perf_counter() - t0) / len(users)
+        for u in lm_users:
+            teacher.encode([item_texts[int(i)] for i in seqs[int(u)][-config.adapt.history_len :]])
+        teacher_s = (time.perf_counter() - t0) / len(lm_users)
     data = UserData(split, run.config.history_len)
     with torch.no_grad():
         item_vecs = run.model.item_vectors()
