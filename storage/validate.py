@@ -156,10 +156,12 @@ def normalise_year(frame: pl.DataFrame, *, file: str) -> pl.DataFrame:
     col = frame.get_column("year")
     src = col.cast(pl.String).str.strip_chars().replace("", None)
     year = src.cast(pl.Float64, strict=False)
-    bad = (year.is_null() & src.is_not_null()) | (year.is_not_null() & (year != year.floor()))
+    whole = year.is_not_null() & year.is_finite() & (year == year.floor())
+    in_range = (year >= -9999) & (year <= 9999)
+    bad = src.is_not_null() & ~(whole & in_range).fill_null(False)
     if bad.any():
         raise DataError(
-            "items: year is not an integer",
+            "items: year is not an integer between -9999 and 9999",
             file=file,
             column="year",
             n_rows=int(bad.sum()),
