@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -130,6 +131,13 @@ class SequentialRecommender(nn.Module):
         pad = hist == self.n_items
         padded_vecs = torch.cat([item_vecs, item_vecs.new_zeros(1, item_vecs.shape[1])])
         return self.history(padded_vecs[hist], pad)
+
+    def next_item_loss(self, seqs: Tensor, item_vecs: Tensor) -> Tensor:
+        """Full-softmax CE of every next item given the items before it. seqs (B, L+1)."""
+        inp, tgt = seqs[:, :-1], seqs[:, 1:]
+        states = self.sequence_states(inp, item_vecs)  # (B, L, D)
+        keep = (tgt != self.n_items) & (inp != self.n_items)
+        return F.cross_entropy(states[keep] @ item_vecs.T, tgt[keep])  # logits (N, I)
 
     def user_vectors(self, hist: Tensor, item_vecs: Tensor) -> Tensor:
         return self.sequence_states(hist, item_vecs)[:, -1]  # (B, D)

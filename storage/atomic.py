@@ -11,7 +11,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +59,13 @@ def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old file or the whole new one."""
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Run `write(tmp)`, fsync tmp, rename it onto `path`: readers see the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         crash_point(f"write:{path.name}")
         os.replace(tmp, path)
@@ -74,6 +73,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see either the old file or the whole new one."""
+    _atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def dumps_json(obj: Any) -> str:
@@ -90,18 +94,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_parquet(path: Path, table: pa.Table, *, compression: str = "zstd") -> None:
     """Atomically write a Parquet file (temp, fsync, rename). Deterministic for equal tables."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path)
-    try:
-        pq.write_table(table, tmp, compression=compression, write_statistics=True)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        crash_point(f"write:{path.name}")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    _atomic(
+        path, lambda tmp: pq.write_table(table, tmp, compression=compression, write_statistics=True)
+    )
 
 
 def parquet_bytes(table: pa.Table, *, compression: str = "zstd") -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.layers import SequentialRecommender
@@ -46,7 +45,4 @@ class SequentialStudent(nn.Module):
         user_vecs: Tensor,
     ) -> Tensor:
         """Full-softmax CE of every next train item given the ones before it. seqs (B, L+1)."""
-        inp, tgt = seqs[:, :-1], seqs[:, 1:]
-        states = self.net.sequence_states(inp, item_vecs)  # (B, L, D)
-        keep = (tgt != self.n_items) & (inp != self.n_items)
-        return F.cross_entropy(states[keep] @ item_vecs.T, tgt[keep])
+        return self.net.next_item_loss(seqs, item_vecs)

@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.evaluate import evaluate
@@ -124,16 +123,6 @@ def history_matrix(split: Split, length: int) -> np.ndarray:
     return left_padded(split.train_sequences(), length, split.n_items)
 
 
-def next_item_loss(model: AdaptedTeacher, seqs: Tensor, pad: int) -> Tensor:
-    """Full-softmax CE of every next train item given the items before it. seqs (B, L+1)."""
-    inp, tgt = seqs[:, :-1], seqs[:, 1:]
-    item_vecs = model.item_vectors()  # (I, D)
-    states = model.head.sequence_states(inp, item_vecs)  # (B, L, D)
-    keep = (tgt != pad) & (inp != pad)
-    logits = states[keep] @ item_vecs.T  # (N, I)
-    return F.cross_entropy(logits, tgt[keep])
-
-
 def scorer(model: AdaptedTeacher, hist: np.ndarray, batch: int = 1024):
     """A scorer for `distill.evaluate`: user indices -> (B, I) head logits."""
     model.eval()
@@ -158,7 +147,7 @@ def train_head(
     users_t = torch.as_tensor(users)
 
     def loss_fn(m: nn.Module, idx: Tensor) -> tuple[Tensor, dict[str, float]]:
-        loss = next_item_loss(m, seqs[users_t[idx]], pad)
+        loss = m.head.next_item_loss(seqs[users_t[idx]], m.item_vectors())
         return loss, {"loss": loss.item()}
 
     def validate(m: nn.Module) -> float:

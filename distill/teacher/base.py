@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tqdm.auto import tqdm
 
 from distill.texts import TextConfig
 
@@ -151,6 +153,21 @@ def count_params(path: Path) -> int:
             for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
                 total += int(np.prod(handle.get_slice(key).get_shape()))
     return total
+
+
+def encode_bucketed(
+    texts: Sequence[str], batch_size: int, dim: int, embed: Callable[[list[str]], torch.Tensor]
+) -> np.ndarray:
+    """(N, D) float32 in input order, embedding texts in batches of similar length (dynamic
+    padding wastes little); NaN/inf outputs are a TeacherError."""
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    with tqdm(total=len(texts), desc="LM encode", unit="text", leave=False, disable=None) as bar:
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = embed([texts[i] for i in idx]).cpu().numpy()
+            bar.update(len(idx))
+    return check_finite(out, what="texts")
 
 
 def check_finite(values: np.ndarray, *, what: str) -> np.ndarray:

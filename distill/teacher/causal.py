@@ -29,6 +29,7 @@ from distill.teacher.base import (
     TeacherError,
     check_finite,
     check_model_dir,
+    encode_bucketed,
     is_causal_architecture,
     packaged_path,
     resolve_device,
@@ -228,20 +229,10 @@ class CausalLMTeacher:
         return check_finite(out, what="pairs")
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str], *, progress=None) -> np.ndarray:
-        """(N, D) L2-normalised mean-pooled final hidden states."""
-        if not texts:
-            return np.zeros((0, int(self.model.config.hidden_size)), dtype=np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = None
-        for start in range(0, len(texts), self.config.batch_size):
-            idx = order[start : start + self.config.batch_size]
-            emb = self.embed([texts[i] for i in idx]).cpu().numpy()
-            out = np.empty((len(texts), emb.shape[1]), np.float32) if out is None else out
-            out[idx] = emb
-            if progress is not None:
-                progress(len(idx))
-        return check_finite(out, what="texts")
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, D) L2-normalised mean-pooled final hidden states, in input order."""
+        dim = int(self.model.config.hidden_size)
+        return encode_bucketed(texts, self.config.batch_size, dim, self.embed)
 
     def embed(
         self, texts: Sequence[str], model: torch.nn.Module | None = None, *, grad: bool = False

@@ -18,8 +18,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from distill.teacher.base import (
     TeacherConfig,
     TeacherError,
-    check_finite,
     check_model_dir,
+    encode_bucketed,
     is_causal_architecture,
     packaged_path,
     resolve_device,
@@ -114,19 +114,9 @@ class EncoderTeacher:
         return torch.nn.functional.normalize(pooled.float(), dim=-1)
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str], *, progress=None) -> np.ndarray:
-        """(N, D) float32 embeddings, in input order. Length-bucketed dynamic-padding batches."""
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        bs = self.config.batch_size
-        for start in range(0, len(texts), bs):
-            idx = order[start : start + bs]
-            out[idx] = self.embed([texts[i] for i in idx]).cpu().numpy()
-            if progress is not None:
-                progress(len(idx))
-        return check_finite(out, what="texts")
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, D) float32 L2-normalised embeddings, in input order."""
+        return encode_bucketed(texts, self.config.batch_size, self.dim, self.embed)
 
     @property
     def dim(self) -> int:
