@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from distill.recommend import Recommender
 from distill.student import StudentConfig
 from distill.teacher.base import AdaptConfig, TeacherConfig
 from distill.train import LoopConfig
-from pipelines.config import RunConfig
+from pipelines.config import RunConfig, RunnerConfig
 from pipelines.distill_flow import distill
 from storage.datasets import DatasetConfig
 from storage.registry import Registry
@@ -29,8 +31,11 @@ def tiny_run_config(tmp_path: Path, work: Path, model: Path, **kw) -> RunConfig:
     )
 
 
-def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_path):
-    cfg = tiny_run_config(tmp_path, work, tiny_encoder_path)
+@pytest.mark.parametrize("runner", ["local", "dask"])
+def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_path, runner):
+    cfg = tiny_run_config(
+        tmp_path, work, tiny_encoder_path, runner=RunnerConfig(kind=runner, dask_workers=2)
+    )
     result = distill(cfg)
     publish = result["publish"]
     assert publish["published"], publish
