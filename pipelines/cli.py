@@ -219,6 +219,42 @@ def _sample_recommendation(cfg: RunConfig) -> None:
     console.print(table)
 
 
+@app.command("nightly")
+def nightly_cmd(config: ConfigOpt = None, work_dir: WorkOpt = None) -> None:
+    """Run the nightly flow now: ingest the inbox, re-distill what changed, publish via the gate."""
+    from pipelines.nightly_flow import nightly
+
+    t0 = time.perf_counter()
+    result = nightly(_config(config, work_dir))
+    if result["status"] == "no new data":
+        console.print("inbox empty: no teacher work, nothing trained, nothing published")
+    else:
+        console.print(
+            f"publish: {result['publish']['reason']}; moved {len(result['moved'])} "
+            "inbox files to processed/"
+        )
+    console.print(f"done in {time.perf_counter() - t0:.1f}s")
+
+
+@app.command("backfill")
+def backfill_cmd(
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option(help="Last day, YYYY-MM-DD.")],
+    config: ConfigOpt = None,
+    work_dir: WorkOpt = None,
+) -> None:
+    """Build one model per day as of that day's cut-off (skips days that already have one)."""
+    from datetime import date
+
+    from pipelines.backfill_flow import backfill
+
+    result = backfill(date.fromisoformat(start), date.fromisoformat(end), _config(config, work_dir))
+    for built in result["built"]:
+        console.print(f"{built['day']}: built {built['version']}")
+    for day in result["skipped"]:
+        console.print(f"{day}: exists, skipped")
+
+
 @app.command("quality")
 def quality_cmd(
     seeds: Annotated[int, typer.Option(help="Seeds per student arm.")] = 5,

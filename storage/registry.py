@@ -24,6 +24,7 @@ from functools import cached_property
 from pathlib import Path
 
 from storage.atomic import (
+    TMP_PREFIX,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
@@ -120,7 +121,11 @@ class Registry:
     def versions(self) -> list[str]:
         if not self.root.exists():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / MANIFEST).exists())
+        return sorted(  # skip the staging dirs that a killed publish leaves behind
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(TMP_PREFIX) and (p / MANIFEST).exists()
+        )
 
     def bundle(self, version: str = "current") -> Bundle:
         if version == "current":

@@ -8,7 +8,29 @@ from pipelines.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("args", [[], ["data"], ["data", "ingest"], ["baselines"], ["run"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["data"],
+        ["data", "ingest"],
+        ["data", "show"],
+        ["baselines"],
+        ["run"],
+        ["quality"],
+        ["nightly"],
+        ["backfill"],
+        ["teacher"],
+        ["teacher", "run"],
+        ["teacher", "status"],
+        ["teacher", "repair"],
+        ["models"],
+        ["models", "list"],
+        ["models", "show"],
+        ["models", "rollback"],
+        ["recommend"],
+    ],
+)
 def test_every_command_has_help(args):
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
