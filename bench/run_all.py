@@ -68,7 +68,10 @@ def main() -> None:
             None,
         ),
         "teacher zero-change re-run (s)": (teacher["stage"]["seconds_zero_change_rerun"], None),
-        "student training to early stop (s)": (student["train_seconds_to_early_stop"], None),
+        "student training to early stop (s; None = reused checkpoint)": (
+            student["train_seconds_to_early_stop"],
+            None,
+        ),
         "serving p50 / p99 one user (ms)": (
             student["serving_single_user_ms_p50"],
             student["serving_single_user_ms_p99"],

@@ -105,6 +105,29 @@ def student_row(runs: list[StudentRun], name: str) -> ModelRow:
     )
 
 
+def checkpoint_dir(
+    root: Path,
+    dataset: Dataset,
+    split: Split,
+    teacher_fingerprint: str,
+    student: StudentConfig,
+    kd: DistillConfig,
+    loop: LoopConfig,
+    seed: int,
+) -> Path:
+    """Checkpoints keyed by everything that shapes training: a re-run resumes or reuses them."""
+    key = config_hash(
+        dataset.version,
+        split.name,
+        teacher_fingerprint,
+        student.model_dump(),
+        kd.model_dump(),
+        loop.model_dump(),
+        seed,
+    )
+    return Path(root) / key[:20]
+
+
 def quality(
     dataset: Dataset,
     split: Split,
@@ -127,17 +150,10 @@ def quality(
         for distilled in (False, True):
             this_kd = kd if distilled else kd.model_copy(update={"alpha": 0.0})
             ckpt = None
-            if checkpoint_root is not None:  # keyed by content: a re-run resumes / reuses
-                key = config_hash(
-                    dataset.version,
-                    split.name,
-                    soft.fingerprint,
-                    student.model_dump(),
-                    this_kd.model_dump(),
-                    loop.model_dump(),
-                    seed,
-                )[:20]
-                ckpt = checkpoint_root / key
+            if checkpoint_root is not None:
+                ckpt = checkpoint_dir(
+                    checkpoint_root, dataset, split, soft.fingerprint, student, this_kd, loop, seed
+                )
             runs[distilled].append(
                 fit_and_evaluate(
                     split,
