@@ -26,24 +26,26 @@ from distill.teacher.stage import load_teacher, run_teacher  # noqa: E402
 from distill.texts import item_texts, user_texts  # noqa: E402
 
 
+def _texts(cfg: TeacherConfig, teacher, dataset, split) -> tuple[list[str], list[str]]:
+    """The item and user texts of the dataset, exactly as the teacher stage builds them."""
+    items = item_texts(dataset.items(), cfg.texts).get_column("text").to_list()
+    titles = dataset.items().get_column("title").to_list()
+    users = user_texts(
+        dataset.users(),
+        split.train_sequences(),
+        titles,
+        cfg.texts,
+        count_tokens=teacher.count_tokens,
+    )
+    return items, users.get_column("text").to_list()
+
+
 def encoder_bench(dataset, split, device: str, rounds: int = 3) -> dict:
     from sentence_transformers import SentenceTransformer
 
     cfg = TeacherConfig(device=device)
     teacher = load_teacher(cfg, work_dir())
-    items = item_texts(dataset.items(), cfg.texts).get_column("text").to_list()
-    titles = dataset.items().get_column("title").to_list()
-    users = (
-        user_texts(
-            dataset.users(),
-            split.train_sequences(),
-            titles,
-            cfg.texts,
-            count_tokens=teacher.count_tokens,
-        )
-        .get_column("text")
-        .to_list()
-    )
+    items, users = _texts(cfg, teacher, dataset, split)
     st = SentenceTransformer(str(teacher.path), device=device)
     st.max_seq_length = cfg.max_length
     teacher.encode(items[:64])  # warm-up both
@@ -71,19 +73,7 @@ def causal_bench(dataset, split, n_users: int, device: str) -> dict:
     t0 = time.perf_counter()
     teacher.model  # noqa: B018 - load (and convert once) outside the timed part
     load_s = time.perf_counter() - t0
-    items = item_texts(dataset.items(), cfg.texts).get_column("text").to_list()
-    titles = dataset.items().get_column("title").to_list()
-    users = (
-        user_texts(
-            dataset.users(),
-            split.train_sequences(),
-            titles,
-            cfg.texts,
-            count_tokens=teacher.count_tokens,
-        )
-        .get_column("text")
-        .to_list()
-    )
+    items, users = _texts(cfg, teacher, dataset, split)
     cands = [items[(17 * u + 31 * j) % len(items)] for u in range(n_users) for j in range(20)]
     teacher.score_shared(users[0], cands[:20])  # warm-up
     t: dict = {}

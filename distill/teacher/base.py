@@ -155,6 +155,14 @@ def count_params(path: Path) -> int:
     return total
 
 
+def tokenize(tokenizer, texts: Sequence[str], max_length: int, device: torch.device) -> dict:
+    """One dynamically padded, truncated batch of token tensors on `device`."""
+    batch = tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    return {k: v.to(device) for k, v in batch.items()}
+
+
 def encode_bucketed(
     texts: Sequence[str], batch_size: int, dim: int, embed: Callable[[list[str]], torch.Tensor]
 ) -> np.ndarray:

@@ -34,6 +34,7 @@ from distill.teacher.base import (
     packaged_path,
     resolve_device,
     resolve_dtype,
+    tokenize,
 )
 from distill.teacher.encoder import mean_pool
 from storage.atomic import sha256_file, staging_dir
@@ -238,14 +239,7 @@ class CausalLMTeacher:
         self, texts: Sequence[str], model: torch.nn.Module | None = None, *, grad: bool = False
     ) -> torch.Tensor:
         model = model or self.model
-        batch = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.config.max_length,
-            return_tensors="pt",
-        )
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+        batch = tokenize(self.tokenizer, texts, self.config.max_length, self.device)
         with torch.set_grad_enabled(grad):
             hidden = model(**batch, output_hidden_states=True).hidden_states[-1]
         self.forward_passes += 1

