@@ -126,6 +126,7 @@ def fit(
     history: list[dict] = []
     best_score, best_epoch, smoothed, start_epoch, resumed = -1.0, -1, None, 0, None
     best_blob = _state_bytes(model, None)
+    earlier = 0.0
     ckpt_path = checkpoint_dir / CHECKPOINT if checkpoint_dir else None
     if ckpt_path is not None and ckpt_path.exists():
         blob = ckpt_path.read_bytes()
@@ -140,8 +141,9 @@ def fit(
             )
             smoothed, start_epoch = progress["smoothed"], progress["epoch"] + 1
             resumed = progress["epoch"]
+            earlier = progress.get("seconds", 0.0)  # training time before the resume
             log.info("%s: resuming after epoch %d", desc, progress["epoch"])
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - earlier
     bar = tqdm(
         range(start_epoch, config.max_epochs),
         desc=desc,
@@ -192,6 +194,7 @@ def fit(
                 "best_score": best_score,
                 "best_epoch": best_epoch,
                 "smoothed": smoothed,
+                "seconds": time.perf_counter() - t0,
             }
             atomic_write_bytes(ckpt_path, _checkpoint_bytes(model, optimizer, best_blob, progress))
             crash_point("train.after_checkpoint")
