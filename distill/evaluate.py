@@ -13,7 +13,7 @@ so a scorer gains nothing from ties. Metrics (per user, then averaged):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,7 +34,6 @@ class EvalResult:
     per_user: dict[str, np.ndarray]
     users: np.ndarray
     primary_metric: str = PRIMARY_METRIC
-    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def primary(self) -> float:
