@@ -12,7 +12,7 @@ from torch import nn
 class StudentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["two_tower", "sequential"] = "sequential"
+    kind: Literal["two_tower", "sequential"] = "two_tower"
     dim: int = Field(64, ge=4)  # vector width; 64 is plenty for ML-100K
     history_len: int = Field(50, ge=1)  # most recent train items the user vector reads
     n_layers: int = Field(1, ge=1)  # sequential: self-attention layers

@@ -219,7 +219,7 @@ def bundle_files(run: StudentRun, dataset: Dataset, report: dict) -> dict[str, b
     """The files of a publishable bundle (the registry adds manifest.json)."""
     model = run.model
     with torch.no_grad():
-        item_vecs = model.item_vectors().numpy()
+        item_vecs = model.item_vectors().detach().numpy()  # an ID-only tower is a Parameter
     user_vecs, seen = serving_vectors(model, dataset, run.config.history_len)
     index, recall = faiss_index.build_index(item_vecs, queries=user_vecs)
     items = dataset.items()
@@ -305,7 +305,7 @@ def cost_ratio(
     data = UserData(split, run.config.history_len)
     with torch.no_grad():
         item_vecs = run.model.item_vectors()
-    index, _ = faiss_index.build_index(item_vecs.numpy())
+    index, _ = faiss_index.build_index(item_vecs.detach().numpy())
     timings = []
     for _ in range(repeats):
         t0 = time.perf_counter()

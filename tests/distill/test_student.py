@@ -62,14 +62,15 @@ def test_alpha_zero_ignores_the_teacher(synthetic, teacher_cache):
     assert "l_k" not in result.history[0]
 
 
+@pytest.mark.parametrize("kind", ["two_tower", "sequential"])
 def test_resume_from_checkpoint_equals_uninterrupted(
-    synthetic, teacher_cache, tmp_path, monkeypatch
+    synthetic, teacher_cache, tmp_path, monkeypatch, kind
 ):
     from distill.student import fit as fit_module
 
     _, split = synthetic
     soft, emb = SoftLabels(teacher_cache), read_vectors(teacher_cache, "items", "embedding")
-    cfg, kd = StudentConfig(dim=8, history_len=6), DistillConfig()
+    cfg, kd = StudentConfig(kind=kind, dim=8, history_len=6), DistillConfig()
     loop = LOOP.model_copy(update={"patience": 10, "max_epochs": 4})
     full, _ = train_student(split, cfg, kd, loop, soft_labels=soft, text_emb=emb)
 
@@ -148,3 +149,25 @@ def test_publish_load_and_recommend(synthetic, teacher_cache, work):
     batch = rec.recommend_batch(["u3", "u4"], k=4)
     assert [r.item_id for r in batch[0]] == [r.item_id for r in recs[:4]]
     assert result.published
+
+
+@pytest.mark.parametrize("kind", ["two_tower", "sequential"])
+@pytest.mark.parametrize("text_projection", [True, False])
+def test_every_student_variant_publishes_and_serves(
+    synthetic, teacher_cache, work, kind, text_projection
+):
+    dataset, split = synthetic
+    run = student_stage.fit_and_evaluate(
+        split,
+        StudentConfig(kind=kind, dim=8, history_len=6, text_projection=text_projection),
+        DistillConfig(),
+        LOOP.model_copy(update={"max_epochs": 1}),
+        soft_labels=SoftLabels(teacher_cache),
+        text_emb=read_vectors(teacher_cache, "items", "embedding"),
+    )
+    cost = student_stage.cost_ratio(teacher_cache, run, split, work_dir=work, n_users=4, repeats=1)
+    assert cost["ratio"] > 0
+    files = student_stage.bundle_files(run, dataset, {})
+    Registry(work / "registry", "kdrec").publish(files, {}, validation=run.valid)
+    recs = Recommender.load(work / "registry").recommend("u3", k=3)
+    assert len(recs) == 3 and all(np.isfinite(r.score) for r in recs)

@@ -17,6 +17,11 @@ def test_default_yaml_matches_the_code_defaults():
     )
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    assert isinstance(load_config(path), RunConfig)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
