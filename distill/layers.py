@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distill.losses import sample_columns
+
 
 def left_padded(seqs: Sequence[np.ndarray], length: int, pad: int) -> np.ndarray:
     """(U, length) int64: the last `length` items of each sequence, left-padded with `pad`."""
@@ -132,12 +134,20 @@ class SequentialRecommender(nn.Module):
         padded_vecs = torch.cat([item_vecs, item_vecs.new_zeros(1, item_vecs.shape[1])])
         return self.history(padded_vecs[hist], pad)
 
-    def next_item_loss(self, seqs: Tensor, item_vecs: Tensor) -> Tensor:
-        """Full-softmax CE of every next item given the items before it. seqs (B, L+1)."""
+    def next_item_loss(self, seqs: Tensor, item_vecs: Tensor, n_negatives: int = 0) -> Tensor:
+        """CE of every next item given the items before it. seqs (B, L+1).
+
+        n_negatives = 0: full softmax over all items; > 0: sampled softmax over the batch's targets
+        plus that many uniform negatives (`losses.sample_columns`).
+        """
         inp, tgt = seqs[:, :-1], seqs[:, 1:]
         states = self.sequence_states(inp, item_vecs)  # (B, L, D)
         keep = (tgt != self.n_items) & (inp != self.n_items)
-        return F.cross_entropy(states[keep] @ item_vecs.T, tgt[keep])  # logits (N, I)
+        states, tgt = states[keep], tgt[keep]
+        if n_negatives == 0:
+            return F.cross_entropy(states @ item_vecs.T, tgt)  # logits (N, I)
+        cols = sample_columns(tgt, self.n_items, n_negatives)
+        return F.cross_entropy(states @ item_vecs[cols].T, torch.searchsorted(cols, tgt))
 
     def user_vectors(self, hist: Tensor, item_vecs: Tensor) -> Tensor:
         return self.sequence_states(hist, item_vecs)[:, -1]  # (B, D)

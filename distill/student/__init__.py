@@ -19,6 +19,9 @@ class StudentConfig(BaseModel):
     n_heads: int = Field(2, ge=1)  # sequential: attention heads
     dropout: float = Field(0.3, ge=0, lt=1)
     text_projection: bool = True  # add a learned projection of the teacher's item embeddings
+    # L_c over all items (0) or a sampled softmax: the batch's positives + this many uniform
+    # negatives, for catalogs where (batch x items) logits are too large
+    sampled_negatives: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> StudentConfig:

@@ -14,7 +14,7 @@ from distill.student import StudentConfig
 class SequentialStudent(nn.Module):
     def __init__(self, n_items: int, config: StudentConfig, text_emb: np.ndarray | None) -> None:
         super().__init__()
-        self.n_items = n_items
+        self.n_items, self.n_negatives = n_items, config.sampled_negatives
         text_dim = 0 if text_emb is None else text_emb.shape[1]
         self.net = SequentialRecommender(
             n_items,
@@ -44,5 +44,5 @@ class SequentialStudent(nn.Module):
         item_vecs: Tensor,
         user_vecs: Tensor,
     ) -> Tensor:
-        """Full-softmax CE of every next train item given the ones before it. seqs (B, L+1)."""
-        return self.net.next_item_loss(seqs, item_vecs)
+        """CE of every next train item given the ones before it. seqs (B, L+1)."""
+        return self.net.next_item_loss(seqs, item_vecs, self.n_negatives)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.layers import ItemTower
-from distill.losses import multi_positive_ce
+from distill.losses import multi_positive_ce, sample_columns
 from distill.student import StudentConfig
 
 
@@ -17,7 +17,7 @@ class TwoTower(nn.Module):
         self, n_users: int, n_items: int, config: StudentConfig, text_emb: np.ndarray | None
     ) -> None:
         super().__init__()
-        self.n_items = n_items
+        self.n_items, self.n_negatives = n_items, config.sampled_negatives
         text_dim = 0 if text_emb is None else text_emb.shape[1]
         self.items = ItemTower(n_items, config.dim, text_dim=text_dim, hidden=0)
         self.users = nn.Embedding(n_users, config.dim)
@@ -45,5 +45,8 @@ class TwoTower(nn.Module):
         item_vecs: Tensor,
         user_vecs: Tensor,
     ) -> Tensor:
-        """Full-softmax CE over each user's train items."""
-        return multi_positive_ce(user_vecs @ item_vecs.T, positives)
+        """CE over each user's train items: full softmax, or sampled (`sampled_negatives`)."""
+        if self.n_negatives == 0:
+            return multi_positive_ce(user_vecs @ item_vecs.T, positives)
+        cols = sample_columns(positives.nonzero()[:, 1], self.n_items, self.n_negatives)
+        return multi_positive_ce(user_vecs @ item_vecs[cols].T, positives[:, cols])

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from distill.losses import kd_kl, kd_mse, kd_rank, multi_positive_ce
+from distill.losses import kd_kl, kd_mse, kd_rank, multi_positive_ce, sample_columns
 
 
 def test_kl_is_zero_when_logits_match():
@@ -57,3 +57,44 @@ def test_multi_positive_ce_by_hand():
     logits = torch.zeros(2, 4)
     positives = torch.tensor([[1.0, 1.0, 0, 0], [0, 0, 0, 0]])  # second user has none: skipped
     assert multi_positive_ce(logits, positives).item() == pytest.approx(math.log(4.0))
+
+
+def test_sample_columns_keeps_required_items_sorted_and_unique():
+    torch.manual_seed(0)
+    cols = sample_columns(torch.tensor([7, 3, 3]), n_items=50, n_negatives=10)
+    assert {3, 7} <= set(cols.tolist())
+    assert cols.tolist() == sorted(set(cols.tolist())) and len(cols) <= 12
+
+
+def test_sampled_softmax_over_every_item_equals_full_softmax():
+    from distill.layers import SequentialRecommender
+
+    torch.manual_seed(0)
+    net = SequentialRecommender(20, 8, 5, 1, 2, 0.0)
+    seqs = torch.tensor([[20, 1, 2, 3, 4, 5], [20, 20, 7, 8, 9, 10]])
+    net.eval()
+    full = net.next_item_loss(seqs, net.item_vectors())
+    # with many more negatives than items every column is drawn: the same softmax
+    sampled = net.next_item_loss(seqs, net.item_vectors(), n_negatives=2000)
+    assert sampled.item() == pytest.approx(full.item(), rel=1e-6)
+    few = net.next_item_loss(seqs, net.item_vectors(), n_negatives=3)
+    assert few.item() < full.item()  # fewer competitors, smaller loss
+
+
+def test_two_tower_sampled_loss_matches_full_when_every_item_is_drawn():
+    from distill.student import StudentConfig
+    from distill.student.two_tower import TwoTower
+
+    torch.manual_seed(0)
+    positives = torch.zeros(2, 15)
+    positives[0, [1, 4]] = 1
+    positives[1, 9] = 1
+    losses = {}
+    for n in (0, 3000):
+        model = TwoTower(3, 15, StudentConfig(dim=8, sampled_negatives=n), None)
+        torch.manual_seed(1)
+        model.load_state_dict(TwoTower(3, 15, StudentConfig(dim=8), None).state_dict())
+        users, hist = torch.tensor([0, 1]), torch.tensor([[1, 4], [15, 9]])
+        items = model.item_vectors()
+        losses[n] = model.ce_loss(users, hist, None, positives, items, items[:2]).item()
+    assert losses[3000] == pytest.approx(losses[0], rel=1e-6)

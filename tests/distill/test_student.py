@@ -63,6 +63,20 @@ def test_alpha_zero_ignores_the_teacher(synthetic, teacher_cache):
 
 
 @pytest.mark.parametrize("kind", ["two_tower", "sequential"])
+def test_students_train_with_a_sampled_softmax(synthetic, teacher_cache, kind):
+    _, split = synthetic
+    _, result = train_student(
+        split,
+        StudentConfig(kind=kind, dim=8, history_len=6, sampled_negatives=5),
+        DistillConfig(),
+        LOOP,
+        soft_labels=SoftLabels(teacher_cache),
+        text_emb=read_vectors(teacher_cache, "items", "embedding"),
+    )
+    assert all(np.isfinite(row["l_c"]) and row["l_c"] > 0 for row in result.history)
+
+
+@pytest.mark.parametrize("kind", ["two_tower", "sequential"])
 def test_resume_from_checkpoint_equals_uninterrupted(
     synthetic, teacher_cache, tmp_path, monkeypatch, kind
 ):
