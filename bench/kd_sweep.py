@@ -19,13 +19,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import movielens, save, work_dir  # noqa: E402
+from bench.common import default_teacher, fit_seeds, save, work_dir  # noqa: E402
 from distill.soft_labels import SoftLabels  # noqa: E402
 from distill.student import StudentConfig  # noqa: E402
 from distill.student.fit import DistillConfig  # noqa: E402
-from distill.student.stage import fit_and_evaluate  # noqa: E402
-from distill.teacher.base import TeacherConfig  # noqa: E402
-from distill.teacher.stage import read_vectors, run_teacher  # noqa: E402
+from distill.teacher.stage import read_vectors  # noqa: E402
 from pipelines.config import RunConfig  # noqa: E402
 
 GRID: list[dict] = [
@@ -54,25 +52,13 @@ def main() -> None:
     student = cfg.student
     if args.student:
         student = StudentConfig(**{**student.model_dump(), "kind": args.student})
-    dataset, split = movielens(work)
-    teacher = run_teacher(TeacherConfig(), dataset, split, work_dir=work, progress=False)
-    cache = Path(teacher.plan.cache_dir)
+    _, split, cache = default_teacher(work, cfg)
     soft, text_emb = SoftLabels(cache), read_vectors(cache, "items", "embedding")
 
     rows = []
     for setting in GRID:
         kd = DistillConfig(**setting)
-        runs = [
-            fit_and_evaluate(
-                split,
-                student,
-                kd,
-                cfg.train.model_copy(update={"seed": seed}),
-                soft_labels=soft if kd.alpha > 0 else None,
-                text_emb=text_emb,
-            )
-            for seed in seeds
-        ]
+        runs = fit_seeds(split, student, kd, cfg.train, seeds, soft_labels=soft, text_emb=text_emb)
         valid = [r.valid["ndcg@10"] for r in runs]
         test = [r.test.primary for r in runs]
         rows.append(

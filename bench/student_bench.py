@@ -19,12 +19,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import movielens, save, work_dir  # noqa: E402
+from bench.common import default_teacher, save, work_dir  # noqa: E402
 from distill.recommend import Recommender  # noqa: E402
 from distill.soft_labels import SoftLabels  # noqa: E402
 from distill.student import stage  # noqa: E402
-from distill.teacher.base import TeacherConfig  # noqa: E402
-from distill.teacher.stage import read_vectors, run_teacher  # noqa: E402
+from distill.teacher.stage import read_vectors  # noqa: E402
 from pipelines.config import RunConfig  # noqa: E402
 from storage.registry import Registry  # noqa: E402
 
@@ -32,9 +31,7 @@ from storage.registry import Registry  # noqa: E402
 def main() -> None:
     work = work_dir()
     cfg = RunConfig(work_dir=work)
-    dataset, split = movielens(work)
-    teacher = run_teacher(TeacherConfig(), dataset, split, work_dir=work, progress=False)
-    cache = Path(teacher.plan.cache_dir)
+    dataset, split, cache = default_teacher(work, cfg)
     soft = SoftLabels(cache)
     t0 = time.perf_counter()
     run = stage.fit_and_evaluate(  # no checkpoint dir: always trained here, so always measured

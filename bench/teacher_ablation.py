@@ -21,26 +21,29 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import movielens, save, work_dir  # noqa: E402
+from bench.common import default_teacher, fit_seeds, save, work_dir  # noqa: E402
 from distill.evaluate import evaluate  # noqa: E402
 from distill.soft_labels import SoftLabels  # noqa: E402
 from distill.student.fit import DistillConfig  # noqa: E402
-from distill.student.stage import fit_and_evaluate  # noqa: E402
 from distill.teacher import adapt  # noqa: E402
-from distill.teacher.stage import read_vectors, run_teacher  # noqa: E402
+from distill.teacher.stage import read_vectors  # noqa: E402
 from pipelines.config import RunConfig  # noqa: E402
 
 
 class DenseLabels:
-    """In-memory soft labels with the `SoftLabels` interface the student reads (one block)."""
+    """In-memory soft labels with the `SoftLabels` interface the student reads. Same shard layout
+    as the real teacher's, so students distilled from either see the same batches."""
 
-    def __init__(self, scores: np.ndarray, fingerprint: str) -> None:
+    def __init__(
+        self, scores: np.ndarray, shards: list[tuple[str, int, int]], fingerprint: str
+    ) -> None:
         self.scores = torch.as_tensor(scores, dtype=torch.float32)
-        self.fingerprint = fingerprint
-        self.shards = [("all", 0, scores.shape[0])]
+        self.shards, self.fingerprint = shards, fingerprint
+        self._rows = {key: (start, end) for key, start, end in shards}
 
     def block(self, key: str) -> torch.Tensor:
-        return self.scores
+        start, end = self._rows[key]
+        return self.scores[start:end]
 
 
 def id_only_teacher(split, config: RunConfig) -> tuple[np.ndarray, float]:
@@ -64,16 +67,13 @@ def main() -> None:
 
     work = work_dir()
     cfg = RunConfig(work_dir=work)
-    dataset, split = movielens(work)
-    cache = Path(
-        run_teacher(cfg.teacher, dataset, split, work_dir=work, progress=False).plan.cache_dir
-    )
+    _, split, cache = default_teacher(work, cfg)
     text_emb = read_vectors(cache, "items", "embedding")
     lm_teacher = SoftLabels(cache)
     t0 = time.perf_counter()
     scores, head_seconds = id_only_teacher(split, cfg)
     print(f"ID-only teacher head trained in {time.perf_counter() - t0:.0f}s", flush=True)
-    id_teacher = DenseLabels(scores, "id-only-head")
+    id_teacher = DenseLabels(scores, lm_teacher.shards, "id-only-head")
 
     def as_teacher(scorer) -> dict:
         return {
@@ -89,22 +89,14 @@ def main() -> None:
         },
     }
     arms = {
-        "student, no distillation": (DistillConfig(alpha=0.0), None),
+        "student, no distillation": (DistillConfig(alpha=0.0), lm_teacher),  # alpha 0: ignored
         "student <- head without LM": (cfg.distill, id_teacher),
         "student <- LM + head": (cfg.distill, lm_teacher),
     }
     for name, (kd, labels) in arms.items():
-        runs = [
-            fit_and_evaluate(
-                split,
-                cfg.student,
-                kd,
-                cfg.train.model_copy(update={"seed": seed}),
-                soft_labels=labels,
-                text_emb=text_emb,
-            )
-            for seed in seeds
-        ]
+        runs = fit_seeds(
+            split, cfg.student, kd, cfg.train, seeds, soft_labels=labels, text_emb=text_emb
+        )
         rows[name] = {
             "test_ndcg@10": float(np.mean([r.test.primary for r in runs])),
             "valid_ndcg@10": float(np.mean([r.valid["ndcg@10"] for r in runs])),
