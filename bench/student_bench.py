@@ -43,7 +43,7 @@ def main() -> None:
         text_emb=read_vectors(cache, "items", "embedding"),
     )
     wall_s = time.perf_counter() - t0
-    cost = stage.cost_ratio(cache, run, split, work_dir=work)
+    cost = stage.serving_cost(cache, run, run, split)  # the default student is the SASRec model
 
     with tempfile.TemporaryDirectory() as tmp:
         Registry(Path(tmp), "bench").publish(

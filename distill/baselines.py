@@ -1,7 +1,9 @@
 """Classic baselines, fitted on the train fold: Popularity, ItemKNN (cosine) and EASE.
 
-Each exposes `fit(train)` and `scores(user_idx) -> (B, n_items)` so the shared evaluation
-harness in `distill.evaluate` serves all of them.
+Each is fitted with `fit(train)` and scores users from their input rows with
+`scores(inputs) -> (B, n_items)`; `scorer(model, split)` adapts that to the shared evaluation
+harness in `distill.evaluate`, which hands each fold its own input (train items for validation,
+train + validation items for test).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from distill.evaluate import EvalResult, evaluate
+from distill.evaluate import EvalResult, Scorer, evaluate
 from storage.split import Split
 
 EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 500.0, 1000.0)
@@ -28,8 +30,8 @@ class Popularity:
         self.counts = np.asarray(train.sum(axis=0), dtype=np.float32).ravel()  # (I,)
         return self
 
-    def scores(self, users: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.counts, (len(users), self.counts.shape[0]))
+    def scores(self, inputs: sp.csr_matrix) -> np.ndarray:
+        return np.broadcast_to(self.counts, (inputs.shape[0], self.counts.shape[0]))
 
     @property
     def n_params(self) -> int:
@@ -57,11 +59,11 @@ class ItemKNN:
         if self.k is not None and self.k < sim.shape[0]:
             drop = np.argpartition(-sim, self.k, axis=0)[self.k :]  # rows outside the top-k
             np.put_along_axis(sim, drop, 0.0, axis=0)
-        self.train, self.sim = x.tocsr(), sim.astype(np.float32)
+        self.sim = sim.astype(np.float32)
         return self
 
-    def scores(self, users: np.ndarray) -> np.ndarray:
-        return np.asarray(self.train[users] @ self.sim)
+    def scores(self, inputs: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(inputs.astype(np.float32) @ self.sim)
 
     @property
     def n_params(self) -> int:
@@ -85,15 +87,20 @@ class EASE:
         p = np.linalg.inv(gram)
         b = -p / np.diag(p)[None, :]
         np.fill_diagonal(b, 0.0)
-        self.train, self.weights = x.astype(np.float32).tocsr(), b.astype(np.float32)
+        self.weights = b.astype(np.float32)
         return self
 
-    def scores(self, users: np.ndarray) -> np.ndarray:
-        return np.asarray(self.train[users] @ self.weights)
+    def scores(self, inputs: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(inputs.astype(np.float32) @ self.weights)
 
     @property
     def n_params(self) -> int:
         return int(self.weights.size)
+
+
+def scorer(model: Popularity | ItemKNN | EASE, split: Split) -> Scorer:
+    """The model as a scorer for `distill.evaluate`: each fold scored from its own input rows."""
+    return lambda users, fold: model.scores(split.inputs(fold)[users])
 
 
 def tune_ease(split: Split, lambdas: Sequence[float] = EASE_LAMBDAS) -> tuple[EASE, dict]:
@@ -102,7 +109,7 @@ def tune_ease(split: Split, lambdas: Sequence[float] = EASE_LAMBDAS) -> tuple[EA
     best: tuple[float, EASE] | None = None
     for lam in lambdas:
         model = EASE(lam).fit(split.train)
-        ndcg = evaluate(model.scores, split, fold="valid").primary
+        ndcg = evaluate(scorer(model, split), split, fold="valid").primary
         curve[lam] = ndcg
         if best is None or ndcg > best[0]:
             best = (ndcg, model)
@@ -132,7 +139,7 @@ def run_baselines(split: Split, *, fold: str = "test") -> list[BaselineRun]:
         model, detail = make()
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        result = evaluate(model.scores, split, fold=fold)
+        result = evaluate(scorer(model, split), split, fold=fold)
         eval_s = time.perf_counter() - t1
         runs.append(
             BaselineRun(

@@ -1,9 +1,12 @@
 """Full-ranking evaluation shared by every scorer (baselines, teacher, students).
 
-A scorer is any callable `scores(user_idx: np.ndarray) -> (B, n_items)` array or tensor. For each
-user with targets in the evaluated fold, all items are ranked except the user's train items (and
-the validation items when evaluating test). Ties are broken by item index, as a stable sort does,
-so a scorer gains nothing from ties. Metrics (per user, then averaged):
+Standard leave-one-out protocol: to predict a fold, a model reads everything before it, i.e. the
+train items for validation and the train items plus the validation item for test
+(`Split.inputs` / `Split.input_sequences`). A scorer is any callable
+`scores(user_idx: np.ndarray, fold: str) -> (B, n_items)` array or tensor that scores from the
+fold's input. For each user with targets in the evaluated fold, all items are ranked except that
+input. Ties are broken by item index, as a stable sort does, so a scorer gains nothing from ties.
+Metrics (per user, then averaged):
   HR@K      1 if any target is in the top K
   Recall@K  targets in the top K / number of targets
   NDCG@K    DCG@K / ideal DCG@K, gain 1 for every target
@@ -21,7 +24,7 @@ import torch
 
 from storage.split import Split
 
-Scorer = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
+Scorer = Callable[[np.ndarray, str], "np.ndarray | torch.Tensor"]  # (users, fold) -> (B, I)
 PRIMARY_METRIC = "ndcg@10"
 DEFAULT_KS = (10, 20)
 
@@ -109,7 +112,7 @@ def evaluate(
     if fold not in ("valid", "test"):
         raise ValueError(f"fold must be 'valid' or 'test', not {fold!r}")
     target_matrix = split.matrix(fold)
-    exclude_matrix = split.train if fold == "valid" else split.matrix("train", "valid")
+    exclude_matrix = split.inputs(fold)
     all_users = split.users_with(fold)
     eval_users = all_users if users is None else np.intersect1d(all_users, users)
     if len(eval_users) == 0:
@@ -120,7 +123,7 @@ def evaluate(
     per_user: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(eval_users), batch_size):
         batch = eval_users[start : start + batch_size]
-        scores = scorer(batch)
+        scores = scorer(batch, fold)
         if not torch.is_tensor(scores):
             scores = torch.from_numpy(np.array(scores, dtype=np.float32))  # copy: may be read-only
         if scores.shape != (len(batch), split.n_items):

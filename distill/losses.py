@@ -64,9 +64,25 @@ def kd_rank(
     for rank r = 0..K-1; loss = -sum_r w_r log softmax(student)[item_r].
     """
     top = torch.topk(_masked(teacher_logits, mask), k, dim=-1).indices  # (B, K)
-    weights = torch.exp(
-        -torch.arange(k, dtype=student_logits.dtype, device=student_logits.device) / lam
-    )
-    weights = weights / weights.sum()
-    logp = F.log_softmax(_masked(student_logits, mask), dim=-1).gather(-1, top)  # (B, K)
-    return -(logp * weights).sum(-1).mean()
+    return kd_topk_rank(_masked(student_logits, mask), top, lam)
+
+
+def kd_topk_kl(logits: Tensor, t_items: Tensor, t_scores: Tensor, t: float) -> Tensor:
+    """KL(teacher || student) where the teacher keeps only its top-K items, scaled by t**2.
+
+    logits (N, C) student logits over C columns; t_items (N, K) the teacher's top-K columns and
+    t_scores (N, K) its logits for them. The teacher's distribution is its softmax over those K
+    (zero elsewhere); the student's is its softmax over all C columns.
+    """
+    p = F.log_softmax(t_scores / t, dim=-1)  # (N, K)
+    q = F.log_softmax(logits / t, dim=-1).gather(-1, t_items)  # (N, K)
+    return (p.exp() * (p - q)).sum(-1).mean() * t * t
+
+
+def kd_topk_rank(logits: Tensor, t_items: Tensor, lam: float) -> Tensor:
+    """Ranking distillation on the teacher's top-K columns t_items (N, K), best first:
+    -sum_r w_r log softmax(student)[item_r], with w_r proportional to exp(-r / lam)."""
+    k = t_items.shape[-1]
+    weights = torch.exp(-torch.arange(k, dtype=logits.dtype, device=logits.device) / lam)
+    logp = F.log_softmax(logits, dim=-1).gather(-1, t_items)  # (N, K)
+    return -(logp * (weights / weights.sum())).sum(-1).mean()

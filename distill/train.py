@@ -37,7 +37,7 @@ class LoopConfig(BaseModel):
 
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(128, ge=1)  # users per step
+    batch_size: int = Field(64, ge=1)  # examples per step: training windows, or users (two-tower)
     max_epochs: int = Field(200, ge=1)
     patience: int = Field(10, ge=1)  # epochs without improvement of the (smoothed) metric
     smoothing: float = Field(0.0, ge=0, lt=1)  # EMA weight of the past for the stopping metric

@@ -161,12 +161,13 @@ def print_report(report: dict) -> None:
             f"{report['dataset']} — test, full ranking, seeds {report['seeds']}", rows, cols
         )
     )
-    if "kd_vs_no_kd" in report:
-        k = report["kd_vs_no_kd"]
-        console.print(
-            f"distilled vs not: {k['relative_gain']:+.1%} NDCG@10, paired p = "
-            f"{k['p_value']:.3g} over {k['n_pairs']} user-seed pairs"
-        )
+    for key, title in (("kd_vs_no_kd", "without the teacher"), ("kd_vs_best_plain", "best plain")):
+        if key in report:
+            k = report[key]
+            console.print(
+                f"distilled vs {title} ({k['control']}): {k['relative_gain']:+.1%} NDCG@10, "
+                f"paired p = {k['p_value']:.3g} over {k['n_pairs']} user-seed pairs"
+            )
     for name, bar in report.get("bars", {}).items():
         mark = "[green]holds[/]" if bar["holds"] else "[red]NOT met[/]"
         console.print(f"  bar {name}: {bar['target']}: {bar['value']} {mark}")

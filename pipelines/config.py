@@ -57,8 +57,10 @@ class RunConfig(BaseModel):
     split: SplitConfig = SplitConfig()
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
+    # the plain SASRec row of every report: ID embeddings only, no teacher, the standard recipe
+    sasrec: StudentConfig = StudentConfig(kind="sequential", text_projection=False)
     distill: DistillConfig = DistillConfig()
-    train: LoopConfig = LoopConfig(batch_size=32, patience=20)
+    train: LoopConfig = LoopConfig()
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # students per arm
     model_name: str = "kdrec"  # registry/<model_name>/
     publish: bool = True  # publish the best distilled student to the registry
@@ -68,6 +70,10 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _names(self) -> RunConfig:
         validate_name(self.model_name, what="model name")
+        if self.sasrec.kind != "sequential" or self.sasrec.text_projection:
+            raise ValueError("sasrec must be kind: sequential with text_projection: false")
+        if self.student.kind == "sequential" and self.distill.loss == "mse":
+            raise ValueError("the sequential student distils top-K labels: loss kl or rank")
         return self
 
 

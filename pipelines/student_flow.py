@@ -25,21 +25,21 @@ def train_evaluate_task(
     dataset = Dataset(Path(dataset_path))
     split = make_split(dataset, cutoff=params.split.as_of)
     out = Path(run_dir)
-    report, rows, best = stage.quality(
+    result = stage.quality(
         dataset,
         split,
         teacher_cache=Path(teacher_cache),
         student=params.student,
+        sasrec=params.sasrec,
         kd=params.distill,
         loop=params.train,
         seeds=params.seeds,
-        work_dir=params.work_dir,
         checkpoint_root=params.work_dir / "cache" / "students",
     )
-    cost = stage.cost_ratio(Path(teacher_cache), best, split, work_dir=params.work_dir)
-    report["cost"] = cost
-    report = stage.finish_report(report, cost["ratio"])
-    save_report(report, out, rows)
+    best = result.best
+    cost = stage.serving_cost(Path(teacher_cache), best, result.sasrec, split)
+    report = stage.finish_report(result.report, cost)
+    save_report(report, out, result.rows)
     for name, data in stage.bundle_files(best, dataset, report).items():
         atomic_write_bytes(out / "bundle" / name, data)
     atomic_write_bytes(out / "validation.json", json.dumps(best.valid).encode())

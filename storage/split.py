@@ -85,9 +85,34 @@ class Split:
 
     def train_sequences(self) -> list[np.ndarray]:
         """Per user, train item indices in chronological order (oldest first)."""
-        train = self.fold("train").sort("user_idx", "timestamp", "item_idx")
+        return self._sequences("train")
+
+    def input_folds(self, fold: str) -> tuple[str, ...]:
+        """What a model reads when it predicts `fold` (the standard leave-one-out protocol):
+        everything before the target, i.e. train for valid, train + valid for test."""
+        if fold == "valid":
+            return ("train",)
+        if fold == "test":
+            return ("train", "valid")
+        raise ValueError(f"fold must be 'valid' or 'test', not {fold!r}")
+
+    def inputs(self, fold: str) -> sp.csr_matrix:
+        """Binary user x item matrix of the interactions a model reads to predict `fold`."""
+        return self.train if self.input_folds(fold) == ("train",) else self._test_inputs
+
+    @cached_property
+    def _test_inputs(self) -> sp.csr_matrix:
+        return self.matrix(*self.input_folds("test"))
+
+    def input_sequences(self, fold: str) -> list[np.ndarray]:
+        """Per user, the items a model reads to predict `fold`, oldest first."""
+        return self._sequences(*self.input_folds(fold))
+
+    def _sequences(self, *folds: str) -> list[np.ndarray]:
+        rows = self.frame.filter(pl.col("fold").is_in(list(folds)))
+        rows = rows.sort("user_idx", "timestamp", "item_idx")
         seqs: list[np.ndarray] = [np.empty(0, dtype=np.int64) for _ in range(self.n_users)]
-        for (user,), group in train.group_by(["user_idx"], maintain_order=True):
+        for (user,), group in rows.group_by(["user_idx"], maintain_order=True):
             seqs[int(user)] = group.get_column("item_idx").to_numpy().astype(np.int64)
         return seqs
 

@@ -12,13 +12,13 @@ from torch import nn
 class StudentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["two_tower", "sequential"] = "two_tower"
+    kind: Literal["two_tower", "sequential"] = "sequential"
     dim: int = Field(64, ge=4)  # vector width; 64 is plenty for ML-100K
-    history_len: int = Field(50, ge=1)  # most recent train items the user vector reads
-    n_layers: int = Field(1, ge=1)  # sequential: self-attention layers
+    history_len: int = Field(50, ge=1)  # most recent items the user vector reads
+    n_layers: int = Field(2, ge=1)  # sequential: transformer blocks
     n_heads: int = Field(2, ge=1)  # sequential: attention heads
-    dropout: float = Field(0.3, ge=0, lt=1)
-    text_projection: bool = True  # add a learned projection of the teacher's item embeddings
+    dropout: float = Field(0.5, ge=0, lt=1)  # sequential: embeddings, attention and blocks
+    text_projection: bool = False  # add a learned projection of the teacher's item embeddings
     # L_c over all items (0) or a sampled softmax: the batch's positives + this many uniform
     # negatives, for catalogs where (batch x items) logits are too large
     sampled_negatives: int = Field(0, ge=0)

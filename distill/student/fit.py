@@ -1,24 +1,29 @@
 """Train a student on ground truth plus the teacher's cached soft labels: L = L_c + alpha * L_k.
 
-Batches are drawn shard by shard (shards in a seeded random order, users shuffled inside each), so
-only one block of soft labels needs to be in memory. The undistilled baseline (alpha = 0) uses the
-very same batches and budget.
+Batches are drawn shard by shard (shards in a seeded random order, examples shuffled inside each),
+so only one shard of soft labels needs to be in memory. An example is a user for the two-tower
+student (KD to the teacher's label after the whole train history) and a training window for the
+sequential student (KD to the teacher's top-K after every prefix). The undistilled arm (alpha = 0)
+uses the very same batches and budget.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from distill import losses
-from distill.evaluate import evaluate
+from distill.evaluate import Scorer, evaluate
 from distill.layers import left_padded
+from distill.sasrec import window_targets, windows
 from distill.soft_labels import SoftLabels
 from distill.student import StudentConfig, build_student
 from distill.train import LoopConfig, TrainResult, fit
@@ -36,42 +41,59 @@ class DistillConfig(BaseModel):
     mask_seen: bool = True  # drop the user's train items from both distributions
 
 
+FOLDS = ("valid", "test")
+
+
 class UserData:
-    """Per-user tensors every student batch needs, built once from the split."""
+    """Per-user tensors every student batch needs, built once from the split: the right-aligned
+    history each fold reads (standard protocol), train positives and, for sequential students,
+    the next-item training windows with the (user, position) of every slot."""
 
     def __init__(self, split: Split, history_len: int) -> None:
         seqs = split.train_sequences()
         self.n_items = split.n_items
-        self.hist = torch.as_tensor(left_padded(seqs, history_len, split.n_items))
-        self.seqs = torch.as_tensor(left_padded(seqs, history_len + 1, split.n_items))
+        self.hist = {
+            fold: torch.as_tensor(left_padded(split.input_sequences(fold), history_len, pad))
+            for fold, pad in zip(FOLDS, (split.n_items,) * 2, strict=True)
+        }
         self.train = split.train
         self.active = np.flatnonzero(np.diff(self.train.indptr) > 0)
+        inputs, targets = windows(seqs, history_len, split.n_items)
+        self.inputs, self.targets = torch.as_tensor(inputs), torch.as_tensor(targets)
+        self.owner, self.position = window_targets(seqs, history_len)  # (W, L) each
+        self.window_user = self.owner[:, 0]  # the first slot of a window is never padding
 
     def positives(self, users: np.ndarray) -> Tensor:
         return torch.from_numpy(self.train[users].toarray())
 
 
-def student_scorer(model: nn.Module, data: UserData):
+def student_scorer(model: nn.Module, data: UserData) -> Scorer:
+    """(users, fold) -> (B, I) scores from the fold's input history."""
     model.eval()
     with torch.no_grad():
         item_vecs = model.item_vectors()
 
-    def scores(users: np.ndarray) -> Tensor:
+    def scores(users: np.ndarray, fold: str) -> Tensor:
         with torch.no_grad():
             u = torch.as_tensor(users)
-            return model.user_vectors(u, data.hist[u], item_vecs) @ item_vecs.T
+            return model.user_vectors(u, data.hist[fold][u], item_vecs) @ item_vecs.T
 
     return scores
 
 
-def _batches(data: UserData, shards: list[tuple[str, int, int]], batch_size: int):
-    def batches(epoch: int) -> Iterator[tuple[str, int, np.ndarray]]:
+Batch = tuple[str, int, np.ndarray]  # (shard key, shard's first user, users or window rows)
+
+
+def _batches(examples_of: Callable[[int, int], np.ndarray], shards, batch_size: int):
+    """Shards in a random order, the shard's examples shuffled inside it (per-epoch seed)."""
+
+    def batches(epoch: int) -> Iterator[Batch]:
         for s in torch.randperm(len(shards)).tolist():
             key, start, end = shards[s]
-            users = data.active[(data.active >= start) & (data.active < end)]
-            users = users[torch.randperm(len(users)).numpy()]
-            for i in range(0, len(users), batch_size):
-                yield key, start, users[i : i + batch_size]
+            examples = examples_of(start, end)
+            examples = examples[torch.randperm(len(examples)).numpy()]
+            for i in range(0, len(examples), batch_size):
+                yield key, start, examples[i : i + batch_size]
 
     return batches
 
@@ -86,6 +108,68 @@ def kd_term(config: DistillConfig, student: Tensor, teacher: Tensor, seen: Tenso
     if config.loss == "mse":
         return losses.kd_mse(student, teacher, mask)
     return losses.kd_rank(student, teacher, config.rank_k, config.rank_lambda, mask)
+
+
+def user_loss(
+    m: nn.Module, data: UserData, kd: DistillConfig, soft_labels: SoftLabels | None, batch: Batch
+) -> tuple[Tensor, dict[str, float]]:
+    """Two-tower: CE over each user's train items (+ KD to the whole-history label)."""
+    key, start, users = batch
+    u = torch.as_tensor(users)
+    positives = data.positives(users)
+    item_vecs = m.item_vectors()
+    user_vecs = m.user_vectors(u, data.hist["valid"][u], item_vecs)
+    l_c = m.ce_loss(positives, item_vecs, user_vecs)
+    if soft_labels is None:
+        return l_c, {"l_c": l_c.item()}
+    teacher = soft_labels.block(key)[users - start]
+    l_k = kd_term(kd, user_vecs @ item_vecs.T, teacher, positives)
+    return l_c + kd.alpha * l_k, {"l_c": l_c.item(), "l_k": l_k.item()}
+
+
+def window_loss(
+    m: nn.Module,
+    data: UserData,
+    kd: DistillConfig,
+    soft_labels: SoftLabels | None,
+    n_negatives: int,
+    batch: Batch,
+) -> tuple[Tensor, dict[str, float]]:
+    """Sequential: CE of every next train item (+ KD to the teacher's top-K at every position).
+
+    With `n_negatives` the softmax runs over the batch's targets, the teacher's items and that
+    many uniform negatives instead of every item."""
+    key, start, rows = batch
+    targets = data.targets[rows]
+    keep = targets != -100
+    item_vecs = m.item_vectors()
+    states = m.position_states(data.inputs[rows], targets, item_vecs)  # (N, D)
+    targets = targets[keep]
+    t_items = t_scores = None
+    if soft_labels is not None:
+        slots = keep.numpy()
+        t_items, t_scores = soft_labels.positions(key).gather(
+            data.owner[rows][slots] - start, data.position[rows][slots]
+        )
+    if n_negatives:
+        required = targets if t_items is None else torch.cat([targets, t_items.flatten()])
+        cols = losses.sample_columns(required, data.n_items, n_negatives)
+        logits = states @ item_vecs[cols].T
+        targets = torch.searchsorted(cols, targets)
+        if t_items is not None:
+            t_items = torch.searchsorted(cols, t_items)
+    else:
+        logits = states @ item_vecs.T  # (N, I)
+    l_c = F.cross_entropy(logits, targets)
+    if t_items is None:
+        return l_c, {"l_c": l_c.item()}
+    if kd.loss == "kl":
+        l_k = losses.kd_topk_kl(logits, t_items, t_scores, kd.temperature)
+    elif kd.loss == "mse":
+        raise ValueError("the sequential student distils top-K labels: use loss kl or rank")
+    else:
+        l_k = losses.kd_topk_rank(logits, t_items[:, : kd.rank_k], kd.rank_lambda)
+    return l_c + kd.alpha * l_k, {"l_c": l_c.item(), "l_k": l_k.item()}
 
 
 def train_student(
@@ -103,22 +187,24 @@ def train_student(
     model = build_student(config, split.n_users, split.n_items, text_emb)
     data = UserData(split, config.history_len)
     use_kd = kd.alpha > 0 and soft_labels is not None
+    labels = soft_labels if use_kd else None
     shards = soft_labels.shards if soft_labels is not None else [("all", 0, split.n_users)]
-
-    def loss_fn(m: nn.Module, batch: tuple[str, int, np.ndarray]) -> tuple[Tensor, dict]:
-        key, start, users = batch
-        u = torch.as_tensor(users)
-        positives = data.positives(users)
-        item_vecs = m.item_vectors()
-        user_vecs = m.user_vectors(u, data.hist[u], item_vecs)
-        l_c = m.ce_loss(u, data.hist[u], data.seqs[u], positives, item_vecs, user_vecs)
-        parts = {"l_c": l_c.item()}
-        if not use_kd:
-            return l_c, parts
-        teacher = soft_labels.block(key)[users - start]
-        l_k = kd_term(kd, user_vecs @ item_vecs.T, teacher, positives)
-        parts["l_k"] = l_k.item()
-        return l_c + kd.alpha * l_k, parts
+    if config.kind == "sequential":
+        examples_of = lambda start, end: np.flatnonzero(  # noqa: E731
+            (data.window_user >= start) & (data.window_user < end)
+        )
+        loss_fn = partial(
+            window_loss,
+            data=data,
+            kd=kd,
+            soft_labels=labels,
+            n_negatives=config.sampled_negatives,
+        )
+    else:
+        examples_of = lambda start, end: data.active[  # noqa: E731
+            (data.active >= start) & (data.active < end)
+        ]
+        loss_fn = partial(user_loss, data=data, kd=kd, soft_labels=labels)
 
     def validate(m: nn.Module) -> float:
         return evaluate(student_scorer(m, data), split, fold="valid").primary
@@ -128,8 +214,8 @@ def train_student(
     )
     result = fit(
         model,
-        batches=_batches(data, shards, loop.batch_size),
-        loss_fn=loss_fn,
+        batches=_batches(examples_of, shards, loop.batch_size),
+        loss_fn=lambda m, batch: loss_fn(m, batch=batch),
         validate=validate,
         config=loop,
         checkpoint_dir=checkpoint_dir,

@@ -1,5 +1,7 @@
-"""Sequential student (SASRec-style): 1-2 causal self-attention layers over the last 50 items;
-the output at the last position is the user vector."""
+"""Sequential student: SASRec (`distill.sasrec`), trained on every next item of the train
+histories; the state after the newest item is the user vector. With `text_projection` its item
+vectors add a projection of the teacher's frozen LM item embeddings; without it, it is exactly the
+plain SASRec of the report, so distillation is compared at the same model and serving cost."""
 
 from __future__ import annotations
 
@@ -7,24 +9,23 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distill.layers import SequentialRecommender
+from distill.sasrec import SASRec
 from distill.student import StudentConfig
 
 
 class SequentialStudent(nn.Module):
     def __init__(self, n_items: int, config: StudentConfig, text_emb: np.ndarray | None) -> None:
         super().__init__()
-        self.n_items, self.n_negatives = n_items, config.sampled_negatives
-        text_dim = 0 if text_emb is None else text_emb.shape[1]
-        self.net = SequentialRecommender(
+        self.n_items = n_items
+        self.net = SASRec(
             n_items,
-            config.dim,
-            config.history_len,
-            config.n_layers,
-            config.n_heads,
-            config.dropout,
-            text_dim=text_dim,
-            text_hidden=0,
+            dim=config.dim,
+            max_len=config.history_len,
+            n_layers=config.n_layers,
+            n_heads=config.n_heads,
+            dropout=config.dropout,
+            attn_dropout=config.dropout,
+            text_dim=0 if text_emb is None else text_emb.shape[1],
         )
         emb = torch.zeros(0) if text_emb is None else torch.as_tensor(text_emb, dtype=torch.float32)
         self.register_buffer("text_emb", emb, persistent=False)
@@ -35,14 +36,6 @@ class SequentialStudent(nn.Module):
     def user_vectors(self, users: Tensor, hist: Tensor, item_vecs: Tensor) -> Tensor:
         return self.net.user_vectors(hist, item_vecs)  # (B, D); users unused
 
-    def ce_loss(
-        self,
-        users: Tensor,
-        hist: Tensor,
-        seqs: Tensor,
-        positives: Tensor,
-        item_vecs: Tensor,
-        user_vecs: Tensor,
-    ) -> Tensor:
-        """CE of every next train item given the ones before it. seqs (B, L+1)."""
-        return self.net.next_item_loss(seqs, item_vecs, self.n_negatives)
+    def position_states(self, inputs: Tensor, targets: Tensor, item_vecs: Tensor) -> Tensor:
+        """(N, D) user states at every non-padding slot of training windows (B, L)."""
+        return self.net.states(inputs, item_vecs)[targets != -100]

@@ -7,25 +7,25 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import torch
 from safetensors.torch import save
-from torch import nn
+from torch import Tensor, nn
 
 from distill import index as faiss_index
 from distill.baselines import run_baselines
 from distill.evaluate import EvalResult, evaluate
 from distill.layers import left_padded
-from distill.report import ModelRow, bars, build_report
+from distill.report import ModelRow, bars, build_report, paired_test
 from distill.soft_labels import SoftLabels
 from distill.student import StudentConfig, n_params
 from distill.student.fit import DistillConfig, UserData, student_scorer, train_student
-from distill.teacher.stage import read_vectors
+from distill.teacher.stage import read_vectors, vector_scorer
 from distill.train import LoopConfig, TrainResult, config_hash
 from storage.atomic import parquet_bytes, read_json
 from storage.datasets import Dataset
@@ -72,13 +72,15 @@ def fit_and_evaluate(
     return StudentRun(model, config, kd, loop.seed, result, test, valid, speed)
 
 
-def teacher_row(soft_labels: SoftLabels, split: Split, teacher_cache: Path) -> ModelRow:
-    """The teacher as a recommender; params = LM + head, train time = adaptation."""
+def teacher_row(split: Split, teacher_cache: Path) -> ModelRow:
+    """The teacher as a recommender: its head's user vectors from each fold's input (standard
+    protocol) against its item vectors; params = LM + head, train time = adaptation."""
     info = read_json(Path(teacher_cache) / "report.json")
     params = sum(info.get("params", {}).values())
     seconds = float(info.get("adapt_seconds") or 0.0)
+    users = {c: read_vectors(teacher_cache, "users", c) for c in ("vector", "test_vector")}
     t0 = time.perf_counter()
-    result = evaluate(soft_labels.scorer(), split)
+    result = evaluate(vector_scorer(users, read_vectors(teacher_cache, "items")), split)
     speed = len(result.users) / max(time.perf_counter() - t0, 1e-9)
     return ModelRow("Teacher", "teacher", False, [result], params, [seconds], speed)
 
@@ -92,10 +94,10 @@ def baseline_rows(split: Split) -> list[ModelRow]:
     ]
 
 
-def student_row(runs: list[StudentRun], name: str) -> ModelRow:
+def student_row(runs: list[StudentRun], name: str, role: str = "student") -> ModelRow:
     return ModelRow(
         name,
-        "student",
+        role,
         runs[0].kd.alpha > 0,
         [r.test for r in runs],
         n_params(runs[0].model),
@@ -128,46 +130,88 @@ def checkpoint_dir(
     return Path(root) / key[:20]
 
 
+SASREC_ROW = "SASRec (no teacher)"
+
+
+def arms(student: StudentConfig, sasrec: StudentConfig) -> dict[str, StudentConfig]:
+    """The undistilled models of the report, by row name: the plain SASRec, and the undistilled
+    version of every student kind offered (the configured student, and the other kind with its
+    defaults). A student identical to the plain SASRec is that row, trained once."""
+    label = student.kind.replace("_", "-")
+    plain = {SASREC_ROW: sasrec}
+    if student != sasrec:
+        plain[f"Student {label} (no KD)"] = student
+    other = "sequential" if student.kind == "two_tower" else "two_tower"
+    if other == "two_tower":
+        # the two-tower as offered: pooled history + a projection of the LM item embeddings
+        plain["Student two-tower (no KD)"] = StudentConfig(
+            kind="two_tower", text_projection=True, dropout=0.3
+        )
+    elif StudentConfig(kind="sequential") not in plain.values():
+        plain["Student sequential (no KD)"] = StudentConfig(kind="sequential")
+    return plain
+
+
+@dataclass
+class Comparison:
+    """Every report row plus the runs the bundle and the cost measurement need."""
+
+    report: dict
+    rows: list[ModelRow]
+    best: StudentRun  # the distilled run with the best validation NDCG@10 (what is published)
+    sasrec: StudentRun  # seed 0 of the plain SASRec
+
+
 def quality(
     dataset: Dataset,
     split: Split,
     *,
     teacher_cache: Path,
     student: StudentConfig,
+    sasrec: StudentConfig,
     kd: DistillConfig,
     loop: LoopConfig,
     seeds: list[int],
-    work_dir: Path,
     checkpoint_root: Path | None = None,
-) -> tuple[dict, list[ModelRow], StudentRun]:
-    """Every report row on the test fold; returns (report, rows, best distilled run)."""
+) -> Comparison:
+    """Every report row on the test fold under the standard protocol."""
     soft = SoftLabels(teacher_cache)
     text_emb = read_vectors(teacher_cache, "items", "embedding")
     rows = baseline_rows(split)
-    rows.append(teacher_row(soft, split, teacher_cache))
-    runs: dict[bool, list[StudentRun]] = {False: [], True: []}
-    for seed in seeds:
-        for distilled in (False, True):
-            this_kd = kd if distilled else kd.model_copy(update={"alpha": 0.0})
+
+    def train_arm(config: StudentConfig, this_kd: DistillConfig) -> list[StudentRun]:
+        runs = []
+        for seed in seeds:
             ckpt = None
             if checkpoint_root is not None:
                 ckpt = checkpoint_dir(
-                    checkpoint_root, dataset, split, soft.fingerprint, student, this_kd, loop, seed
+                    checkpoint_root, dataset, split, soft.fingerprint, config, this_kd, loop, seed
                 )
-            runs[distilled].append(
+            runs.append(
                 fit_and_evaluate(
                     split,
-                    student,
+                    config,
                     this_kd,
                     loop.model_copy(update={"seed": seed}),
-                    soft_labels=soft,  # both arms: the same shard batches; alpha=0 ignores it
+                    soft_labels=soft,  # every arm: the same shard batches; alpha=0 ignores it
                     text_emb=text_emb,
                     checkpoint_dir=ckpt,
                 )
             )
+        return runs
+
+    no_kd = kd.model_copy(update={"alpha": 0.0})
+    plain = {name: train_arm(config, no_kd) for name, config in arms(student, sasrec).items()}
+    rows.append(student_row(plain[SASREC_ROW], SASREC_ROW, role="baseline"))
+    rows.append(teacher_row(split, teacher_cache))
+    rows += [student_row(runs, name) for name, runs in plain.items() if name != SASREC_ROW]
+    distilled = train_arm(student, kd)
     label = student.kind.replace("_", "-")
-    rows.append(student_row(runs[False], f"Student {label} (no KD)"))
-    rows.append(student_row(runs[True], f"Student {label} (KD {kd.loss})"))
+    kd_row = student_row(distilled, f"Student {label} (KD {kd.loss})")
+    rows.append(kd_row)
+    twin = next(r for r in rows if r.model in (f"Student {label} (no KD)", SASREC_ROW))
+    plain_rows = [r for r in rows if r.role != "teacher" and not r.distilled]
+    best_plain = max(plain_rows, key=lambda r: r.metric("ndcg@10")["mean"])
     report = build_report(
         dataset=dataset.ref,
         split=split,
@@ -176,17 +220,20 @@ def quality(
         extra={
             "teacher_fingerprint": soft.fingerprint,
             "student": student.model_dump(),
+            "sasrec": sasrec.model_dump(),
             "distill": kd.model_dump(),
             "loop": loop.model_dump(),
+            "kd_vs_no_kd": paired_test(kd_row, twin),
+            "kd_vs_best_plain": paired_test(kd_row, best_plain),
         },
     )
-    best = max(runs[True], key=lambda r: r.valid["ndcg@10"])
-    return report, rows, best
+    best = max(distilled, key=lambda r: r.valid["ndcg@10"])
+    return Comparison(report, rows, best, plain[SASREC_ROW][0])
 
 
-def finish_report(report: dict, cost_ratio: float | None) -> dict:
-    if cost_ratio is not None:
-        report["cost_ratio"] = cost_ratio
+def finish_report(report: dict, cost: dict | None) -> dict:
+    if cost is not None:
+        report["cost"] = cost
     report["bars"] = bars(report)
     return report
 
@@ -264,60 +311,68 @@ def bundle_files(run: StudentRun, dataset: Dataset, report: dict) -> dict[str, b
     }
 
 
-def cost_ratio(
-    teacher_cache: Path,
-    run: StudentRun,
-    split: Split,
-    *,
-    work_dir: Path,
-    n_users: int = 256,
-    repeats: int = 3,
-) -> dict:
-    """Per-user scoring cost, teacher vs student, same machine, same users.
-
-    Teacher (LM + head, from text): the causal teacher prompts the LM once per item; the
-    embedding teacher runs the LM over the texts of the user's recent history items (what its
-    head reads). The head alone, on cached item embeddings, costs about what a student does.
-    Student: user vector + one FAISS search.
-    """
-    from distill.teacher.base import TeacherConfig
-    from distill.teacher.stage import TeacherPlan, load_teacher
-
-    plan = TeacherPlan.load(teacher_cache)
-    config = TeacherConfig.model_validate(plan.config)
-    teacher = load_teacher(config, work_dir)
-    users = np.arange(min(n_users, split.n_users))
-    item_texts = pl.read_parquet(Path(teacher_cache) / "items_texts.parquet").get_column("text")
-    if teacher.kind == "causal":
-        texts = pl.read_parquet(Path(teacher_cache) / "users_texts.parquet").get_column("text")
-        sample = item_texts.head(20).to_list()
-        t0 = time.perf_counter()
-        teacher.score_shared(texts[0], sample)
-        teacher_s = (time.perf_counter() - t0) * split.n_items / len(sample)
-    else:
-        seqs = split.train_sequences()
-        lm_users = users[:32]  # the LM pass is slow: 32 users x up to 50 history texts
-        teacher.encode(item_texts.head(4).to_list())  # warm-up (weights load)
-        t0 = time.perf_counter()
-        for u in lm_users:
-            teacher.encode([item_texts[int(i)] for i in seqs[int(u)][-config.adapt.history_len :]])
-        teacher_s = (time.perf_counter() - t0) / len(lm_users)
-    data = UserData(split, run.config.history_len)
-    with torch.no_grad():
-        item_vecs = run.model.item_vectors()
-    index, _ = faiss_index.build_index(item_vecs.detach().numpy())
+def _per_user_seconds(
+    user_vectors: Callable[[Tensor], Tensor], item_vecs: np.ndarray, users: Tensor, repeats: int
+) -> float:
+    """Best-of-`repeats` seconds per user for a user vector plus one FAISS top-10 search."""
+    index, _ = faiss_index.build_index(np.ascontiguousarray(item_vecs))
     timings = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         with torch.no_grad():
-            u = torch.as_tensor(users)
-            vecs = run.model.user_vectors(u, data.hist[u], item_vecs).numpy()
+            vecs = user_vectors(users).numpy()
         index.search(np.ascontiguousarray(vecs), 10)
         timings.append((time.perf_counter() - t0) / len(users))
-    student_s = min(timings)
+    return min(timings)
+
+
+def _student_seconds(run: StudentRun, split: Split, users: Tensor, repeats: int) -> float:
+    data = UserData(split, run.config.history_len)
+    with torch.no_grad():
+        item_vecs = run.model.item_vectors()
+    return _per_user_seconds(
+        lambda u: run.model.user_vectors(u, data.hist["test"][u], item_vecs),
+        item_vecs.detach().numpy(),
+        users,
+        repeats,
+    )
+
+
+def serving_cost(
+    teacher_cache: Path,
+    student: StudentRun,
+    sasrec: StudentRun,
+    split: Split,
+    *,
+    n_users: int = 256,
+    repeats: int = 3,
+) -> dict:
+    """Per-request serving cost of each model as it would really serve, with its caches, on the
+    same machine and users: a user vector from the test input plus one FAISS top-10 search. The
+    teacher serves from its head over the cached LM item embeddings (it never re-encodes texts
+    to serve). Its one-time nightly cost (LM pass over new texts, adaptation, soft labels) is
+    reported separately, from the teacher cache's report."""
+    from distill.teacher.stage import TeacherPlan, head_user_vectors
+
+    users = torch.arange(min(n_users, split.n_users))
+    seconds = {
+        "student": _student_seconds(student, split, users, repeats),
+        "sasrec": _student_seconds(sasrec, split, users, repeats),
+    }
+    plan = TeacherPlan.load(teacher_cache)
+    if plan.adapter_path is not None:
+        user_vectors, item_vecs = head_user_vectors(plan, split, "test")
+        seconds["teacher"] = _per_user_seconds(user_vectors, item_vecs, users, repeats)
+    info = read_json(Path(teacher_cache) / "report.json")
     return {
-        "teacher_seconds_per_user": teacher_s,
-        "student_seconds_per_user": student_s,
-        "ratio": teacher_s / student_s,
+        "seconds_per_user": seconds,
+        "student_vs_sasrec": seconds["student"] / seconds["sasrec"],
+        "teacher_vs_student": seconds["teacher"] / seconds["student"]
+        if "teacher" in seconds
+        else None,
+        "teacher_nightly_seconds": {
+            "lm_encode": float(info.get("encode_seconds") or 0.0),
+            "adaptation": float(info.get("adapt_seconds") or 0.0),
+        },
         "users": len(users),
     }

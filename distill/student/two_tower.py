@@ -36,15 +36,7 @@ class TwoTower(nn.Module):
         pooled = vecs.sum(1) / keep.sum(1).clamp(min=1.0)  # (B, D)
         return self.drop(self.users(users) + pooled)
 
-    def ce_loss(
-        self,
-        users: Tensor,
-        hist: Tensor,
-        seqs: Tensor,
-        positives: Tensor,
-        item_vecs: Tensor,
-        user_vecs: Tensor,
-    ) -> Tensor:
+    def ce_loss(self, positives: Tensor, item_vecs: Tensor, user_vecs: Tensor) -> Tensor:
         """CE over each user's train items: full softmax, or sampled (`sampled_negatives`)."""
         if self.n_negatives == 0:
             return multi_positive_ce(user_vecs @ item_vecs.T, positives)

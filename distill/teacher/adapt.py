@@ -1,10 +1,11 @@
 """Teacher adaptation: a recommendation head trained on train interactions on top of the LM.
 
-Default (`frozen`): the LM's item embeddings are computed once and cached; the head is an MLP
-adapter on them plus learned item ID embeddings, and a causal self-attention layer stack over the
-user's history of adapted item vectors; score = inner product; loss = full-softmax cross-entropy
-on the next train item. `top_layers` and `lora` train part of the LM too, through the same code:
-only the source of the item text embeddings changes (re-encoded with gradients at every step).
+Default (`frozen`): the LM's item embeddings are computed once and cached; the head is SASRec
+(`distill.sasrec`) whose item vectors are learned ID embeddings plus a linear projection of those
+LM embeddings; score = inner product; loss = full-softmax cross-entropy on every next train item
+(the standard SASRec recipe, so the teacher differs from the plain SASRec only by the LM).
+`top_layers` and `lora` train part of the LM too, through the same code: only the source of the
+item text embeddings changes (re-encoded with gradients at every step).
 
 User-profile text embeddings are deliberately not fed to the head: the profile names the user's
 recent train titles, so at train time it would reveal the very items the head learns to predict.
@@ -19,12 +20,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distill.evaluate import evaluate
-from distill.layers import SequentialRecommender, left_padded
+from distill.evaluate import Scorer, evaluate
+from distill.layers import left_padded
+from distill.sasrec import SASRec, windows
 from distill.teacher.base import AdaptConfig
 from distill.train import LoopConfig, TrainResult, fit, shuffled
 from storage.split import Split
 
+FOLDS = ("valid", "test")
 EmbedFn = Callable[[Sequence[str], nn.Module, bool], Tensor]  # (texts, lm, grad) -> (N, T)
 
 
@@ -82,9 +85,9 @@ def make_trainable_lm(lm: nn.Module, config: AdaptConfig) -> nn.Module:
 
 
 class AdaptedTeacher(nn.Module):
-    """Text source (frozen or trainable LM) + sequential head."""
+    """Text source (frozen or trainable LM) + SASRec head that adds a projection of the text."""
 
-    def __init__(self, text: nn.Module, head: SequentialRecommender) -> None:
+    def __init__(self, text: nn.Module, head: SASRec) -> None:
         super().__init__()
         self.text, self.head = text, head
 
@@ -92,8 +95,9 @@ class AdaptedTeacher(nn.Module):
         return self.head.item_vectors(self.text())  # (I, D)
 
     def user_vectors(self, hist: Tensor, item_vecs: Tensor | None = None) -> Tensor:
+        """hist (B, L) right-aligned histories -> (B, D)."""
         item_vecs = self.item_vectors() if item_vecs is None else item_vecs
-        return self.head.user_vectors(hist, item_vecs)  # (B, D)
+        return self.head.user_vectors(hist, item_vecs)
 
     def trainable_state(self) -> dict[str, Tensor]:
         """What adaptation learned: the head and any trainable LM parameters."""
@@ -105,33 +109,35 @@ def build_teacher_model(
     n_items: int, text_dim: int, config: AdaptConfig, text: nn.Module
 ) -> AdaptedTeacher:
     torch.manual_seed(config.seed)
-    head = SequentialRecommender(
+    head = SASRec(
         n_items,
-        config.dim,
-        config.history_len,
-        config.n_layers,
-        config.n_heads,
-        config.dropout,
+        dim=config.dim,
+        max_len=config.history_len,
+        n_layers=config.n_layers,
+        n_heads=config.n_heads,
+        dropout=config.dropout,
+        attn_dropout=config.dropout,
         text_dim=text_dim,
         id_embeddings=config.id_embeddings,
     )
     return AdaptedTeacher(text, head)
 
 
-def history_matrix(split: Split, length: int) -> np.ndarray:
-    """(U, length) last train items per user, left-padded with n_items."""
-    return left_padded(split.train_sequences(), length, split.n_items)
+def history_matrix(split: Split, length: int, fold: str = "valid") -> np.ndarray:
+    """(U, length) the last items each user's model input holds for `fold`, left-padded."""
+    return left_padded(split.input_sequences(fold), length, split.n_items)
 
 
-def scorer(model: AdaptedTeacher, hist: np.ndarray, batch: int = 1024):
-    """A scorer for `distill.evaluate`: user indices -> (B, I) head logits."""
+def scorer(model: AdaptedTeacher, split: Split, length: int) -> Scorer:
+    """A scorer for `distill.evaluate`: (users, fold) -> (B, I) logits from the fold's input."""
     model.eval()
     with torch.no_grad():
         item_vecs = model.item_vectors()
+    hist = {fold: torch.as_tensor(history_matrix(split, length, fold)) for fold in FOLDS}
 
-    def scores(users: np.ndarray) -> Tensor:
+    def scores(users: np.ndarray, fold: str) -> Tensor:
         with torch.no_grad():
-            return model.user_vectors(torch.as_tensor(hist[users]), item_vecs) @ item_vecs.T
+            return model.user_vectors(hist[fold][users], item_vecs) @ item_vecs.T
 
     return scores
 
@@ -139,19 +145,19 @@ def scorer(model: AdaptedTeacher, hist: np.ndarray, batch: int = 1024):
 def train_head(
     model: AdaptedTeacher, split: Split, config: AdaptConfig, *, checkpoint_dir=None
 ) -> TrainResult:
-    """Fit the head on train interactions; early stopping on validation NDCG@10."""
-    pad = split.n_items
-    seqs = torch.as_tensor(left_padded(split.train_sequences(), config.history_len + 1, pad))
-    hist = history_matrix(split, config.history_len)
-    users = np.flatnonzero((seqs != pad).sum(1).numpy() >= 2)  # users with a next-item target
-    users_t = torch.as_tensor(users)
+    """Fit the head on every next-item target of the train histories (SASRec's recipe);
+    early stopping on validation NDCG@10."""
+    inputs, targets = (
+        torch.as_tensor(a)
+        for a in windows(split.train_sequences(), config.history_len, split.n_items)
+    )
 
     def loss_fn(m: nn.Module, idx: Tensor) -> tuple[Tensor, dict[str, float]]:
-        loss = m.head.next_item_loss(seqs[users_t[idx]], m.item_vectors())
+        loss = m.head.loss(inputs[idx], targets[idx], m.item_vectors())
         return loss, {"loss": loss.item()}
 
     def validate(m: nn.Module) -> float:
-        return evaluate(scorer(m, hist), split, fold="valid").primary
+        return evaluate(scorer(m, split, config.history_len), split, fold="valid").primary
 
     loop = LoopConfig(
         lr=config.lr,
@@ -163,7 +169,7 @@ def train_head(
     )
     return fit(
         model,
-        batches=shuffled(len(users), config.batch_size),
+        batches=shuffled(len(inputs), config.batch_size),
         loss_fn=loss_fn,
         validate=validate,
         config=loop,

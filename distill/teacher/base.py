@@ -35,13 +35,13 @@ class AdaptConfig(BaseModel):
     history_len: int = Field(50, ge=1)  # most recent train items the head attends over
     n_layers: int = Field(2, ge=1)
     n_heads: int = Field(2, ge=1)
-    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)  # embeddings, attention and blocks (SASRec)
     id_embeddings: bool = True  # also learn item ID embeddings (added to the text projection)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(32, ge=1)  # users per step; small batches train this head best
+    batch_size: int = Field(64, ge=1)  # training windows (of history_len targets) per step
     max_epochs: int = Field(200, ge=1)
-    patience: int = Field(20, ge=1)  # epochs without validation NDCG@10 gain before stopping
+    patience: int = Field(10, ge=1)  # epochs without validation NDCG@10 gain before stopping
     seed: int = 0
 
     @model_validator(mode="after")
@@ -68,6 +68,9 @@ class TeacherConfig(BaseModel):
     candidates_top_k: int = Field(50, ge=1)  # candidates: top-K by teacher embedding
     candidates_random: int = Field(20, ge=0)  # candidates: + K' random negatives
     users_per_shard: int = Field(128, ge=1)
+    # adapted head: also cache its top-K next items after every prefix of each train history
+    # (what a sequential student distils at every position); 0 = only the whole-history label
+    position_top_k: int = Field(50, ge=0)
     texts: TextConfig = TextConfig()
     adapt: AdaptConfig = AdaptConfig()
 

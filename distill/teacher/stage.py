@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from distill.evaluate import evaluate
+from distill.evaluate import Scorer, evaluate
+from distill.sasrec import window_targets, windows
 from distill.teacher import adapt
 from distill.teacher.base import (
     TeacherConfig,
@@ -56,6 +57,7 @@ class TeacherPlan:
     n_users: int
     n_items: int
     shards: list[tuple[str, int, int]]  # (key, first user, end user)
+    adapter_path: str | None = None  # the adapted head's weights (None: zero-shot or causal)
 
     @property
     def store(self) -> ShardStore:
@@ -95,20 +97,22 @@ def _model_key(teacher, config: TeacherConfig) -> str:
 
 
 def _vectors_table(
-    index_name: str, texts: pl.DataFrame, emb: np.ndarray, vectors: np.ndarray
+    index_name: str, texts: pl.DataFrame, emb: np.ndarray, vectors: dict[str, np.ndarray]
 ) -> pa.Table:
     return pa.table(
         {
             index_name: pa.array(texts.get_column(index_name).to_numpy(), pa.int32()),
             "text_hash": pa.array(texts.get_column("text_hash").to_list(), pa.string()),
             "embedding": embedding_column(emb),
-            "vector": embedding_column(vectors),
+            **{name: embedding_column(v) for name, v in vectors.items()},
         }
     )
 
 
 def read_vectors(cache_dir: Path, which: str, column: str = "vector") -> np.ndarray:
-    """(N, D) float32 from items.parquet / users.parquet of a teacher cache."""
+    """(N, D) float32 from items.parquet / users.parquet of a teacher cache. Users have `vector`
+    (read from the train items: what soft labels and validation use) and `test_vector` (train +
+    validation items: the test input under the standard protocol)."""
     return embedding_matrix(
         pq.read_table(Path(cache_dir) / f"{which}.parquet", columns=[column]).column(column)
     )
@@ -179,6 +183,7 @@ def prepare(
         config.candidates_top_k,
         config.candidates_random,
         config.users_per_shard,
+        config.position_top_k,
     )[:20]
     cache_dir = teacher_cache_root(work_dir) / "teacher" / fingerprint
     step = config.users_per_shard
@@ -194,6 +199,7 @@ def prepare(
         shards=[
             (f"{s:06d}", s, min(s + step, split.n_users)) for s in range(0, split.n_users, step)
         ],
+        adapter_path=str(adapter_dir / "adapter.safetensors") if adapted else None,
     )
     if (cache_dir / "plan.json").exists():
         return plan
@@ -203,23 +209,26 @@ def prepare(
         "model_key": model_key,
         "params": {"lm": count_params(teacher.path), "head": head_params},
         "adapt_seconds": read_json(adapter_dir / "training.json")["seconds"] if model else 0.0,
+        "encode_seconds": stats.get("encode_seconds", 0.0),
         "zero_shot": {
-            "test": evaluate(lambda u: torch.as_tensor(user_emb[u] @ item_emb.T), split).metrics
+            "test": evaluate(lambda u, f: torch.as_tensor(user_emb[u] @ item_emb.T), split).metrics
         },
     }
     if model is None:
-        item_vec, user_vec = item_emb, user_emb / config.tau
+        item_vec, user_vec = item_emb, {"vector": user_emb / config.tau}
+        user_vec["test_vector"] = user_vec["vector"]  # the profile text names train items only
     else:
         load_weights(model, adapter_dir / "adapter.safetensors", strict=False)
         item_emb, item_vec, user_vec = _head_vectors(model, config, split, item_emb)
         report["adaptation"] = read_json(adapter_dir / "training.json")
         report["adapted"] = {
-            "test": evaluate(lambda u: torch.as_tensor(user_vec[u] @ item_vec.T), split).metrics
+            "test": evaluate(vector_scorer(user_vec, item_vec), split).metrics,
         }
     write_parquet(cache_dir / "items_texts.parquet", itexts.to_arrow())
     write_parquet(cache_dir / "users_texts.parquet", utexts.to_arrow())
     write_parquet(
-        cache_dir / "items.parquet", _vectors_table("item_idx", itexts, item_emb, item_vec)
+        cache_dir / "items.parquet",
+        _vectors_table("item_idx", itexts, item_emb, {"vector": item_vec}),
     )
     write_parquet(
         cache_dir / "users.parquet", _vectors_table("user_idx", utexts, user_emb, user_vec)
@@ -260,23 +269,31 @@ def _train_adapter(
     return result.seconds
 
 
+def vector_scorer(user_vec: dict[str, np.ndarray], item_vec: np.ndarray) -> Scorer:
+    """Scores from cached teacher vectors: `vector` for validation, `test_vector` for test."""
+    column = {"valid": "vector", "test": "test_vector"}
+    return lambda users, fold: torch.as_tensor(user_vec[column[fold]][users] @ item_vec.T)
+
+
 def _head_vectors(
     model: adapt.AdaptedTeacher, config: TeacherConfig, split: Split, item_emb: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(item embeddings, item vectors, user vectors) from the adapted teacher."""
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(item embeddings, item vectors, user vectors per input) from the adapted teacher."""
     model.eval()
-    hist = adapt.history_matrix(split, config.adapt.history_len)
+    user_vec = {}
     with torch.no_grad():
         if config.adapt.mode != "frozen":
             item_emb = model.text().numpy()  # the adapted LM's embeddings
         item_vec = model.item_vectors()
-        user_vec = torch.cat(
-            [
-                model.user_vectors(torch.as_tensor(hist[i : i + 512]), item_vec)
-                for i in range(0, split.n_users, 512)
-            ]
-        )
-    return item_emb, item_vec.numpy(), user_vec.numpy()
+        for column, fold in (("vector", "valid"), ("test_vector", "test")):
+            hist = torch.as_tensor(adapt.history_matrix(split, config.adapt.history_len, fold))
+            user_vec[column] = torch.cat(
+                [
+                    model.user_vectors(hist[i : i + 512], item_vec)
+                    for i in range(0, split.n_users, 512)
+                ]
+            ).numpy()
+    return item_emb, item_vec.numpy(), user_vec
 
 
 def candidates(
@@ -299,7 +316,12 @@ def candidates(
 
 
 def score_shard(cache_dir: Path, key: str, *, work_dir: Path) -> ShardInfo:
-    """Compute and write one shard of soft labels; a shard already on disk is reused."""
+    """Compute and write one shard of soft labels; a shard already on disk is reused.
+
+    Rows are (user_idx, position, item_idx, score). position -1: the label after the user's whole
+    train history (every pair, or the candidates). position t >= 1: the adapted head's top
+    `position_top_k` items after the first t train items, for students trained on every prefix.
+    """
     plan = TeacherPlan.load(cache_dir)
     store = plan.store
     done = store.pending().get(key)
@@ -311,31 +333,26 @@ def score_shard(cache_dir: Path, key: str, *, work_dir: Path) -> ShardInfo:
     item_vec = read_vectors(cache_dir, "items")
     users = np.arange(start, end)
     dense = user_vec @ item_vec.T  # (U, I) teacher scores
+    split = None
     if config.pairs == "all":
-        table = pa.table(
-            {
-                "user_idx": pa.array(np.repeat(users, plan.n_items).astype(np.int32)),
-                "item_idx": pa.array(np.tile(np.arange(plan.n_items, dtype=np.int32), len(users))),
-                "score": pa.array(check_finite(dense.astype(np.float32), what="pairs").ravel()),
-            }
+        cands = [np.arange(plan.n_items)] * len(users)
+        labels = list(dense.astype(np.float32))
+    else:
+        split = _plan_split(plan)
+        train = split.train[start:end]
+        train_rows = [
+            train.indices[train.indptr[r] : train.indptr[r + 1]] for r in range(len(users))
+        ]
+        cands = candidates(
+            dense,
+            train_rows,
+            config.candidates_top_k,
+            config.candidates_random,
+            config.adapt.seed,
+            users,
         )
-        info = store.write_shard(key, table)
-        crash_point("teacher.after_shard")
-        return info
-    from storage.split import make_split
-
-    split = make_split(Dataset(Path(plan.dataset_path)), cutoff=plan.split_cutoff)
-    train = split.train[start:end]
-    train_rows = [train.indices[train.indptr[r] : train.indptr[r + 1]] for r in range(len(users))]
-    cands = candidates(
-        dense,
-        train_rows,
-        config.candidates_top_k,
-        config.candidates_random,
-        config.adapt.seed,
-        users,
-    )
-    if config.kind == "causal":
+        labels = [dense[row, c].astype(np.float32) for row, c in enumerate(cands)]
+    if config.kind == "causal" and config.pairs == "candidates":
         teacher = load_teacher(config, work_dir)
         utexts = pl.read_parquet(Path(cache_dir) / "users_texts.parquet").get_column("text")
         itexts = pl.read_parquet(Path(cache_dir) / "items_texts.parquet").get_column("text")
@@ -344,24 +361,83 @@ def score_shard(cache_dir: Path, key: str, *, work_dir: Path) -> ShardInfo:
             teacher.score_shared(utexts[int(u)], [item_list[i] for i in c])
             for u, c in zip(users, cands, strict=True)
         ]
-    else:
-        labels = [dense[row, c].astype(np.float32) for row, c in enumerate(cands)]
-    table = pa.table(
+    parts = [_label_table(users, np.full(len(users), -1), cands, labels)]
+    if plan.adapter_path and config.position_top_k:
+        split = split or _plan_split(plan)
+        parts.append(_position_labels(plan, config, split, users))
+    info = store.write_shard(key, pa.concat_tables(parts))
+    crash_point("teacher.after_shard")
+    return info
+
+
+def _label_table(
+    users: np.ndarray, positions: np.ndarray, items: list[np.ndarray], scores: list[np.ndarray]
+) -> pa.Table:
+    """Soft-label rows: one (user, position) per entry of `users`/`positions`, with its items."""
+    sizes = [len(c) for c in items]
+    return pa.table(
         {
-            "user_idx": pa.array(
-                np.concatenate(
-                    [np.full(len(c), u, np.int32) for u, c in zip(users, cands, strict=True)]
-                )
-            ),
-            "item_idx": pa.array(np.concatenate(cands).astype(np.int32)),
+            "user_idx": pa.array(np.repeat(users, sizes).astype(np.int32)),
+            "position": pa.array(np.repeat(positions, sizes).astype(np.int32)),
+            "item_idx": pa.array(np.concatenate(items).astype(np.int32)),
             "score": pa.array(
-                check_finite(np.concatenate(labels).astype(np.float32), what="pairs")
+                check_finite(np.concatenate(scores).astype(np.float32), what="pairs")
             ),
         }
     )
-    info = store.write_shard(key, table)
-    crash_point("teacher.after_shard")
-    return info
+
+
+def _plan_split(plan: TeacherPlan) -> Split:
+    from storage.split import make_split
+
+    return make_split(Dataset(Path(plan.dataset_path)), cutoff=plan.split_cutoff)
+
+
+def _position_labels(
+    plan: TeacherPlan, config: TeacherConfig, split: Split, users: np.ndarray
+) -> pa.Table:
+    """The head's top-K items after every prefix of each user's train history."""
+    model = _adapted_head(plan, config)
+    seqs = split.train_sequences()
+    chunk = [seqs[int(u)] for u in users]
+    inputs, _ = windows(chunk, config.adapt.history_len, plan.n_items)
+    owner, position = window_targets(chunk, config.adapt.history_len)
+    keep = position >= 0
+    with torch.no_grad():
+        item_vecs = model.item_vectors()
+        states = model.head.states(torch.as_tensor(inputs), item_vecs)[torch.as_tensor(keep)]
+        k = min(config.position_top_k, plan.n_items)
+        top = torch.topk(states @ item_vecs.T, k, dim=-1)  # (N, K)
+    return _label_table(
+        users[owner[keep]],
+        position[keep],
+        list(top.indices.numpy()),
+        list(top.values.numpy()),
+    )
+
+
+def head_user_vectors(plan: TeacherPlan, split: Split, fold: str):
+    """(user indices -> (B, D) head user vectors from the fold's input, item vectors (I, D)):
+    the adapted teacher as it would serve, on the cached LM item embeddings."""
+    config = TeacherConfig.model_validate(plan.config)
+    model = _adapted_head(plan, config)
+    hist = torch.as_tensor(adapt.history_matrix(split, config.adapt.history_len, fold))
+    with torch.no_grad():
+        item_vecs = model.item_vectors()
+    return (lambda users: model.user_vectors(hist[users], item_vecs)), item_vecs.numpy()
+
+
+def _adapted_head(plan: TeacherPlan, config: TeacherConfig) -> adapt.AdaptedTeacher:
+    """The adapted head on the cached item embeddings (memoised per process)."""
+    key = f"head:{plan.adapter_path}"
+    if key not in _TEACHERS:
+        item_emb = read_vectors(Path(plan.cache_dir), "items", "embedding")
+        model = adapt.build_teacher_model(
+            plan.n_items, item_emb.shape[1], config.adapt, adapt.FrozenText(item_emb)
+        )
+        load_weights(model, Path(plan.adapter_path), strict=False)
+        _TEACHERS[key] = model.eval()
+    return _TEACHERS[key]
 
 
 def commit(cache_dir: Path, infos: list[ShardInfo]) -> dict:

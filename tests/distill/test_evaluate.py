@@ -56,10 +56,10 @@ def test_evaluate_excludes_train_and_valid_on_test():
     # every user scores items 0 > 1 > 2 > 3; after excluding train+valid only the target and
     # possibly one more remain
     fixed = np.array([4.0, 3.0, 2.0, 1.0], dtype=np.float32)
-    res = evaluate(lambda u: np.tile(fixed, (len(u), 1)), _split(), ks=(1,))
+    res = evaluate(lambda u, fold: np.tile(fixed, (len(u), 1)), _split(), ks=(1,))
     # user 0: excluded {0,1,2} -> target 3 at rank 0; user 1: excluded {1,0} -> target 2 rank 0
     assert res.per_user["hr@1"].tolist() == [1.0, 1.0]
-    valid = evaluate(lambda u: np.tile(fixed, (len(u), 1)), _split(), fold="valid", ks=(1,))
+    valid = evaluate(lambda u, fold: np.tile(fixed, (len(u), 1)), _split(), fold="valid", ks=(1,))
     # user 0: excluded {0,1} -> valid item 2 at rank 0; user 1: excluded {1} -> item 0 rank 0
     assert valid.metrics["hr@1"] == 1.0 and valid.users.tolist() == [0, 1]
 
@@ -67,11 +67,46 @@ def test_evaluate_excludes_train_and_valid_on_test():
 def test_evaluate_batches_give_same_result():
     rng = np.random.default_rng(0)
     table = rng.normal(size=(2, 4)).astype(np.float32)
-    a = evaluate(lambda u: table[u], _split(), batch_size=1)
-    b = evaluate(lambda u: table[u], _split(), batch_size=64)
+    a = evaluate(lambda u, fold: table[u], _split(), batch_size=1)
+    b = evaluate(lambda u, fold: table[u], _split(), batch_size=64)
     assert a.metrics == b.metrics
 
 
 def test_wrong_scorer_shape_is_a_clear_error():
     with pytest.raises(ValueError, match="expected \\(2, 4\\)"):
-        evaluate(lambda u: np.zeros((len(u), 3)), _split())
+        evaluate(lambda u, fold: np.zeros((len(u), 3)), _split())
+
+
+def test_standard_protocol_feeds_the_validation_item_at_test():
+    # each item is followed by the next one (0 -> 1 -> 2 -> 3): a scorer that recommends what
+    # follows the user's last input item hits user 0's test item 3 only if its input ends with the
+    # validation item 2; from the train items alone (last = 1) it would recommend 2.
+    split = Split(
+        frame=pl.DataFrame(
+            {
+                "user_idx": [0, 0, 0, 0],
+                "item_idx": [0, 1, 2, 3],
+                "timestamp": [1, 2, 3, 4],
+                "fold": ["train", "train", "valid", "test"],
+            }
+        ),
+        n_users=1,
+        n_items=5,
+    )
+
+    def follows_last(histories):
+        def scores(users, fold):
+            out = np.tile(np.arange(5, dtype=np.float32) / 100, (len(users), 1))  # else 4 > 3
+            for row, user in enumerate(users):
+                out[row, histories(fold)[user][-1] + 1] = 1.0
+            return out
+
+        return scores
+
+    assert split.input_sequences("test")[0].tolist() == [0, 1, 2]
+    assert split.input_sequences("valid")[0].tolist() == [0, 1]
+    standard = follows_last(split.input_sequences)
+    assert evaluate(standard, split, ks=(1,)).metrics["hr@1"] == 1.0
+    assert evaluate(standard, split, fold="valid", ks=(1,)).metrics["hr@1"] == 1.0
+    train_only = follows_last(lambda fold: split.train_sequences())
+    assert evaluate(train_only, split, ks=(1,)).metrics["hr@1"] == 0.0

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,19 +67,44 @@ def test_sample_columns_keeps_required_items_sorted_and_unique():
     assert cols.tolist() == sorted(set(cols.tolist())) and len(cols) <= 12
 
 
-def test_sampled_softmax_over_every_item_equals_full_softmax():
-    from distill.layers import SequentialRecommender
+def _tiny_split():
+    import polars as pl
 
+    from storage.split import Split
+
+    users = [0] * 7 + [1] * 5
+    items = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    return Split(
+        frame=pl.DataFrame(
+            {
+                "user_idx": users,
+                "item_idx": items,
+                "timestamp": list(range(12)),
+                "fold": ["train"] * 5 + ["valid", "test"] + ["train"] * 3 + ["valid", "test"],
+            }
+        ),
+        n_users=2,
+        n_items=20,
+    )
+
+
+def test_sampled_softmax_over_every_item_equals_full_softmax():
+    from distill.student import StudentConfig, build_student
+    from distill.student.fit import DistillConfig, UserData, window_loss
+
+    split = _tiny_split()
+    data = UserData(split, history_len=3)
     torch.manual_seed(0)
-    net = SequentialRecommender(20, 8, 5, 1, 2, 0.0)
-    seqs = torch.tensor([[20, 1, 2, 3, 4, 5], [20, 20, 7, 8, 9, 10]])
-    net.eval()
-    full = net.next_item_loss(seqs, net.item_vectors())
+    model = build_student(StudentConfig(dim=8, history_len=3, dropout=0.0), 2, 20, None).eval()
+    batch = ("all", 0, np.arange(len(data.inputs)))
+
+    def loss(n: int) -> float:
+        torch.manual_seed(1)
+        return window_loss(model, data, DistillConfig(alpha=0), None, n, batch)[0].item()
+
     # with many more negatives than items every column is drawn: the same softmax
-    sampled = net.next_item_loss(seqs, net.item_vectors(), n_negatives=2000)
-    assert sampled.item() == pytest.approx(full.item(), rel=1e-6)
-    few = net.next_item_loss(seqs, net.item_vectors(), n_negatives=3)
-    assert few.item() < full.item()  # fewer competitors, smaller loss
+    assert loss(2000) == pytest.approx(loss(0), rel=1e-6)
+    assert loss(3) < loss(0)  # fewer competitors, smaller loss
 
 
 def test_two_tower_sampled_loss_matches_full_when_every_item_is_drawn():
@@ -94,7 +120,20 @@ def test_two_tower_sampled_loss_matches_full_when_every_item_is_drawn():
         model = TwoTower(3, 15, StudentConfig(dim=8, sampled_negatives=n), None)
         torch.manual_seed(1)
         model.load_state_dict(TwoTower(3, 15, StudentConfig(dim=8), None).state_dict())
-        users, hist = torch.tensor([0, 1]), torch.tensor([[1, 4], [15, 9]])
         items = model.item_vectors()
-        losses[n] = model.ce_loss(users, hist, None, positives, items, items[:2]).item()
+        losses[n] = model.ce_loss(positives, items, items[:2]).item()
     assert losses[3000] == pytest.approx(losses[0], rel=1e-6)
+
+
+def test_topk_kl_by_hand():
+    from distill.losses import kd_topk_kl
+
+    # teacher: equal logits on its top-2 columns -> p = (1/2, 1/2); student uniform over 4 -> 1/4
+    student = torch.zeros(1, 4)
+    items, scores = torch.tensor([[2, 0]]), torch.tensor([[3.0, 3.0]])
+    assert kd_topk_kl(student, items, scores, 1.0).item() == pytest.approx(math.log(2))
+    # all student mass on the teacher's columns, in the teacher's proportions: zero
+    matched = torch.tensor([[5.0, -1e9, 5.0, -1e9]])
+    assert kd_topk_kl(matched, items, scores, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    # temperature: loss scaled by T^2 on the softened distributions
+    assert kd_topk_kl(student, items, scores, 2.0).item() == pytest.approx(4 * math.log(2))

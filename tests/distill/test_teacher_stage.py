@@ -32,7 +32,9 @@ def test_all_pairs_cache_layout_and_zero_pass_rerun(synthetic, work, tiny_encode
     cfg = _config(tiny_encoder_path)
     first = run_teacher(cfg, dataset, split, work_dir=work, progress=False)
     cache = Path(first.plan.cache_dir)
-    assert first.manifest["total_rows"] == split.n_users * split.n_items
+    prefixes = sum(max(len(seq) - 1, 0) for seq in split.train_sequences())
+    top_k = min(cfg.position_top_k, split.n_items)
+    assert first.manifest["total_rows"] == split.n_users * split.n_items + prefixes * top_k
     assert len(first.manifest["shards"]) == 4  # 30 users / 8 per shard
     assert first.stats["item_texts_encoded"] == 40 and first.stats["user_texts_encoded"] == 30
     for name in ("items.parquet", "users.parquet", "items_texts.parquet", "report.json"):
@@ -40,7 +42,12 @@ def test_all_pairs_cache_layout_and_zero_pass_rerun(synthetic, work, tiny_encode
     items = pl.read_parquet(cache / "items.parquet")
     assert items.columns == ["item_idx", "text_hash", "embedding", "vector"]
     labels = first.plan.store.scan().collect()
-    assert labels.select(pl.struct("user_idx", "item_idx").n_unique()).item() == labels.height
+    key = pl.struct("user_idx", "position", "item_idx")
+    assert labels.select(key.n_unique()).item() == labels.height
+    whole = labels.filter(pl.col("position") == -1)
+    assert whole.height == split.n_users * split.n_items
+    per_prefix = labels.filter(pl.col("position") > 0).group_by("user_idx", "position").len()
+    assert per_prefix.height == prefixes and (per_prefix.get_column("len") == top_k).all()
 
     again = run_teacher(cfg, dataset, split, work_dir=work, progress=False)
     assert again.stats["forward_passes"] == 0 and again.stats["reused"]
@@ -103,7 +110,7 @@ def test_candidates_policy(synthetic, work, tiny_encoder_path):
     dataset, split = synthetic
     cfg = _config(tiny_encoder_path, pairs="candidates", candidates_top_k=5, candidates_random=3)
     labels = run_teacher(cfg, dataset, split, work_dir=work, progress=False).plan.store.scan()
-    labels = labels.collect()
+    labels = labels.filter(pl.col("position") == -1).collect()  # the whole-history label
     per_user = labels.group_by("user_idx").len().get_column("len")
     assert per_user.min() >= 5 and per_user.max() <= 5 + 3 + 8
     train = split.fold("train").select("user_idx", "item_idx")

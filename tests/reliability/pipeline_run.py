@@ -32,17 +32,19 @@ def main(work: Path, src: Path, model: Path) -> None:
         adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2),
     )
     cache = Path(run_teacher(teacher, dataset, split, work_dir=work, progress=False).plan.cache_dir)
-    report, _, best = student_stage.quality(
+    tiny = StudentConfig(dim=8, history_len=6)
+    result = student_stage.quality(
         dataset,
         split,
         teacher_cache=cache,
-        student=StudentConfig(dim=8, history_len=6),
+        student=tiny,
+        sasrec=tiny,
         kd=DistillConfig(),
         loop=LoopConfig(max_epochs=3, patience=3, batch_size=8),
         seeds=[0],
-        work_dir=work,
         checkpoint_root=work / "cache" / "students",
     )
+    report, best = result.report, result.best
     registry = Registry(work / "registry", "kdrec")
     if registry.current_version() is None:  # publish once; a re-run after success is a no-op
         files = student_stage.bundle_files(best, dataset, {"rows": report["rows"]})
