@@ -20,6 +20,8 @@ STAMP := $(VENV)/.kdrec-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# torch's OpenMP threads spin-wait; with another CPU-bound job running that is 20-30x slower
+export OMP_WAIT_POLICY := PASSIVE
 export PREFECT_HOME := $(abspath $(WORK))/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120

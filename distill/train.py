@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ class LoopConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(64, ge=1)  # examples per step: training windows, or users (two-tower)
     max_epochs: int = Field(200, ge=1)
-    patience: int = Field(10, ge=1)  # epochs without improvement of the (smoothed) metric
+    patience: int = Field(20, ge=1)  # epochs without improvement of the (smoothed) metric
     smoothing: float = Field(0.0, ge=0, lt=1)  # EMA weight of the past for the stopping metric
     seed: int = 0
 
@@ -219,6 +220,13 @@ def shuffled(n_examples: int, batch_size: int) -> EpochBatches:
             yield order[start : start + batch_size]
 
     return batches
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def config_hash(*parts: object) -> str:

@@ -62,6 +62,9 @@ class RunConfig(BaseModel):
     distill: DistillConfig = DistillConfig()
     train: LoopConfig = LoopConfig()
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # students per arm
+    # students trained at once, each in its own process with one torch thread;
+    # 0 = the cores this process may use
+    train_workers: int = Field(0, ge=0)
     model_name: str = "kdrec"  # registry/<model_name>/
     publish: bool = True  # publish the best distilled student to the registry
     force_publish: bool = False  # publish even when the regression gate refuses

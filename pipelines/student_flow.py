@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from distill.report import save_report
 from distill.student import stage
+from distill.train import available_cores
 from pipelines.config import RunConfig
 from storage.atomic import atomic_write_bytes
 from storage.datasets import Dataset
@@ -35,6 +36,7 @@ def train_evaluate_task(
         loop=params.train,
         seeds=params.seeds,
         checkpoint_root=params.work_dir / "cache" / "students",
+        workers=params.train_workers or available_cores(),
     )
     best = result.best
     cost = stage.serving_cost(Path(teacher_cache), best, result.sasrec, split)

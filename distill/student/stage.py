@@ -6,8 +6,10 @@ The Prefect student flow and the CLI call these; nothing here knows about Prefec
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +132,42 @@ def checkpoint_dir(
     return Path(root) / key[:20]
 
 
+@dataclass(frozen=True)
+class TrainJob:
+    """One student to train: an arm of the report at one seed."""
+
+    config: StudentConfig
+    kd: DistillConfig
+    loop: LoopConfig  # its seed is the job's seed
+    checkpoint_dir: Path | None
+
+
+def _run_job(job: TrainJob, split: Split, teacher_cache: Path, threads: int) -> StudentRun:
+    if threads:
+        torch.set_num_threads(threads)
+    return fit_and_evaluate(
+        split,
+        job.config,
+        job.kd,
+        job.loop,
+        soft_labels=SoftLabels(teacher_cache),  # every arm: the same batches; alpha=0 ignores it
+        text_emb=read_vectors(teacher_cache, "items", "embedding"),
+        checkpoint_dir=job.checkpoint_dir,
+    )
+
+
+def run_jobs(
+    jobs: list[TrainJob], split: Split, teacher_cache: Path, *, workers: int
+) -> list[StudentRun]:
+    """Train every job, in order here (workers <= 1) or in `workers` spawned processes."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [_run_job(job, split, teacher_cache, 0) for job in jobs]
+    context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+        futures = [pool.submit(_run_job, job, split, teacher_cache, 1) for job in jobs]
+        return [f.result() for f in futures]
+
+
 SASREC_ROW = "SASRec (no teacher)"
 
 
@@ -173,39 +211,35 @@ def quality(
     loop: LoopConfig,
     seeds: list[int],
     checkpoint_root: Path | None = None,
+    workers: int = 1,
 ) -> Comparison:
-    """Every report row on the test fold under the standard protocol."""
+    """Every report row on the test fold under the standard protocol. Each (arm, seed) is one
+    job; with `workers` > 1 they run in that many processes of one torch thread each (on a small
+    machine, two one-thread trainings finish far sooner than two two-thread ones in a row)."""
     soft = SoftLabels(teacher_cache)
-    text_emb = read_vectors(teacher_cache, "items", "embedding")
     rows = baseline_rows(split)
+    jobs: list[TrainJob] = []
 
-    def train_arm(config: StudentConfig, this_kd: DistillConfig) -> list[StudentRun]:
-        runs = []
+    def submit(config: StudentConfig, this_kd: DistillConfig) -> list[int]:
+        first = len(jobs)
         for seed in seeds:
             ckpt = None
             if checkpoint_root is not None:
                 ckpt = checkpoint_dir(
                     checkpoint_root, dataset, split, soft.fingerprint, config, this_kd, loop, seed
                 )
-            runs.append(
-                fit_and_evaluate(
-                    split,
-                    config,
-                    this_kd,
-                    loop.model_copy(update={"seed": seed}),
-                    soft_labels=soft,  # every arm: the same shard batches; alpha=0 ignores it
-                    text_emb=text_emb,
-                    checkpoint_dir=ckpt,
-                )
-            )
-        return runs
+            jobs.append(TrainJob(config, this_kd, loop.model_copy(update={"seed": seed}), ckpt))
+        return list(range(first, len(jobs)))
 
     no_kd = kd.model_copy(update={"alpha": 0.0})
-    plain = {name: train_arm(config, no_kd) for name, config in arms(student, sasrec).items()}
+    plain_jobs = {name: submit(config, no_kd) for name, config in arms(student, sasrec).items()}
+    kd_jobs = submit(student, kd)
+    done = run_jobs(jobs, split, Path(teacher_cache), workers=workers)
+    plain = {name: [done[i] for i in ids] for name, ids in plain_jobs.items()}
+    distilled = [done[i] for i in kd_jobs]
     rows.append(student_row(plain[SASREC_ROW], SASREC_ROW, role="baseline"))
     rows.append(teacher_row(split, teacher_cache))
     rows += [student_row(runs, name) for name, runs in plain.items() if name != SASREC_ROW]
-    distilled = train_arm(student, kd)
     label = student.kind.replace("_", "-")
     kd_row = student_row(distilled, f"Student {label} (KD {kd.loss})")
     rows.append(kd_row)

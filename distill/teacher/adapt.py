@@ -14,7 +14,10 @@ recent train titles, so at train time it would reveal the very items the head le
 from __future__ import annotations
 
 import copy
+import multiprocessing
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,42 +88,63 @@ def make_trainable_lm(lm: nn.Module, config: AdaptConfig) -> nn.Module:
 
 
 class AdaptedTeacher(nn.Module):
-    """Text source (frozen or trainable LM) + SASRec head that adds a projection of the text."""
+    """Text source (frozen or trainable LM) + one or more SASRec heads that each add a projection
+    of the text to learned item IDs. Several heads form an ensemble whose score is the mean of the
+    heads' scores, kept an inner product by concatenating vectors: item = [i_1 .. i_H],
+    user = [u_1 .. u_H] / H."""
 
-    def __init__(self, text: nn.Module, head: SASRec) -> None:
+    def __init__(self, text: nn.Module, heads: Sequence[SASRec]) -> None:
         super().__init__()
-        self.text, self.head = text, head
+        self.text, self.heads = text, nn.ModuleList(heads)
+
+    def head(self, k: int) -> AdaptedTeacher:
+        """Head k alone on the same text source (shares its modules: training it trains this)."""
+        return AdaptedTeacher(self.text, [self.heads[k]])
 
     def item_vectors(self) -> Tensor:
-        return self.head.item_vectors(self.text())  # (I, D)
+        text = self.text()
+        return torch.cat([h.item_vectors(text) for h in self.heads], dim=1)  # (I, H * D)
+
+    def _chunks(self, item_vecs: Tensor) -> tuple[Tensor, ...]:
+        return item_vecs.split(item_vecs.shape[1] // len(self.heads), dim=1)
 
     def user_vectors(self, hist: Tensor, item_vecs: Tensor | None = None) -> Tensor:
-        """hist (B, L) right-aligned histories -> (B, D)."""
+        """hist (B, L) right-aligned histories -> (B, H * D)."""
         item_vecs = self.item_vectors() if item_vecs is None else item_vecs
-        return self.head.user_vectors(hist, item_vecs)
+        parts = zip(self.heads, self._chunks(item_vecs), strict=True)
+        return torch.cat([h.user_vectors(hist, v) for h, v in parts], dim=1) / len(self.heads)
+
+    def states(self, seq: Tensor, item_vecs: Tensor) -> Tensor:
+        """seq (B, L) left-aligned windows -> (B, L, H * D) user states after every prefix."""
+        parts = zip(self.heads, self._chunks(item_vecs), strict=True)
+        return torch.cat([h.states(seq, v) for h, v in parts], dim=-1) / len(self.heads)
 
     def trainable_state(self) -> dict[str, Tensor]:
-        """What adaptation learned: the head and any trainable LM parameters."""
+        """What adaptation learned: the heads and any trainable LM parameters."""
         names = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v for k, v in self.state_dict().items() if k.startswith("head.") or k in names}
+        return {k: v for k, v in self.state_dict().items() if k.startswith("heads.") or k in names}
 
 
 def build_teacher_model(
     n_items: int, text_dim: int, config: AdaptConfig, text: nn.Module
 ) -> AdaptedTeacher:
-    torch.manual_seed(config.seed)
-    head = SASRec(
-        n_items,
-        dim=config.dim,
-        max_len=config.history_len,
-        n_layers=config.n_layers,
-        n_heads=config.n_heads,
-        dropout=config.dropout,
-        attn_dropout=config.dropout,
-        text_dim=text_dim,
-        id_embeddings=config.id_embeddings,
-    )
-    return AdaptedTeacher(text, head)
+    heads = []
+    for k in range(config.heads):
+        torch.manual_seed(config.seed + k)
+        heads.append(
+            SASRec(
+                n_items,
+                dim=config.dim,
+                max_len=config.history_len,
+                n_layers=config.n_layers,
+                n_heads=config.n_heads,
+                dropout=config.dropout,
+                attn_dropout=config.dropout,
+                text_dim=text_dim,
+                id_embeddings=config.id_embeddings,
+            )
+        )
+    return AdaptedTeacher(text, heads)
 
 
 def history_matrix(split: Split, length: int, fold: str = "valid") -> np.ndarray:
@@ -142,10 +166,50 @@ def scorer(model: AdaptedTeacher, split: Split, length: int) -> Scorer:
     return scores
 
 
+def train_heads(
+    model: AdaptedTeacher,
+    split: Split,
+    config: AdaptConfig,
+    *,
+    checkpoint_dir: Path | None = None,
+    workers: int = 1,
+) -> list[TrainResult]:
+    """Fit every head (seed config.seed + k); with a frozen LM and `workers` > 1, heads train in
+    that many spawned processes of one torch thread each."""
+    ckpt = [
+        None if checkpoint_dir is None else Path(checkpoint_dir) / str(k)
+        for k in range(config.heads)
+    ]
+    configs = [config.model_copy(update={"seed": config.seed + k}) for k in range(config.heads)]
+    if workers <= 1 or config.heads == 1 or not isinstance(model.text, FrozenText):
+        return [
+            train_head(model.head(k), split, configs[k], checkpoint_dir=ckpt[k])
+            for k in range(config.heads)
+        ]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, config.heads), mp_context=context) as pool:
+        futures = [
+            pool.submit(_train_head_process, model.head(k), split, configs[k], ckpt[k])
+            for k in range(config.heads)
+        ]
+        outcomes = [f.result() for f in futures]
+    for head, (state, _) in zip(model.heads, outcomes, strict=True):
+        head.load_state_dict(state)
+    return [result for _, result in outcomes]
+
+
+def _train_head_process(
+    model: AdaptedTeacher, split: Split, config: AdaptConfig, checkpoint_dir: Path | None
+) -> tuple[dict[str, Tensor], TrainResult]:
+    torch.set_num_threads(1)
+    result = train_head(model, split, config, checkpoint_dir=checkpoint_dir)
+    return model.heads[0].state_dict(), result
+
+
 def train_head(
     model: AdaptedTeacher, split: Split, config: AdaptConfig, *, checkpoint_dir=None
 ) -> TrainResult:
-    """Fit the head on every next-item target of the train histories (SASRec's recipe);
+    """Fit a one-head model on every next-item target of the train histories (SASRec's recipe);
     early stopping on validation NDCG@10."""
     inputs, targets = (
         torch.as_tensor(a)
@@ -153,7 +217,7 @@ def train_head(
     )
 
     def loss_fn(m: nn.Module, idx: Tensor) -> tuple[Tensor, dict[str, float]]:
-        loss = m.head.loss(inputs[idx], targets[idx], m.item_vectors())
+        loss = m.heads[0].loss(inputs[idx], targets[idx], m.item_vectors())
         return loss, {"loss": loss.item()}
 
     def validate(m: nn.Module) -> float:

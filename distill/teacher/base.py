@@ -37,11 +37,12 @@ class AdaptConfig(BaseModel):
     n_heads: int = Field(2, ge=1)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)  # embeddings, attention and blocks (SASRec)
     id_embeddings: bool = True  # also learn item ID embeddings (added to the text projection)
+    heads: int = Field(2, ge=1)  # independently seeded heads whose scores are averaged
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(64, ge=1)  # training windows (of history_len targets) per step
     max_epochs: int = Field(200, ge=1)
-    patience: int = Field(10, ge=1)  # epochs without validation NDCG@10 gain before stopping
+    patience: int = Field(20, ge=1)  # epochs without validation NDCG@10 gain before stopping
     seed: int = 0
 
     @model_validator(mode="after")

@@ -208,3 +208,18 @@ def test_every_student_variant_publishes_and_serves(
     Registry(work / "registry", "kdrec").publish(files, {}, validation=run.valid)
     recs = Recommender.load(work / "registry").recommend("u3", k=3)
     assert len(recs) == 3 and all(np.isfinite(r.score) for r in recs)
+
+
+def test_jobs_in_worker_processes_match_jobs_in_order(synthetic, teacher_cache):
+    _, split = synthetic
+    jobs = [
+        student_stage.TrainJob(
+            StudentConfig(dim=8, history_len=6), kd, LOOP.model_copy(update={"seed": 3}), None
+        )
+        for kd in (DistillConfig(alpha=0.0), DistillConfig())
+    ]
+    in_order = student_stage.run_jobs(jobs, split, teacher_cache, workers=1)
+    parallel = student_stage.run_jobs(jobs, split, teacher_cache, workers=2)
+    for a, b in zip(in_order, parallel, strict=True):
+        assert b.kd == a.kd and b.seed == a.seed
+        assert b.test.metrics["ndcg@10"] == pytest.approx(a.test.metrics["ndcg@10"], abs=1e-6)

@@ -208,3 +208,41 @@ def test_sigkill_mid_run_then_resume_gives_identical_shards(tmp_path, tiny_encod
     assert [s["sha256"] for s in resumed.manifest["shards"]] == [
         s["sha256"] for s in clean.manifest["shards"]
     ]
+
+
+def test_head_ensemble_scores_are_the_mean_of_its_heads():
+    import numpy as np
+    import torch
+
+    from distill.teacher import adapt
+
+    config = AdaptConfig(dim=8, n_heads=2, history_len=5, heads=3)
+    text = adapt.FrozenText(np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32))
+    model = adapt.build_teacher_model(12, 4, config, text).eval()
+    hist = torch.tensor([[12, 12, 3, 4, 5], [1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        items = model.item_vectors()
+        ensemble = model.user_vectors(hist, items) @ items.T
+        each = []
+        for k in range(3):
+            head = model.head(k)
+            head_items = head.item_vectors()
+            each.append(head.user_vectors(hist, head_items) @ head_items.T)
+    assert items.shape == (12, 3 * 8)
+    torch.testing.assert_close(ensemble, torch.stack(each).mean(0))
+    assert not torch.allclose(each[0], each[1])  # the heads are seeded apart
+
+
+def test_two_heads_train_side_by_side_and_cache_concatenated_vectors(
+    synthetic, work, tiny_encoder_path
+):
+    import json
+
+    dataset, split = synthetic
+    cfg = _config(tiny_encoder_path, adapt={"heads": 2})
+    run = run_teacher(cfg, dataset, split, work_dir=work, progress=False)
+    cache = Path(run.plan.cache_dir)
+    training = json.loads((Path(run.plan.adapter_path).parent / "training.json").read_text())
+    assert [h["seed"] for h in training["heads"]] == [0, 1]
+    assert stage.read_vectors(cache, "items").shape == (split.n_items, 2 * SMALL_HEAD["dim"])
+    assert stage.read_vectors(cache, "users", "test_vector").shape == (split.n_users, 16)

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from distill.evaluate import EvalResult
+from distill.report import ModelRow, bars, paired_test
+
+
+def _row(model: str, role: str, ndcg: float, params: int = 10, distilled: bool = False) -> dict:
+    return {
+        "model": model,
+        "role": role,
+        "distilled": distilled,
+        "params": params,
+        "metrics": {"ndcg@10": {"mean": ndcg, "std": 0.0}},
+    }
+
+
+def _report(gain: float, p: float, teacher: float, student_vs_sasrec: float) -> dict:
+    return {
+        "rows": [
+            _row("EASE", "baseline", 0.04),
+            _row("SASRec (no teacher)", "baseline", 0.100),
+            _row("Teacher", "teacher", teacher),
+            _row("Student sequential (KD kl)", "student", 0.1 * (1 + gain), distilled=True),
+        ],
+        "kd_vs_best_plain": {
+            "relative_gain": gain,
+            "p_value": p,
+            "control": "SASRec (no teacher)",
+        },
+        "cost": {"student_vs_sasrec": student_vs_sasrec},
+    }
+
+
+def test_bars_hold_just_inside_their_targets():
+    out = bars(_report(gain=0.05, p=0.049, teacher=0.1101, student_vs_sasrec=1.10))
+    assert {k: v["holds"] for k, v in out.items()} == {
+        "beats_best_plain": True,
+        "teacher_vs_sasrec": True,
+        "serving_cost": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "failing"),
+    [
+        ({"gain": 0.049}, "beats_best_plain"),
+        ({"p": 0.05}, "beats_best_plain"),
+        ({"teacher": 0.1099}, "teacher_vs_sasrec"),
+        ({"student_vs_sasrec": 1.11}, "serving_cost"),
+    ],
+)
+def test_each_bar_fails_just_past_its_target(kwargs, failing):
+    values = {"gain": 0.05, "p": 0.01, "teacher": 0.12, "student_vs_sasrec": 1.0, **kwargs}
+    out = bars(_report(**values))
+    assert [k for k, v in out.items() if not v["holds"]] == [failing]
+
+
+def test_serving_cost_bar_needs_no_more_parameters_than_sasrec():
+    report = _report(gain=0.1, p=0.01, teacher=0.12, student_vs_sasrec=1.0)
+    report["rows"][-1]["params"] = 11
+    assert not bars(report)["serving_cost"]["holds"]
+
+
+def _model_row(name: str, per_user: list[list[float]]) -> ModelRow:
+    results = [
+        EvalResult({"ndcg@10": float(np.mean(v))}, {"ndcg@10": np.array(v)}, np.arange(len(v)))
+        for v in per_user
+    ]
+    return ModelRow(name, "student", False, results, 1, [0.0] * len(results), 1.0)
+
+
+def test_paired_test_by_hand_and_pairs_a_deterministic_control_with_every_seed():
+    treated = _model_row("kd", [[0.2, 0.4, 0.6], [0.3, 0.5, 0.7]])
+    control = _model_row("plain", [[0.1, 0.3, 0.5]])  # one result: paired with both seeds
+    out = paired_test(treated, control)
+    assert out["n_pairs"] == 6
+    assert out["relative_gain"] == pytest.approx(0.45 / 0.3 - 1)
+    # differences 0.1, 0.1, 0.1, 0.2, 0.2, 0.2: t = mean / (sd / sqrt(n))
+    diffs = np.array([0.1] * 3 + [0.2] * 3)
+    t = diffs.mean() / (diffs.std(ddof=1) / np.sqrt(6))
+    from scipy import stats
+
+    assert out["p_value"] == pytest.approx(2 * stats.t.sf(t, 5))
+    assert paired_test(control, control)["p_value"] == 1.0
