@@ -47,7 +47,7 @@ run: $(STAMP) ## the whole pipeline on the embedded default (MovieLens-100K + Mi
 	@mkdir -p $(PREFECT_HOME)
 	$(KDREC) run --config $(CONFIG)
 
-quality: $(STAMP) ## train both students SEEDS times: mean ± std and the paired test
+quality: $(STAMP) ## every report arm SEEDS times: mean ± std, paired tests vs the best plain model
 	@mkdir -p $(PREFECT_HOME)
 	$(KDREC) quality --config $(CONFIG) --seeds $(SEEDS)
 

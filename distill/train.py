@@ -78,6 +78,7 @@ def _restore(model: nn.Module, optimizer: torch.optim.Optimizer | None, blob: by
 
 
 CHECKPOINT = "checkpoint.safetensors"
+LOG_EVERY_S = 30.0  # an epoch summary in the log at most this often
 
 
 def _checkpoint_bytes(
@@ -145,6 +146,7 @@ def fit(
             earlier = progress.get("seconds", 0.0)  # training time before the resume
             log.info("%s: resuming after epoch %d", desc, progress["epoch"])
     t0 = time.perf_counter() - earlier
+    last_log = time.perf_counter()
     bar = tqdm(
         range(start_epoch, config.max_epochs),
         desc=desc,
@@ -187,6 +189,17 @@ def fit(
             best_score, best_epoch = smoothed, epoch
             best_blob = _state_bytes(model, None)
         bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
+        if time.perf_counter() - last_log >= LOG_EVERY_S:  # the log, for runs without a TTY
+            last_log = time.perf_counter()
+            log.info(
+                "%s: epoch %d, validation %.4f (best %.4f at epoch %d), %.0f s",
+                desc,
+                epoch,
+                score,
+                best_score,
+                best_epoch,
+                time.perf_counter() - t0,
+            )
         if ckpt_path is not None:  # one file, one atomic write: state and progress agree
             progress = {
                 "key": key,
@@ -200,6 +213,7 @@ def fit(
             atomic_write_bytes(ckpt_path, _checkpoint_bytes(model, optimizer, best_blob, progress))
             crash_point("train.after_checkpoint")
     bar.close()
+    log.info("%s: best validation %.4f at epoch %d", desc, best_score, best_epoch)
     _restore(model, None, best_blob)
     model.eval()
     return TrainResult(

@@ -14,7 +14,8 @@ from storage.datasets import DatasetConfig, ingest, load_dataset
 from storage.split import make_split
 
 pytestmark = pytest.mark.slow
-EASE_NDCG10 = 0.0375
+EASE_NDCG10 = 0.0398  # standard protocol, λ chosen on validation
+PUBLIC_SASREC_NDCG10 = 0.102  # RecBole 1.2.1 SASRec (defaults) on this split, standard protocol
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +29,11 @@ def ml(tmp_path_factory):
 def test_default_teacher_beats_ease_and_reruns_for_free(ml):
     work, dataset, split = ml
     run = run_teacher(TeacherConfig(), dataset, split, work_dir=work, progress=False)
-    assert run.manifest["total_rows"] == 943 * 1682
+    prefixes = sum(max(len(seq) - 1, 0) for seq in split.train_sequences())
+    assert run.manifest["total_rows"] == 943 * 1682 + prefixes * TeacherConfig().position_top_k
     report = read_json(Path(run.plan.cache_dir) / "report.json")
     assert report["zero_shot"]["test"]["ndcg@10"] < 0.02  # unadapted MiniLM teaches little
-    assert report["adapted"]["test"]["ndcg@10"] > EASE_NDCG10
+    assert report["adapted"]["test"]["ndcg@10"] > PUBLIC_SASREC_NDCG10
     again = run_teacher(TeacherConfig(), dataset, split, work_dir=work, progress=False)
     assert again.stats["forward_passes"] == 0 and again.stats["seconds"] < 10
 
@@ -46,25 +48,30 @@ def test_smollm2_prefix_sharing_matches_naive(ml):
     assert np.ptp(shared) > 0.01
 
 
-def test_default_student_gains_from_distillation(ml):
-    """One seed of each arm, the default student and α: distillation must lift NDCG@10 ≥ 5 %."""
-    from distill.soft_labels import SoftLabels
-    from distill.student.fit import DistillConfig
-    from distill.student.stage import fit_and_evaluate
-    from distill.teacher.stage import read_vectors
+def test_default_report_rows_sasrec_and_distillation(ml):
+    """One seed of every arm of the default report, as `make run` trains them."""
+    from distill.student.stage import quality
+    from distill.train import available_cores
     from pipelines.config import RunConfig
 
     work, dataset, split = ml
     cfg = RunConfig(work_dir=work)
-    cache = Path(
-        run_teacher(cfg.teacher, dataset, split, work_dir=work, progress=False).plan.cache_dir
+    cache = run_teacher(cfg.teacher, dataset, split, work_dir=work, progress=False).plan.cache_dir
+    result = quality(
+        dataset,
+        split,
+        teacher_cache=Path(cache),
+        student=cfg.student,
+        sasrec=cfg.sasrec,
+        kd=cfg.distill,
+        loop=cfg.train,
+        seeds=[0],
+        workers=available_cores(),
     )
-    soft, text_emb = SoftLabels(cache), read_vectors(cache, "items", "embedding")
-    ndcg = {}
-    for kd in (cfg.distill, DistillConfig(alpha=0.0)):
-        run = fit_and_evaluate(
-            split, cfg.student, kd, cfg.train, soft_labels=soft, text_emb=text_emb
-        )
-        ndcg[kd.alpha > 0] = run.test.primary
-    assert ndcg[True] >= 1.05 * ndcg[False], ndcg
-    assert ndcg[True] > EASE_NDCG10, ndcg
+    ndcg = {r["model"]: r["metrics"]["ndcg@10"]["mean"] for r in result.report["rows"]}
+    # the plain SASRec is a correct implementation: within 95 % of the public one's figure
+    assert ndcg["SASRec (no teacher)"] >= 0.95 * PUBLIC_SASREC_NDCG10, ndcg
+    assert ndcg["SASRec (no teacher)"] > ndcg["EASE"] > ndcg["Popularity"], ndcg
+    # one seed of the 5-seed bar (+5 %, p < 0.05): distillation clearly ahead of the best plain
+    gain = result.report["kd_vs_best_plain"]
+    assert gain["control"] == "SASRec (no teacher)" and gain["relative_gain"] >= 0.03, gain

@@ -219,7 +219,7 @@ def train_student(
         validate=validate,
         config=loop,
         checkpoint_dir=checkpoint_dir,
-        desc=f"student {config.kind} {'kd' if use_kd else 'no-kd'}",
+        desc=f"student {config.kind} {'kd' if use_kd else 'no-kd'} seed {loop.seed}",
         run_key=run_key,
     )
     return model, result

@@ -6,10 +6,8 @@ The Prefect student flow and the CLI call these; nothing here knows about Prefec
 from __future__ import annotations
 
 import json
-import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from distill import index as faiss_index
 from distill.baselines import run_baselines
 from distill.evaluate import EvalResult, evaluate
 from distill.layers import left_padded
+from distill.parallel import map_in_processes
 from distill.report import ModelRow, bars, build_report, paired_test
 from distill.soft_labels import SoftLabels
 from distill.student import StudentConfig, n_params
@@ -142,9 +141,7 @@ class TrainJob:
     checkpoint_dir: Path | None
 
 
-def _run_job(job: TrainJob, split: Split, teacher_cache: Path, threads: int) -> StudentRun:
-    if threads:
-        torch.set_num_threads(threads)
+def _run_job(job: TrainJob, split: Split, teacher_cache: Path) -> StudentRun:
     return fit_and_evaluate(
         split,
         job.config,
@@ -159,13 +156,10 @@ def _run_job(job: TrainJob, split: Split, teacher_cache: Path, threads: int) -> 
 def run_jobs(
     jobs: list[TrainJob], split: Split, teacher_cache: Path, *, workers: int
 ) -> list[StudentRun]:
-    """Train every job, in order here (workers <= 1) or in `workers` spawned processes."""
-    if workers <= 1 or len(jobs) <= 1:
-        return [_run_job(job, split, teacher_cache, 0) for job in jobs]
-    context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-        futures = [pool.submit(_run_job, job, split, teacher_cache, 1) for job in jobs]
-        return [f.result() for f in futures]
+    """Train every job, in order here (workers <= 1) or in `workers` processes side by side."""
+    return map_in_processes(
+        _run_job, [(job, split, teacher_cache) for job in jobs], workers=workers
+    )
 
 
 SASREC_ROW = "SASRec (no teacher)"

@@ -14,9 +14,7 @@ recent train titles, so at train time it would reveal the very items the head le
 from __future__ import annotations
 
 import copy
-import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from torch import Tensor, nn
 
 from distill.evaluate import Scorer, evaluate
 from distill.layers import left_padded
+from distill.parallel import map_in_processes
 from distill.sasrec import SASRec, windows
 from distill.teacher.base import AdaptConfig
 from distill.train import LoopConfig, TrainResult, fit, shuffled
@@ -181,27 +180,21 @@ def train_heads(
         for k in range(config.heads)
     ]
     configs = [config.model_copy(update={"seed": config.seed + k}) for k in range(config.heads)]
-    if workers <= 1 or config.heads == 1 or not isinstance(model.text, FrozenText):
-        return [
-            train_head(model.head(k), split, configs[k], checkpoint_dir=ckpt[k])
-            for k in range(config.heads)
-        ]
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, config.heads), mp_context=context) as pool:
-        futures = [
-            pool.submit(_train_head_process, model.head(k), split, configs[k], ckpt[k])
-            for k in range(config.heads)
-        ]
-        outcomes = [f.result() for f in futures]
+    if not isinstance(model.text, FrozenText):  # a trainable LM trains in this process
+        workers = 1
+    outcomes = map_in_processes(
+        _train_one_head,
+        [(model.head(k), split, configs[k], ckpt[k]) for k in range(config.heads)],
+        workers=workers,
+    )
     for head, (state, _) in zip(model.heads, outcomes, strict=True):
         head.load_state_dict(state)
     return [result for _, result in outcomes]
 
 
-def _train_head_process(
+def _train_one_head(
     model: AdaptedTeacher, split: Split, config: AdaptConfig, checkpoint_dir: Path | None
 ) -> tuple[dict[str, Tensor], TrainResult]:
-    torch.set_num_threads(1)
     result = train_head(model, split, config, checkpoint_dir=checkpoint_dir)
     return model.heads[0].state_dict(), result
 
@@ -238,5 +231,5 @@ def train_head(
         validate=validate,
         config=loop,
         checkpoint_dir=checkpoint_dir,
-        desc="teacher head",
+        desc=f"teacher head (seed {config.seed})",
     )

@@ -1,0 +1,79 @@
+"""Ctrl-C and SIGTERM during training: the command stops within 5 s, says how to resume, and
+leaves no process behind (no ephemeral Prefect server, no training worker)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tests.conftest import synthetic_tables, write_tables
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_mid_training_stops_fast_and_leaves_no_children(
+    tmp_path, tiny_encoder_path, signum
+):
+    paths = write_tables(tmp_path / "syn", synthetic_tables())
+    work = tmp_path / "work"
+    config = {
+        "work_dir": str(work),
+        "dataset": {"name": "syn", "source": "files", **{k: str(v) for k, v in paths.items()}},
+        "teacher": {
+            "model_path": str(tiny_encoder_path),
+            "users_per_shard": 8,
+            "adapt": {"dim": 8, "n_heads": 2, "history_len": 6, "max_epochs": 2, "heads": 1},
+        },
+        # a long training: it is still running when the signal comes
+        "student": {"dim": 8, "history_len": 6},
+        "sasrec": {"dim": 8, "history_len": 6},
+        "train": {"max_epochs": 100_000, "patience": 100_000, "batch_size": 8},
+        "train_workers": 2,
+    }
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PYTHONUNBUFFERED": "1",
+    }
+    kdrec = Path(sys.executable).parent / "kdrec"
+    proc = subprocess.Popen(
+        [str(kdrec), "quality", "--seeds", "1", "--config", str(cfg)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: nothing it starts can escape the check
+    )
+    checkpoints = work / "cache" / "students"
+    deadline = time.monotonic() + 240
+    while not list(checkpoints.glob("*/checkpoint.safetensors")):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "training never started"
+        time.sleep(0.5)
+    tree = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    assert len(tree) >= 3  # the command, the ephemeral server and training workers
+    sent = time.monotonic()
+    os.kill(proc.pid, signum)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"still running 5 s after {signum.name}")
+    stopped = time.monotonic() - sent
+    output = proc.stdout.read()
+    assert proc.returncode == 130 and "run the same command again to resume" in output, output
+    time.sleep(0.5)
+    alive = [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not alive, f"left behind: {alive}"
+    assert stopped < 5
