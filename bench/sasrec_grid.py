@@ -30,7 +30,6 @@ GRID: list[dict] = [
     {"student": {}, "train": {}},  # the standard recipe
     {"student": {}, "train": {"lr": 2e-3}},
     {"student": {"dropout": 0.3}, "train": {}},
-    {"student": {"n_layers": 1}, "train": {}},
 ]
 
 

@@ -226,8 +226,8 @@ def quality(
         return list(range(first, len(jobs)))
 
     no_kd = kd.model_copy(update={"alpha": 0.0})
+    kd_jobs = submit(student, kd)  # first: the slowest jobs start first
     plain_jobs = {name: submit(config, no_kd) for name, config in arms(student, sasrec).items()}
-    kd_jobs = submit(student, kd)
     done = run_jobs(jobs, split, Path(teacher_cache), workers=workers)
     plain = {name: [done[i] for i in ids] for name, ids in plain_jobs.items()}
     distilled = [done[i] for i in kd_jobs]
