@@ -26,7 +26,7 @@ def teacher_cache(synthetic, work, tiny_encoder_path) -> Path:
     cfg = TeacherConfig(
         model_path=tiny_encoder_path,
         users_per_shard=8,
-        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2),
+        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2, heads=1),
     )
     return Path(run_teacher(cfg, dataset, split, work_dir=work, progress=False).plan.cache_dir)
 

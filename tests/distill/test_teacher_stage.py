@@ -19,7 +19,7 @@ from storage.datasets import DatasetConfig, ingest, load_dataset
 from storage.split import make_split
 from tests.conftest import synthetic_tables, write_tables
 
-SMALL_HEAD = {"dim": 8, "n_heads": 2, "history_len": 6, "max_epochs": 3, "patience": 2}
+SMALL_HEAD = {"dim": 8, "n_heads": 2, "history_len": 6, "max_epochs": 3, "patience": 2, "heads": 1}
 
 
 def _config(path: Path, **kw) -> TeacherConfig:

@@ -23,9 +23,10 @@ def tiny_run_config(tmp_path: Path, work: Path, model: Path, **kw) -> RunConfig:
         teacher=TeacherConfig(
             model_path=model,
             users_per_shard=8,
-            adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2),
+            adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2, heads=1),
         ),
         student=StudentConfig(dim=8, history_len=6),
+        sasrec=StudentConfig(dim=8, history_len=6),  # the student's undistilled arm
         train=LoopConfig(max_epochs=2, patience=1, batch_size=8),
         **kw,
     )

@@ -11,7 +11,7 @@ def _config(model):
     return TeacherConfig(
         model_path=model,
         users_per_shard=8,
-        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2),
+        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2, heads=1),
     )
 
 

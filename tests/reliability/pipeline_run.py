@@ -29,7 +29,8 @@ def main(work: Path, src: Path, model: Path) -> None:
     teacher = TeacherConfig(
         model_path=model,
         users_per_shard=8,
-        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2),
+        # one head: it trains in this process, where the crash points are meant to fire
+        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2, heads=1),
     )
     cache = Path(run_teacher(teacher, dataset, split, work_dir=work, progress=False).plan.cache_dir)
     tiny = StudentConfig(dim=8, history_len=6)
