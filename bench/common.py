@@ -10,14 +10,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from distill.student import StudentConfig
-from distill.student.fit import DistillConfig
-from distill.student.stage import StudentRun, fit_and_evaluate
 from distill.teacher.stage import run_teacher
-from distill.train import LoopConfig
 from pipelines.config import RunConfig
 from storage.atomic import atomic_write_json
 from storage.datasets import Dataset, DatasetConfig, ingest, load_dataset
@@ -73,29 +68,3 @@ def default_teacher(work: Path, config: RunConfig) -> tuple[Dataset, Split, Path
     dataset, split = movielens(work)
     run = run_teacher(config.teacher, dataset, split, work_dir=work, progress=False)
     return dataset, split, Path(run.plan.cache_dir)
-
-
-def fit_seeds(
-    split: Split,
-    student: StudentConfig,
-    kd: DistillConfig,
-    loop: LoopConfig,
-    seeds: list[int],
-    *,
-    soft_labels,
-    text_emb: np.ndarray,
-) -> list[StudentRun]:
-    """One student per seed, as `kdrec quality` trains them. Pass soft labels even when
-    kd.alpha == 0 (they are then ignored): their shard layout fixes the batch order, so every arm
-    sees the same batches."""
-    return [
-        fit_and_evaluate(
-            split,
-            student,
-            kd,
-            loop.model_copy(update={"seed": seed}),
-            soft_labels=soft_labels,
-            text_emb=text_emb,
-        )
-        for seed in seeds
-    ]

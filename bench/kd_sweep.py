@@ -19,11 +19,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import default_teacher, fit_seeds, save, work_dir  # noqa: E402
+from bench.common import default_teacher, save, work_dir  # noqa: E402
 from distill.soft_labels import SoftLabels  # noqa: E402
-from distill.student import StudentConfig  # noqa: E402
+from distill.student import StudentConfig, stage  # noqa: E402
 from distill.student.fit import DistillConfig  # noqa: E402
-from distill.teacher.stage import read_vectors  # noqa: E402
+from distill.train import available_cores  # noqa: E402
 from pipelines.config import RunConfig  # noqa: E402
 
 GRID: list[dict] = [
@@ -43,31 +43,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds per setting")
     parser.add_argument("--student", choices=["two_tower", "sequential"], default=None)
+    parser.add_argument("--only", default=None, help="comma-separated GRID indices to run")
+    parser.add_argument("--workers", type=int, default=available_cores())
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    grid = GRID if args.only is None else [GRID[int(i)] for i in args.only.split(",")]
 
     work = work_dir()
     cfg = RunConfig(work_dir=work)
     student = cfg.student
     if args.student:
         student = StudentConfig(**{**student.model_dump(), "kind": args.student})
-    _, split, cache = default_teacher(work, cfg)
-    soft, text_emb = SoftLabels(cache), read_vectors(cache, "items", "embedding")
-
-    rows = []
-    for setting in GRID:
+    dataset, split, cache = default_teacher(work, cfg)
+    fingerprint = SoftLabels(cache).fingerprint
+    jobs = []
+    for setting in grid:  # checkpoints shared with `kdrec quality`: a trained arm is reused
         kd = DistillConfig(**setting)
-        runs = fit_seeds(split, student, kd, cfg.train, seeds, soft_labels=soft, text_emb=text_emb)
-        valid = [r.valid["ndcg@10"] for r in runs]
-        test = [r.test.primary for r in runs]
+        for seed in seeds:
+            ckpt = stage.checkpoint_dir(
+                work / "cache" / "students",
+                dataset,
+                split,
+                fingerprint,
+                student,
+                kd,
+                cfg.train,
+                seed,
+            )
+            jobs.append(
+                stage.TrainJob(student, kd, cfg.train.model_copy(update={"seed": seed}), ckpt)
+            )
+    runs = stage.run_jobs(jobs, split, cache, workers=args.workers)
+    rows = []
+    for i, setting in enumerate(grid):
+        mine = runs[i * len(seeds) : (i + 1) * len(seeds)]
+        valid = [r.valid["ndcg@10"] for r in mine]
+        test = [r.test.primary for r in mine]
         rows.append(
             {
-                "distill": kd.model_dump(),
+                "distill": mine[0].kd.model_dump(),
                 "valid_ndcg@10": valid,
                 "test_ndcg@10": test,
                 "valid_mean": float(np.mean(valid)),
                 "test_mean": float(np.mean(test)),
-                "train_seconds": [r.train.seconds for r in runs],
+                "best_epochs": [r.train.best_epoch for r in mine],
+                "train_seconds": [r.train.seconds for r in mine],
             }
         )
         print(f"{setting}: valid {np.mean(valid):.4f}  test {np.mean(test):.4f}", flush=True)
@@ -76,7 +96,7 @@ def main() -> None:
         "kd_sweep" if not args.student else f"kd_sweep_{args.student}",
         {
             "student": student.model_dump(),
-            "teacher_fingerprint": soft.fingerprint,
+            "teacher_fingerprint": fingerprint,
             "seeds": seeds,
             "chosen_on_validation": best["distill"],
             "rows": rows,
