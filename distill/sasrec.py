@@ -12,6 +12,7 @@ history (`windows`), not only the last one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -101,6 +102,16 @@ class Block(nn.Module):
         return self.norm2(x + self.drop(self.ff(x)))
 
 
+class SASRecShape(Protocol):
+    """What sizes a SASRec: both the teacher's AdaptConfig and the StudentConfig have it."""
+
+    dim: int
+    history_len: int
+    n_layers: int
+    n_heads: int
+    dropout: float
+
+
 class SASRec(nn.Module):
     """Item vectors = ID embedding (+ optional projection of frozen text embeddings); the user
     state at position t reads items 0..t of a left-aligned window. score = <state, item vector>."""
@@ -134,6 +145,23 @@ class SASRec(nn.Module):
             Block(dim, n_heads, inner or 4 * dim, dropout, attn_dropout) for _ in range(n_layers)
         )
         self.apply(self._init)
+
+    @classmethod
+    def from_config(
+        cls, n_items: int, shape: SASRecShape, *, text_dim: int = 0, id_embeddings: bool = True
+    ) -> SASRec:
+        """A SASRec sized by a config; one dropout rate for embeddings, attention and blocks."""
+        return cls(
+            n_items,
+            dim=shape.dim,
+            max_len=shape.history_len,
+            n_layers=shape.n_layers,
+            n_heads=shape.n_heads,
+            dropout=shape.dropout,
+            attn_dropout=shape.dropout,
+            text_dim=text_dim,
+            id_embeddings=id_embeddings,
+        )
 
     @staticmethod
     def _init(module: nn.Module) -> None:

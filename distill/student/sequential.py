@@ -17,16 +17,8 @@ class SequentialStudent(nn.Module):
     def __init__(self, n_items: int, config: StudentConfig, text_emb: np.ndarray | None) -> None:
         super().__init__()
         self.n_items = n_items
-        self.net = SASRec(
-            n_items,
-            dim=config.dim,
-            max_len=config.history_len,
-            n_layers=config.n_layers,
-            n_heads=config.n_heads,
-            dropout=config.dropout,
-            attn_dropout=config.dropout,
-            text_dim=0 if text_emb is None else text_emb.shape[1],
-        )
+        text_dim = 0 if text_emb is None else text_emb.shape[1]
+        self.net = SASRec.from_config(n_items, config, text_dim=text_dim)
         emb = torch.zeros(0) if text_emb is None else torch.as_tensor(text_emb, dtype=torch.float32)
         self.register_buffer("text_emb", emb, persistent=False)
 

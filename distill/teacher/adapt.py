@@ -131,16 +131,8 @@ def build_teacher_model(
     for k in range(config.heads):
         torch.manual_seed(config.seed + k)
         heads.append(
-            SASRec(
-                n_items,
-                dim=config.dim,
-                max_len=config.history_len,
-                n_layers=config.n_layers,
-                n_heads=config.n_heads,
-                dropout=config.dropout,
-                attn_dropout=config.dropout,
-                text_dim=text_dim,
-                id_embeddings=config.id_embeddings,
+            SASRec.from_config(
+                n_items, config, text_dim=text_dim, id_embeddings=config.id_embeddings
             )
         )
     return AdaptedTeacher(text, heads)
