@@ -33,7 +33,7 @@ from storage.split import Split
 class DistillConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    alpha: float = Field(1.0, ge=0)  # weight of the distillation term; 0 = no distillation
+    alpha: float = Field(0.5, ge=0)  # weight of the distillation term; 0 = no distillation
     loss: Literal["kl", "mse", "rank"] = "kl"
     temperature: float = Field(1.0, gt=0)  # kl: softmax temperature T (loss scaled by T^2)
     rank_k: int = Field(20, ge=1)  # rank: teacher top-K items distilled
