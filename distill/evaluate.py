@@ -27,6 +27,7 @@ from storage.split import Split
 Scorer = Callable[[np.ndarray, str], "np.ndarray | torch.Tensor"]  # (users, fold) -> (B, I)
 PRIMARY_METRIC = "ndcg@10"
 DEFAULT_KS = (10, 20)
+EVAL_FOLDS = ("valid", "test")  # the folds a scorer is asked to score
 
 
 @dataclass
@@ -109,7 +110,7 @@ def evaluate(
     users: np.ndarray | None = None,
 ) -> EvalResult:
     """Evaluate `scorer` on `fold` ("valid" or "test") of `split` by full ranking."""
-    if fold not in ("valid", "test"):
+    if fold not in EVAL_FOLDS:
         raise ValueError(f"fold must be 'valid' or 'test', not {fold!r}")
     target_matrix = split.matrix(fold)
     exclude_matrix = split.inputs(fold)

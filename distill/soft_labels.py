@@ -70,7 +70,7 @@ class SoftLabels:
             frame.get_column("user_idx").to_numpy() - start, frame.get_column("item_idx").to_numpy()
         ] = frame.get_column("score").to_numpy()
         block = torch.from_numpy(dense)
-        used = sum(t.numel() * 4 for t in self._cache.values())
+        used = self._cached_bytes()
         if used + block.numel() * 4 <= self.cache_bytes:
             self._cache[key] = block
         return block
@@ -101,21 +101,14 @@ class SoftLabels:
             scores=torch.as_tensor(frame.get_column("score").to_numpy().copy()).view(n, k),
             first_row=_first_rows(users[::k] - start, end - start),
         )
-        used = sum(t.numel() * 4 for t in self._cache.values() if torch.is_tensor(t))
+        used = self._cached_bytes()
         if used + labels.items.numel() * 12 <= self.cache_bytes:
             self._cache[cache_key] = labels
         return labels
 
-    def scorer(self):
-        """The teacher as a recommender for `distill.evaluate` (unscored pairs rank last)."""
-
-        def scores(users: np.ndarray) -> Tensor:
-            out = torch.full((len(users), self.n_items), -torch.inf)
-            for key, start, end in self.shards:
-                rows = np.flatnonzero((users >= start) & (users < end))
-                if len(rows):
-                    block = self.block(key)[users[rows] - start]
-                    out[rows] = torch.nan_to_num(block, nan=-torch.inf)
-            return out
-
-        return scores
+    def _cached_bytes(self) -> int:
+        """Bytes held by decoded shards: dense blocks and per-position labels alike."""
+        return sum(
+            v.numel() * 4 if torch.is_tensor(v) else v.items.numel() * 12
+            for v in self._cache.values()
+        )

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from distill import losses
-from distill.evaluate import Scorer, evaluate
+from distill.evaluate import EVAL_FOLDS, Scorer, evaluate
 from distill.layers import left_padded
 from distill.sasrec import window_targets, windows
 from distill.soft_labels import SoftLabels
@@ -41,9 +41,6 @@ class DistillConfig(BaseModel):
     mask_seen: bool = True  # drop the user's train items from both distributions
 
 
-FOLDS = ("valid", "test")
-
-
 class UserData:
     """Per-user tensors every student batch needs, built once from the split: the right-aligned
     history each fold reads (standard protocol), train positives and, for sequential students,
@@ -53,8 +50,10 @@ class UserData:
         seqs = split.train_sequences()
         self.n_items = split.n_items
         self.hist = {
-            fold: torch.as_tensor(left_padded(split.input_sequences(fold), history_len, pad))
-            for fold, pad in zip(FOLDS, (split.n_items,) * 2, strict=True)
+            fold: torch.as_tensor(
+                left_padded(split.input_sequences(fold), history_len, self.n_items)
+            )
+            for fold in EVAL_FOLDS
         }
         self.train = split.train
         self.active = np.flatnonzero(np.diff(self.train.indptr) > 0)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distill.evaluate import Scorer, evaluate
+from distill.evaluate import EVAL_FOLDS, Scorer, evaluate
 from distill.layers import left_padded
 from distill.parallel import map_in_processes
 from distill.sasrec import SASRec, windows
@@ -29,7 +29,6 @@ from distill.teacher.base import AdaptConfig
 from distill.train import LoopConfig, TrainResult, fit, shuffled
 from storage.split import Split
 
-FOLDS = ("valid", "test")
 EmbedFn = Callable[[Sequence[str], nn.Module, bool], Tensor]  # (texts, lm, grad) -> (N, T)
 
 
@@ -148,7 +147,7 @@ def scorer(model: AdaptedTeacher, split: Split, length: int) -> Scorer:
     model.eval()
     with torch.no_grad():
         item_vecs = model.item_vectors()
-    hist = {fold: torch.as_tensor(history_matrix(split, length, fold)) for fold in FOLDS}
+    hist = {fold: torch.as_tensor(history_matrix(split, length, fold)) for fold in EVAL_FOLDS}
 
     def scores(users: np.ndarray, fold: str) -> Tensor:
         with torch.no_grad():

@@ -223,3 +223,11 @@ def test_jobs_in_worker_processes_match_jobs_in_order(synthetic, teacher_cache):
     for a, b in zip(in_order, parallel, strict=True):
         assert b.kd == a.kd and b.seed == a.seed
         assert b.test.metrics["ndcg@10"] == pytest.approx(a.test.metrics["ndcg@10"], abs=1e-6)
+
+
+def test_soft_labels_cache_counts_both_label_shapes(teacher_cache):
+    soft = SoftLabels(teacher_cache)
+    key = soft.shards[0][0]
+    positions, block = soft.positions(key), soft.block(key)  # both cached, in either order
+    assert soft._cached_bytes() == positions.items.numel() * 12 + block.numel() * 4
+    soft.block(soft.shards[1][0])  # a cache holding per-position labels still takes blocks
