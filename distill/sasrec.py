@@ -74,30 +74,53 @@ def align_left(hist: Tensor, pad: int) -> tuple[Tensor, Tensor]:
     return out.masked_fill(src >= length, pad), lengths
 
 
+class Dropout(nn.Module):
+    """Inverted dropout, as nn.Dropout, with the mask drawn as uniform >= p. On CPU torch's
+    bernoulli_ (what nn.Dropout draws with) was a quarter of a SASRec training step; this mask is
+    about 2x cheaper. On accelerators nn.Dropout's fused kernel is used."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        keep = torch.rand_like(x) >= self.p
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+
 class Block(nn.Module):
     """Post-norm transformer block: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
 
     def __init__(self, dim: int, n_heads: int, inner: int, dropout: float, attn_dropout: float):
         super().__init__()
-        self.n_heads, self.attn_dropout = n_heads, attn_dropout
+        self.n_heads = n_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.norm1 = nn.LayerNorm(dim, eps=1e-12)
         self.ff = nn.Sequential(nn.Linear(dim, inner), nn.GELU(), nn.Linear(inner, dim))
         self.norm2 = nn.LayerNorm(dim, eps=1e-12)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
+        self.attn_drop = Dropout(attn_dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """x (B, L, D), mask (B, 1, L, L) True where attention is allowed -> (B, L, D)."""
         b, length, dim = x.shape
-        q, k, v = self.qkv(x).view(b, length, 3, self.n_heads, dim // self.n_heads).unbind(2)
-        attn = F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            attn_mask=mask,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-        )  # (B, H, L, D/H)
+        q, k, v = (
+            t.transpose(1, 2)  # (B, H, L, D/H)
+            for t in self.qkv(x).view(b, length, 3, self.n_heads, dim // self.n_heads).unbind(2)
+        )
+        if self.training and self.attn_drop.p > 0:  # dropout on the attention probabilities
+            logits = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+            probs = logits.masked_fill(~mask, float("-inf")).softmax(-1)
+            attn = self.attn_drop(probs) @ v
+        else:
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = self.norm1(x + self.drop(self.out(attn.transpose(1, 2).reshape(b, length, dim))))
         return self.norm2(x + self.drop(self.ff(x)))
 
@@ -140,7 +163,7 @@ class SASRec(nn.Module):
         self.text = nn.Linear(text_dim, dim) if text_dim else None
         self.pos_emb = nn.Embedding(max_len, dim)
         self.norm = nn.LayerNorm(dim, eps=1e-12)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(
             Block(dim, n_heads, inner or 4 * dim, dropout, attn_dropout) for _ in range(n_layers)
         )
