@@ -1,17 +1,20 @@
 """Distillation settings sweep -> bench/results/kd_sweep.json.
 
 Trains the default student (configs/default.yaml) on the default teacher cache once per setting and
-seed: no distillation, then KL at several (alpha, T), `rank` and `mse`. Every setting sees the same
+seed: no distillation, then KL at several (alpha, T) and `rank`, each from SASRec's random init or
+started as a teacher head (`init: teacher`). Every setting sees the same
 seeds. The setting to use is the one with the best mean *validation* NDCG@10; test NDCG@10 is
 recorded next to it but must not be used to choose.
 
-Usage: python bench/kd_sweep.py [--seeds 0,1] [--student two_tower|sequential]
+Rows accumulate in the JSON (a re-run setting and seeds replaces its row); compare settings on
+the same seeds only. Usage: python bench/kd_sweep.py [--seeds 0,1] [--only 9,10] [--student ...]
 (a two-tower run takes ~40 s on 2 cores; a sequential (SASRec) run ~4-6 min.)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -19,24 +22,41 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import default_teacher, save, work_dir  # noqa: E402
+from bench.common import RESULTS, default_teacher, save, work_dir  # noqa: E402
 from distill.soft_labels import SoftLabels  # noqa: E402
 from distill.student import StudentConfig, stage  # noqa: E402
 from distill.student.fit import DistillConfig  # noqa: E402
 from distill.train import available_cores  # noqa: E402
 from pipelines.config import RunConfig  # noqa: E402
 
+R, T = {"init": "random"}, {"init": "teacher"}  # student start: SASRec init, or a teacher head
 GRID: list[dict] = [
-    {"alpha": 0.0},
-    {"alpha": 0.25},
-    {"alpha": 0.5},
-    {"alpha": 1.0},
-    {"alpha": 2.0},
-    {"alpha": 1.0, "temperature": 0.5},
-    {"alpha": 1.0, "temperature": 2.0},
-    {"alpha": 0.5, "temperature": 2.0},
-    {"alpha": 1.0, "loss": "rank"},
+    {"alpha": 0.0, **R},
+    {"alpha": 0.25, **R},
+    {"alpha": 0.5, **R},
+    {"alpha": 1.0, **R},
+    {"alpha": 2.0, **R},
+    {"alpha": 1.0, "temperature": 0.5, **R},
+    {"alpha": 1.0, "temperature": 2.0, **R},
+    {"alpha": 0.5, "temperature": 2.0, **R},
+    {"alpha": 1.0, "loss": "rank", **R},
+    {"alpha": 0.0, **T},
+    {"alpha": 0.5, **T},
+    {"alpha": 1.0, **T},
+    {"alpha": 0.25, **T},
+    {"alpha": 0.5, "lr": 3e-4, **T},
+    {"alpha": 1.0, "lr": 3e-4, **T},
+    {"alpha": 0.5, "lr": 1e-4, **T},
 ]
+
+
+def merged(rows: list[dict]) -> list[dict]:
+    """Earlier results (other settings or seeds) kept; a re-run setting replaces its old row."""
+    path = RESULTS / "kd_sweep.json"
+    old = json.loads(path.read_text())["rows"] if path.exists() else []
+    key = lambda r: json.dumps([r["distill"], r["seeds"]], sort_keys=True)  # noqa: E731
+    new = {key(r) for r in rows}
+    return [r for r in old if "seeds" in r and key(r) not in new] + rows
 
 
 def main() -> None:
@@ -82,6 +102,7 @@ def main() -> None:
         rows.append(
             {
                 "distill": mine[0].kd.model_dump(),
+                "seeds": seeds,
                 "valid_ndcg@10": valid,
                 "test_ndcg@10": test,
                 "valid_mean": float(np.mean(valid)),
@@ -91,14 +112,14 @@ def main() -> None:
             }
         )
         print(f"{setting}: valid {np.mean(valid):.4f}  test {np.mean(test):.4f}", flush=True)
-    best = max(rows, key=lambda r: r["valid_mean"])
+    rows = merged(rows) if not args.student else rows
+    best = max((r for r in rows if r["seeds"] == seeds), key=lambda r: r["valid_mean"])
     save(
         "kd_sweep" if not args.student else f"kd_sweep_{args.student}",
         {
             "student": student.model_dump(),
             "teacher_fingerprint": fingerprint,
-            "seeds": seeds,
-            "chosen_on_validation": best["distill"],
+            "chosen_on_validation": {"seeds": seeds, **best["distill"]},
             "rows": rows,
         },
     )

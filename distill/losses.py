@@ -67,22 +67,31 @@ def kd_rank(
     return kd_topk_rank(_masked(student_logits, mask), top, lam)
 
 
-def kd_topk_kl(logits: Tensor, t_items: Tensor, t_scores: Tensor, t: float) -> Tensor:
+def kd_topk_kl(
+    logits: Tensor, t_items: Tensor, t_scores: Tensor, t: float, *, log_q: Tensor | None = None
+) -> Tensor:
     """KL(teacher || student) where the teacher keeps only its top-K items, scaled by t**2.
 
     logits (N, C) student logits over C columns; t_items (N, K) the teacher's top-K columns and
     t_scores (N, K) its logits for them. The teacher's distribution is its softmax over those K
-    (zero elsewhere); the student's is its softmax over all C columns.
+    (zero elsewhere); the student's is its softmax over all C columns. `log_q`: that student
+    log-softmax (of logits / t) when the caller already has it (the CE term's, at t = 1).
     """
     p = F.log_softmax(t_scores / t, dim=-1)  # (N, K)
-    q = F.log_softmax(logits / t, dim=-1).gather(-1, t_items)  # (N, K)
+    if log_q is None:
+        log_q = F.log_softmax(logits / t, dim=-1)
+    q = log_q.gather(-1, t_items)  # (N, K)
     return (p.exp() * (p - q)).sum(-1).mean() * t * t
 
 
-def kd_topk_rank(logits: Tensor, t_items: Tensor, lam: float) -> Tensor:
+def kd_topk_rank(
+    logits: Tensor, t_items: Tensor, lam: float, *, log_q: Tensor | None = None
+) -> Tensor:
     """Ranking distillation on the teacher's top-K columns t_items (N, K), best first:
-    -sum_r w_r log softmax(student)[item_r], with w_r proportional to exp(-r / lam)."""
+    -sum_r w_r log softmax(student)[item_r], with w_r proportional to exp(-r / lam).
+    `log_q`: log_softmax(logits) when the caller already has it."""
     k = t_items.shape[-1]
     weights = torch.exp(-torch.arange(k, dtype=logits.dtype, device=logits.device) / lam)
-    logp = F.log_softmax(logits, dim=-1).gather(-1, t_items)  # (N, K)
+    log_q = F.log_softmax(logits, dim=-1) if log_q is None else log_q
+    logp = log_q.gather(-1, t_items)  # (N, K)
     return -(logp * (weights / weights.sum())).sum(-1).mean()

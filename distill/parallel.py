@@ -22,11 +22,17 @@ def _in_worker(fn: Callable[..., Any], args: tuple) -> Any:
     return fn(*args)
 
 
-def map_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int) -> list[Any]:
+def map_in_processes(
+    fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int, spawn: bool = False
+) -> list[Any]:
     """[fn(*job) for job in jobs], in `workers` processes when there is more than one job and
-    worker, else in order in this process. `fn` must be importable (a module-level function)."""
-    if workers <= 1 or len(jobs) <= 1:
+    worker, else in order in this process, unless `spawn` (then always in spawned processes of
+    one torch thread: for work that runs beside other work). `fn` must be importable."""
+    if not spawn and (workers <= 1 or len(jobs) <= 1):
         return [fn(*job) for job in jobs]
+    if not jobs:
+        return []
+    workers = max(workers, 1)
     pool = ProcessPoolExecutor(
         min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")
     )
@@ -40,3 +46,22 @@ def map_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: 
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class InBackground:
+    """fn(*args) in one spawned one-thread process, started at construction: work that runs
+    beside this process's own. `result()` waits for it; `stop()` terminates it if still running
+    (call it in a `finally`, so a failed or interrupted caller leaves nothing behind)."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple) -> None:
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self._future = self._pool.submit(_in_worker, fn, args)
+
+    def result(self) -> Any:
+        return self._future.result()
+
+    def stop(self) -> None:
+        if not self._future.done():
+            for process in list(self._pool._processes.values()):  # noqa: SLF001
+                process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -23,7 +23,7 @@ from safetensors.torch import load, save
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from storage.atomic import atomic_write_bytes
+from storage.atomic import atomic_write_bytes, exclusive
 from storage.faults import crash_point
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,28 @@ def fit(
     desc: str = "train",
     run_key: str = "",
 ) -> TrainResult:
-    """Train until the validation metric stops improving; the model ends with the best weights."""
+    """Train until the validation metric stops improving; the model ends with the best weights.
+
+    With `checkpoint_dir`, one process at a time trains it: another that asks for the same
+    checkpoint waits, then resumes from it (a finished one returns at once)."""
+    args = dict(batches=batches, loss_fn=loss_fn, validate=validate, config=config, desc=desc)
+    if checkpoint_dir is None:
+        return _fit(model, checkpoint_dir=None, run_key=run_key, **args)
+    with exclusive(Path(checkpoint_dir) / ".lock", what=f"checkpoint of {desc}"):
+        return _fit(model, checkpoint_dir=Path(checkpoint_dir), run_key=run_key, **args)
+
+
+def _fit(
+    model: nn.Module,
+    *,
+    batches: EpochBatches,
+    loss_fn: LossFn,
+    validate: ValidateFn,
+    config: LoopConfig,
+    checkpoint_dir: Path | None,
+    desc: str,
+    run_key: str,
+) -> TrainResult:
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )

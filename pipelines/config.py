@@ -77,7 +77,33 @@ class RunConfig(BaseModel):
             raise ValueError("sasrec must be kind: sequential with text_projection: false")
         if self.student.kind == "sequential" and self.distill.loss == "mse":
             raise ValueError("the sequential student distils top-K labels: loss kl or rank")
+        if self.distill.init == "teacher":
+            self._check_student_fits_head()
         return self
+
+    def _check_student_fits_head(self) -> None:
+        head, student = self.teacher.adapt, self.student
+        if self.teacher.kind != "embedding" or head.mode == "none":
+            raise ValueError(
+                "distill.init: teacher needs an adapted teacher (teacher.kind: embedding, "
+                "teacher.adapt.mode not none); set distill.init: random"
+            )
+        if student.kind != "sequential":
+            raise ValueError(
+                "distill.init: teacher needs student.kind: sequential; set distill.init: random"
+            )
+        shape = ("dim", "history_len", "n_layers", "n_heads")
+        differ = [
+            f"{k} {getattr(student, k)} vs {getattr(head, k)}"
+            for k in shape
+            if getattr(student, k) != getattr(head, k)
+        ]
+        if differ:
+            raise ValueError(
+                "distill.init: teacher needs the student shaped like the teacher head "
+                f"(student vs teacher.adapt: {', '.join(differ)}); "
+                "set distill.init: random"
+            )
 
 
 def load_config(path: Path | None, **overrides: object) -> RunConfig:

@@ -11,7 +11,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from distill.parallel import InBackground
 from distill.report import markdown
+from distill.student import stage
 from pipelines.config import RunConfig
 from pipelines.runners import task_runner
 from pipelines.student_flow import student_flow
@@ -79,6 +81,19 @@ def save_report_files(report: dict, run_dir: Path) -> None:
     atomic_write_text(run_dir / "report.md", markdown(report))
 
 
+def _start_sasrec(params: RunConfig, dataset_path: str) -> InBackground:
+    dataset = Dataset(Path(dataset_path))
+    return stage.start_sasrec_ahead(
+        dataset,
+        make_split(dataset, cutoff=params.split.as_of),
+        params.sasrec,
+        params.distill,
+        params.train,
+        seed=params.seeds[0],
+        checkpoint_root=params.work_dir / "cache" / "students",
+    )
+
+
 def new_run_dir(work_dir: Path) -> Path:
     return Path(work_dir) / "runs" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
 
@@ -123,15 +138,24 @@ def distill(
     split_name = split_task(params, dataset_path)
     timings["ingest_split"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    teacher = teacher_flow.with_options(task_runner=task_runner(params.runner))(
-        params.teacher, dataset_path, params.split.as_of, str(params.work_dir)
-    )
-    timings["teacher"] = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    run_dir = student_flow(
-        params, dataset_path, teacher["cache_dir"], str(new_run_dir(params.work_dir))
-    )
-    timings["student"] = time.perf_counter() - t2
+    sasrec = _start_sasrec(params, dataset_path)  # needs no teacher: it trains beside it
+    try:
+        teacher = teacher_flow.with_options(task_runner=task_runner(params.runner))(
+            params.teacher, dataset_path, params.split.as_of, str(params.work_dir)
+        )
+        timings["teacher"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        # the student stage's SASRec job waits on that checkpoint's lock, then finds it done
+        run_dir = student_flow(
+            params, dataset_path, teacher["cache_dir"], str(new_run_dir(params.work_dir))
+        )
+        timings["student"] = time.perf_counter() - t2
+        try:
+            sasrec.result()
+        except Exception as exc:  # the student stage trained it instead
+            log.warning("SASRec trained beside the teacher failed: %s", exc)
+    finally:
+        sasrec.stop()
     report = read_json(Path(run_dir) / "report.json")
     report.update(_previous_model(params, read_json(Path(run_dir) / "validation.json")))
     dataset = Dataset(Path(dataset_path))

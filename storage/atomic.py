@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,6 +22,7 @@ import pyarrow.parquet as pq
 
 from storage.faults import crash_point
 
+log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 TMP_PREFIX = ".tmp-"
 
@@ -132,3 +135,22 @@ def staging_dir(final: Path) -> Iterator[Path]:
 def read_json(path: Path) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, *, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) across processes; when another
+    process holds it, say so in the log and wait. Released when the block ends or the process
+    dies (a crashed holder never leaves a stale lock)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process using %s (%s)", what, path.parent)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -13,11 +13,9 @@ never sees a half-written bundle, and a crash at any point leaves the previous C
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -28,6 +26,7 @@ from storage.atomic import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    exclusive,
     read_json,
     sha256_file,
     staging_dir,
@@ -104,15 +103,8 @@ class Registry:
         self.root = Path(root) / validate_name(model, what="model name")
         self.model = model
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return exclusive(self.root / ".lock", what=f"the {self.model} registry")
 
     def current_version(self) -> str | None:
         pointer = self.root / "CURRENT"

@@ -1,10 +1,11 @@
 """Train a student on ground truth plus the teacher's cached soft labels: L = L_c + alpha * L_k.
 
-Batches are drawn shard by shard (shards in a seeded random order, examples shuffled inside each),
-so only one shard of soft labels needs to be in memory. An example is a user for the two-tower
-student (KD to the teacher's label after the whole train history) and a training window for the
-sequential student (KD to the teacher's top-K after every prefix). The undistilled arm (alpha = 0)
-uses the very same batches and budget.
+With distillation, batches are drawn shard by shard (shards in a seeded random order, examples
+shuffled inside each), so only one shard of soft labels needs to be in memory; without it, examples
+are shuffled globally. An example is a user for the two-tower student (KD to the teacher's label
+after the whole train history) and a training window for the sequential student (KD to the
+teacher's top-K after every prefix). A distilled sequential student may start as one of the
+teacher's heads (`init: teacher`), its LM projection folded into its item table.
 """
 
 from __future__ import annotations
@@ -39,6 +40,17 @@ class DistillConfig(BaseModel):
     rank_k: int = Field(20, ge=1)  # rank: teacher top-K items distilled
     rank_lambda: float = Field(5.0, gt=0)  # rank: weight decay over teacher rank
     mask_seen: bool = True  # drop the user's train items from both distributions
+    # "teacher": the student starts as one of the teacher's heads (head = seed mod heads, its LM
+    # projection folded into the item table); needs a sequential student shaped like the head.
+    # "random": SASRec's N(0, 0.02) initialisation.
+    init: Literal["teacher", "random"] = "teacher"
+    # the distilled student's learning rate (None = train.lr); a student that starts as a teacher
+    # head is fine-tuned, for which a smaller rate keeps what the head knows
+    lr: float | None = Field(None, gt=0)
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.alpha > 0 or self.init == "teacher"
 
 
 class UserData:
@@ -159,16 +171,38 @@ def window_loss(
             t_items = torch.searchsorted(cols, t_items)
     else:
         logits = states @ item_vecs.T  # (N, I)
-    l_c = F.cross_entropy(logits, targets)
+    log_q = F.log_softmax(logits, dim=-1)  # one (N, I) softmax for L_c and, at T = 1, L_k
+    l_c = F.nll_loss(log_q, targets)
     if t_items is None:
         return l_c, {"l_c": l_c.item()}
     if kd.loss == "kl":
-        l_k = losses.kd_topk_kl(logits, t_items, t_scores, kd.temperature)
+        at_t = log_q if kd.temperature == 1 else None
+        l_k = losses.kd_topk_kl(logits, t_items, t_scores, kd.temperature, log_q=at_t)
     elif kd.loss == "mse":
         raise ValueError("the sequential student distils top-K labels: use loss kl or rank")
     else:
-        l_k = losses.kd_topk_rank(logits, t_items[:, : kd.rank_k], kd.rank_lambda)
+        l_k = losses.kd_topk_rank(logits, t_items[:, : kd.rank_k], kd.rank_lambda, log_q=log_q)
     return l_c + kd.alpha * l_k, {"l_c": l_c.item(), "l_k": l_k.item()}
+
+
+def start_from(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Load a teacher head's SASRec weights into a sequential student of the same shape."""
+    net = getattr(model, "net", None)
+    if net is None:
+        raise ValueError("distill.init: teacher needs student.kind: sequential (or init: random)")
+    mine = net.state_dict()
+    wrong = sorted(
+        f"{name} {tuple(mine[name].shape) if name in mine else 'missing'} vs head {tuple(v.shape)}"
+        for name, v in state.items()
+        if name not in mine or mine[name].shape != v.shape
+    ) + [f"{name} not in the head" for name in mine.keys() - state.keys()]
+    if wrong:
+        raise ValueError(
+            "distill.init: teacher needs the student shaped like the teacher head (dim, "
+            f"n_layers, n_heads, history_len equal to teacher.adapt's); {len(wrong)} "
+            f"mismatches, e.g. {wrong[0]}"
+        )
+    net.load_state_dict(state)
 
 
 def train_student(
@@ -179,15 +213,22 @@ def train_student(
     *,
     soft_labels: SoftLabels | None,
     text_emb: np.ndarray | None,
+    init_state: dict[str, Tensor] | None = None,
     checkpoint_dir: Path | None = None,
 ) -> tuple[nn.Module, TrainResult]:
-    """Fit one student; early stopping on validation NDCG@10. kd.alpha == 0: no teacher used."""
+    """Fit one student; early stopping on validation NDCG@10. kd.alpha == 0: no soft labels used.
+    `init_state`: starting weights of a sequential student's SASRec (`distill.init: teacher`)."""
     torch.manual_seed(loop.seed)
+    if kd.lr is not None and kd.uses_teacher:
+        loop = loop.model_copy(update={"lr": kd.lr})
     model = build_student(config, split.n_users, split.n_items, text_emb)
+    if init_state is not None:
+        start_from(model, init_state)
     data = UserData(split, config.history_len)
     use_kd = kd.alpha > 0 and soft_labels is not None
     labels = soft_labels if use_kd else None
-    shards = soft_labels.shards if soft_labels is not None else [("all", 0, split.n_users)]
+    # KD batches go shard by shard (one shard of labels in memory); without KD, one global shuffle
+    shards = labels.shards if labels is not None else [("all", 0, split.n_users)]
     if config.kind == "sequential":
         examples_of = lambda start, end: np.flatnonzero(  # noqa: E731
             (data.window_user >= start) & (data.window_user < end)
@@ -208,8 +249,9 @@ def train_student(
     def validate(m: nn.Module) -> float:
         return evaluate(student_scorer(m, data), split, fold="valid").primary
 
+    uses_teacher = use_kd or init_state is not None
     run_key = f"{config.model_dump_json()}{kd.model_dump_json()}{use_kd}" + (
-        soft_labels.fingerprint if use_kd else ""
+        soft_labels.fingerprint if uses_teacher and soft_labels is not None else ""
     )
     result = fit(
         model,

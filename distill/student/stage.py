@@ -21,12 +21,12 @@ from distill import index as faiss_index
 from distill.baselines import run_baselines
 from distill.evaluate import EvalResult, evaluate
 from distill.layers import left_padded
-from distill.parallel import map_in_processes
+from distill.parallel import InBackground, map_in_processes
 from distill.report import ModelRow, bars, build_report, paired_test
 from distill.soft_labels import SoftLabels
 from distill.student import StudentConfig, n_params
 from distill.student.fit import DistillConfig, UserData, student_scorer, train_student
-from distill.teacher.stage import read_vectors, vector_scorer
+from distill.teacher.stage import head_state, read_vectors, vector_scorer
 from distill.train import LoopConfig, TrainResult, config_hash
 from storage.atomic import parquet_bytes, read_json
 from storage.datasets import Dataset
@@ -54,6 +54,7 @@ def fit_and_evaluate(
     *,
     soft_labels: SoftLabels | None,
     text_emb: np.ndarray | None,
+    init_state: dict[str, Tensor] | None = None,
     checkpoint_dir: Path | None = None,
 ) -> StudentRun:
     model, result = train_student(
@@ -63,6 +64,7 @@ def fit_and_evaluate(
         loop,
         soft_labels=soft_labels,
         text_emb=text_emb,
+        init_state=init_state,
         checkpoint_dir=checkpoint_dir,
     )
     data = UserData(split, config.history_len)
@@ -118,11 +120,14 @@ def checkpoint_dir(
     loop: LoopConfig,
     seed: int,
 ) -> Path:
-    """Checkpoints keyed by everything that shapes training: a re-run resumes or reuses them."""
+    """Checkpoints keyed by everything that shapes training: a re-run resumes or reuses them. A
+    student that reads nothing of the teacher's is keyed without it, so it is trained once for
+    every teacher (and can train before the teacher exists)."""
+    needs_teacher = kd.uses_teacher or student.text_projection
     key = config_hash(
         dataset.version,
         split.name,
-        teacher_fingerprint,
+        teacher_fingerprint if needs_teacher else "",
         student.model_dump(),
         kd.model_dump(),
         loop.model_dump(),
@@ -141,24 +146,42 @@ class TrainJob:
     checkpoint_dir: Path | None
 
 
-def _run_job(job: TrainJob, split: Split, teacher_cache: Path) -> StudentRun:
+def _run_job(job: TrainJob, split: Split, teacher_cache: Path | None) -> StudentRun:
+    """One job; it reads the teacher cache only for what it uses (soft labels, a head to start
+    from, LM item embeddings), so a plain ID-only job runs with `teacher_cache` None."""
+    soft_labels = init = text_emb = None
+    if job.kd.uses_teacher or job.config.text_projection:
+        if teacher_cache is None:
+            raise ValueError("this student reads the teacher: pass its cache folder")
+        soft_labels = SoftLabels(teacher_cache) if job.kd.alpha > 0 else None
+        text_emb = read_vectors(teacher_cache, "items", "embedding")
+        if job.kd.init == "teacher":
+            fold = not job.config.text_projection
+            init = head_state(teacher_cache, job.loop.seed, fold_text=fold)
     return fit_and_evaluate(
         split,
         job.config,
         job.kd,
         job.loop,
-        soft_labels=SoftLabels(teacher_cache),  # every arm: the same batches; alpha=0 ignores it
-        text_emb=read_vectors(teacher_cache, "items", "embedding"),
+        soft_labels=soft_labels,
+        text_emb=text_emb,
+        init_state=init,
         checkpoint_dir=job.checkpoint_dir,
     )
 
 
 def run_jobs(
-    jobs: list[TrainJob], split: Split, teacher_cache: Path, *, workers: int
+    jobs: list[TrainJob],
+    split: Split,
+    teacher_cache: Path | None,
+    *,
+    workers: int,
+    spawn: bool = False,
 ) -> list[StudentRun]:
-    """Train every job, in order here (workers <= 1) or in `workers` processes side by side."""
+    """Train every job, in order here (workers <= 1) or in `workers` processes side by side
+    (`spawn`: in spawned processes even for one job, to train beside other work)."""
     return map_in_processes(
-        _run_job, [(job, split, teacher_cache) for job in jobs], workers=workers
+        _run_job, [(job, split, teacher_cache) for job in jobs], workers=workers, spawn=spawn
     )
 
 
@@ -182,6 +205,46 @@ def arms(student: StudentConfig, sasrec: StudentConfig) -> dict[str, StudentConf
     elif StudentConfig(kind="sequential") not in plain.values():
         plain["Student sequential (no KD)"] = StudentConfig(kind="sequential")
     return plain
+
+
+def plain_kd(kd: DistillConfig) -> DistillConfig:
+    """The undistilled arms' settings: no soft labels and no start from the teacher."""
+    return kd.model_copy(update={"alpha": 0.0, "init": "random", "lr": None})
+
+
+def train_job(
+    dataset: Dataset,
+    split: Split,
+    teacher_fingerprint: str,
+    config: StudentConfig,
+    kd: DistillConfig,
+    loop: LoopConfig,
+    seed: int,
+    checkpoint_root: Path | None,
+) -> TrainJob:
+    ckpt = None
+    if checkpoint_root is not None:
+        ckpt = checkpoint_dir(
+            checkpoint_root, dataset, split, teacher_fingerprint, config, kd, loop, seed
+        )
+    return TrainJob(config, kd, loop.model_copy(update={"seed": seed}), ckpt)
+
+
+def start_sasrec_ahead(
+    dataset: Dataset,
+    split: Split,
+    sasrec: StudentConfig,
+    kd: DistillConfig,
+    loop: LoopConfig,
+    *,
+    seed: int,
+    checkpoint_root: Path,
+) -> InBackground:
+    """Start training the plain SASRec row (one seed, no teacher) in a spawned one-thread
+    process. The flow runs it beside the teacher stage; `quality` then finds its checkpoint done
+    (and must not start before it is: `result()` first)."""
+    job = train_job(dataset, split, "", sasrec, plain_kd(kd), loop, seed, checkpoint_root)
+    return InBackground(_run_job, (job, split, None))
 
 
 @dataclass
@@ -217,17 +280,18 @@ def quality(
     def submit(config: StudentConfig, this_kd: DistillConfig) -> list[int]:
         first = len(jobs)
         for seed in seeds:
-            ckpt = None
-            if checkpoint_root is not None:
-                ckpt = checkpoint_dir(
-                    checkpoint_root, dataset, split, soft.fingerprint, config, this_kd, loop, seed
+            jobs.append(
+                train_job(
+                    dataset, split, soft.fingerprint, config, this_kd, loop, seed, checkpoint_root
                 )
-            jobs.append(TrainJob(config, this_kd, loop.model_copy(update={"seed": seed}), ckpt))
+            )
         return list(range(first, len(jobs)))
 
-    no_kd = kd.model_copy(update={"alpha": 0.0})
-    kd_jobs = submit(student, kd)  # first: the slowest jobs start first
-    plain_jobs = {name: submit(config, no_kd) for name, config in arms(student, sasrec).items()}
+    no_kd = plain_kd(kd)
+    plain_arms = arms(student, sasrec)
+    plain_jobs = {SASREC_ROW: submit(plain_arms.pop(SASREC_ROW), no_kd)}  # the slowest first
+    kd_jobs = submit(student, kd)
+    plain_jobs |= {name: submit(config, no_kd) for name, config in plain_arms.items()}
     done = run_jobs(jobs, split, Path(teacher_cache), workers=workers)
     plain = {name: [done[i] for i in ids] for name, ids in plain_jobs.items()}
     distilled = [done[i] for i in kd_jobs]

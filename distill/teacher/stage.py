@@ -441,6 +441,27 @@ def head_user_vectors(plan: TeacherPlan, split: Split, fold: str):
     return (lambda users: model.user_vectors(hist[users], item_vecs)), item_vecs.numpy()
 
 
+def head_state(cache_dir: Path, k: int, *, fold_text: bool) -> dict[str, torch.Tensor]:
+    """Head k (mod the number of heads) of an adapted teacher as a plain SASRec state dict, to
+    initialise a student of the same shape. With `fold_text` its item table becomes the head's
+    whole item vectors (ID embedding + projected LM embedding, computed once), so a student with
+    ID embeddings only starts as that head exactly and serves at a plain SASRec's cost."""
+    plan = TeacherPlan.load(cache_dir)
+    if plan.adapter_path is None:
+        raise TeacherError(
+            f"teacher cache {cache_dir} has no adapted head to start a student from: set "
+            "teacher.adapt.mode (not none) or distill.init: random"
+        )
+    model = _adapted_head(plan, TeacherConfig.model_validate(plan.config))
+    head = model.heads[k % len(model.heads)]
+    state = {n: v.detach().clone() for n, v in head.state_dict().items()}
+    if fold_text:
+        with torch.no_grad():
+            state["item_emb.weight"] = head.item_vectors(model.text()).detach().clone()
+        state = {n: v for n, v in state.items() if not n.startswith("text.")}
+    return state
+
+
 def _adapted_head(plan: TeacherPlan, config: TeacherConfig) -> adapt.AdaptedTeacher:
     """The adapted head on the cached item embeddings (memoised per process)."""
     key = f"head:{plan.adapter_path}"

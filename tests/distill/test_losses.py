@@ -125,6 +125,22 @@ def test_two_tower_sampled_loss_matches_full_when_every_item_is_drawn():
     assert losses[3000] == pytest.approx(losses[0], rel=1e-6)
 
 
+def test_topk_losses_reuse_a_given_student_log_softmax():
+    """window_loss hands the CE term's log-softmax to the KD term: the same loss, one softmax."""
+    from distill.losses import kd_topk_kl, kd_topk_rank
+
+    torch.manual_seed(0)
+    logits = torch.randn(5, 12)
+    items, scores = torch.randint(0, 12, (5, 4)), torch.randn(5, 4)
+    log_q = torch.log_softmax(logits, dim=-1)
+    assert torch.allclose(
+        kd_topk_kl(logits, items, scores, 1.0, log_q=log_q), kd_topk_kl(logits, items, scores, 1.0)
+    )
+    assert torch.allclose(
+        kd_topk_rank(logits, items, 2.0, log_q=log_q), kd_topk_rank(logits, items, 2.0)
+    )
+
+
 def test_topk_kl_by_hand():
     from distill.losses import kd_topk_kl
 

@@ -9,11 +9,17 @@ import torch
 from distill.index import build_index
 from distill.recommend import Recommender, UnknownUser
 from distill.soft_labels import SoftLabels
-from distill.student import StudentConfig
+from distill.student import StudentConfig, build_student
 from distill.student import stage as student_stage
-from distill.student.fit import DistillConfig, train_student
+from distill.student.fit import DistillConfig, UserData, start_from, student_scorer, train_student
 from distill.teacher.base import AdaptConfig, TeacherConfig
-from distill.teacher.stage import read_vectors, run_teacher
+from distill.teacher.stage import (
+    TeacherPlan,
+    head_state,
+    head_user_vectors,
+    read_vectors,
+    run_teacher,
+)
 from distill.train import LoopConfig
 from storage.registry import Registry
 
@@ -55,6 +61,33 @@ def test_students_train_with_every_loss(synthetic, teacher_cache, kind, loss):
     assert "l_k" in result.history[0] and np.isfinite(result.history[0]["l_k"])
     with torch.no_grad():
         assert model.item_vectors().shape == (split.n_items, 8)
+
+
+@pytest.mark.parametrize("text_projection", [False, True])
+def test_a_student_started_from_the_teacher_scores_as_its_head(
+    synthetic, teacher_cache, text_projection
+):
+    """distill.init: teacher. Folded (ID-only student) or not, the student starts as the head."""
+    _, split = synthetic
+    emb = read_vectors(teacher_cache, "items", "embedding")
+    config = StudentConfig(kind="sequential", dim=8, history_len=6, text_projection=text_projection)
+    student = build_student(config, split.n_users, split.n_items, emb)
+    start_from(student, head_state(teacher_cache, 0, fold_text=not text_projection))
+    users = np.arange(split.n_users)
+    ours = student_scorer(student, UserData(split, 6))(users, "test")
+    head, item_vecs = head_user_vectors(TeacherPlan.load(teacher_cache), split, "test")
+    with torch.no_grad():
+        theirs = head(torch.as_tensor(users)) @ torch.as_tensor(item_vecs).T
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_a_student_of_another_shape_cannot_start_from_the_head(synthetic, teacher_cache):
+    _, split = synthetic
+    student = build_student(
+        StudentConfig(dim=16, history_len=6), split.n_users, split.n_items, None
+    )
+    with pytest.raises(ValueError, match="shaped like the teacher head.*mismatches"):
+        start_from(student, head_state(teacher_cache, 0, fold_text=True))
 
 
 def test_alpha_zero_ignores_the_teacher(synthetic, teacher_cache):
@@ -118,6 +151,41 @@ def test_resume_from_checkpoint_equals_uninterrupted(
     )
     assert result.resumed_from == 1 and len(result.history) == 4
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_checkpoint_in_training_elsewhere_is_waited_for_then_reused(synthetic, tmp_path):
+    """Two trainers of one checkpoint (the flow's SASRec beside the student stage's job): the
+    second waits for the first's lock, then resumes the finished checkpoint without training."""
+    import threading
+    import time
+
+    from storage.atomic import exclusive
+
+    _, split = synthetic
+    cfg, kd = StudentConfig(dim=8, history_len=6), DistillConfig(alpha=0, init="random")
+    ckpt = tmp_path / "ckpt"
+    train = lambda: train_student(  # noqa: E731
+        split, cfg, kd, LOOP, soft_labels=None, text_emb=None, checkpoint_dir=ckpt
+    )
+    first, done = train()
+    held, released = threading.Event(), []
+
+    def hold() -> None:
+        with exclusive(ckpt / ".lock", what="test"):
+            held.set()
+            time.sleep(1.0)
+            released.append(time.monotonic())
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    second, again = train()
+    returned = time.monotonic()
+    holder.join()
+    assert released and returned >= released[0]  # it waited for the holder
+    assert again.resumed_from == len(done.history) - 1 and again.history == done.history
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
 
 

@@ -36,11 +36,19 @@ def test_every_shipped_config_loads(path):
         ({"model_name": "../x"}, "invalid model name"),
         ({"runner": {"dask_address": "tcp://x:1"}}, "runner.kind is not 'dask'"),
         ({"teacher": {"kind": "causal"}}, "needs pairs: candidates"),
+        ({"student": {"kind": "two_tower"}}, "init: teacher needs student.kind: sequential"),
+        ({"student": {"dim": 32}}, r"shaped like the teacher head \(student vs teacher.adapt: dim"),
+        ({"teacher": {"adapt": {"mode": "none"}}}, "init: teacher needs an adapted teacher"),
     ],
 )
 def test_bad_configs_fail_at_construction(data, message):
     with pytest.raises(ValidationError, match=message):
         RunConfig.model_validate(data)
+
+
+def test_a_random_start_frees_the_student_from_the_head_shape():
+    config = RunConfig.model_validate({"student": {"dim": 32}, "distill": {"init": "random"}})
+    assert config.student.dim == 32
 
 
 def test_yaml_must_be_a_mapping(tmp_path):
