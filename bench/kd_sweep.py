@@ -28,6 +28,7 @@ from distill.student import StudentConfig, stage  # noqa: E402
 from distill.student.fit import DistillConfig  # noqa: E402
 from distill.train import available_cores  # noqa: E402
 from pipelines.config import RunConfig  # noqa: E402
+from storage.workdir import WorkDir  # noqa: E402
 
 R, T = {"init": "random"}, {"init": "teacher"}  # student start: SASRec init, or a teacher head
 GRID: list[dict] = [
@@ -54,7 +55,9 @@ def merged(rows: list[dict]) -> list[dict]:
     """Earlier results (other settings or seeds) kept; a re-run setting replaces its old row."""
     path = RESULTS / "kd_sweep.json"
     old = json.loads(path.read_text())["rows"] if path.exists() else []
-    key = lambda r: json.dumps([r["distill"], r["seeds"]], sort_keys=True)  # noqa: E731
+    key = lambda r: json.dumps(  # noqa: E731
+        [r["distill"], r["seeds"], r.get("batches", "shards")], sort_keys=True
+    )
     new = {key(r) for r in rows}
     return [r for r in old if "seeds" in r and key(r) not in new] + rows
 
@@ -81,7 +84,7 @@ def main() -> None:
         kd = DistillConfig(**setting)
         for seed in seeds:
             ckpt = stage.checkpoint_dir(
-                work / "cache" / "students",
+                WorkDir(work).students,
                 dataset,
                 split,
                 fingerprint,
@@ -103,6 +106,9 @@ def main() -> None:
             {
                 "distill": mine[0].kd.model_dump(),
                 "seeds": seeds,
+                "batches": "whole"
+                if SoftLabels(cache).decoded_bytes() <= (512 << 20)
+                else "shards",
                 "valid_ndcg@10": valid,
                 "test_ndcg@10": test,
                 "valid_mean": float(np.mean(valid)),

@@ -25,6 +25,7 @@ from distill.soft_labels import SoftLabels  # noqa: E402
 from distill.student import stage  # noqa: E402
 from distill.train import available_cores  # noqa: E402
 from pipelines.config import RunConfig  # noqa: E402
+from storage.workdir import WorkDir  # noqa: E402
 
 GRID: list[dict] = [
     {"student": {}, "train": {}},  # the standard recipe
@@ -51,7 +52,7 @@ def main() -> None:
         for seed in seeds:
             seeded = loop.model_copy(update={"seed": seed})
             ckpt = stage.checkpoint_dir(
-                work / "cache" / "students", dataset, split, fingerprint, model, no_kd, loop, seed
+                WorkDir(work).students, dataset, split, fingerprint, model, no_kd, loop, seed
             )
             jobs.append(stage.TrainJob(model, no_kd, seeded, ckpt))
     runs = stage.run_jobs(jobs, split, cache, workers=args.workers)

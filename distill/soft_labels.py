@@ -3,8 +3,9 @@
 Two shapes per user range (see `distill.teacher.stage.score_shard`): the label after the whole
 train history as a dense (users x items) block, where pairs the teacher did not score (candidate
 policy) are NaN; and the teacher's top-K after every prefix of the history (`positions`).
-Memory stays bounded by one shard (plus an optional cache of decoded shards up to `cache_bytes`,
-which lets MovieLens-scale runs keep everything in memory).
+Memory stays bounded by one shard (plus an optional cache of decoded shards up to `cache_bytes`).
+When everything decoded fits in that budget (MovieLens scale), `whole()` joins the shards into one,
+so a student can shuffle all its examples together.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class SoftLabels:
     @property
     def fingerprint(self) -> str:
         return self.plan.fingerprint
+
+    @property
+    def is_whole(self) -> bool:
+        """One shard of every user (`whole()`), so training shuffles all examples together."""
+        return False
 
     @property
     def shards(self) -> list[tuple[str, int, int]]:
@@ -106,9 +112,72 @@ class SoftLabels:
             self._cache[cache_key] = labels
         return labels
 
+    def decoded_bytes(self) -> int:
+        """What decoding every shard takes in memory: the dense whole-history blocks (4 bytes a
+        cell) and the per-position labels (12 bytes a row)."""
+        rows = int(self.store.manifest().get("total_rows", 0))
+        return self.plan.n_users * self.n_items * 4 + rows * 12
+
+    def whole(self) -> SoftLabels:
+        """These labels as one shard ("all", 0, n_users), decoded once and kept: training can
+        then shuffle every example together instead of shard by shard. Only when
+        `decoded_bytes()` fits in `cache_bytes`."""
+        if self.decoded_bytes() > self.cache_bytes:
+            raise ValueError(
+                f"soft labels need {self.decoded_bytes() >> 20} MiB decoded, over the "
+                f"{self.cache_bytes >> 20} MiB budget: read them shard by shard"
+            )
+        return _Whole(self)
+
     def _cached_bytes(self) -> int:
         """Bytes held by decoded shards: dense blocks and per-position labels alike."""
         return sum(
             v.numel() * 4 if torch.is_tensor(v) else v.items.numel() * 12
             for v in self._cache.values()
         )
+
+
+class _Whole(SoftLabels):
+    """Every shard of `parts` decoded and joined as the single shard ("all", 0, n_users)."""
+
+    def __init__(self, parts: SoftLabels) -> None:
+        self.plan, self.store, self.n_items = parts.plan, parts.store, parts.n_items
+        self.cache_bytes, self._parts = parts.cache_bytes, parts
+        self._cache = {}
+
+    @property
+    def shards(self) -> list[tuple[str, int, int]]:
+        return [("all", 0, self.plan.n_users)]
+
+    @property
+    def is_whole(self) -> bool:
+        return True
+
+    def block(self, key: str) -> Tensor:
+        if "block" not in self._cache:
+            self._cache["block"] = torch.cat([self._parts.block(k) for k, _, _ in self._ordered()])
+            self._parts._cache.clear()  # noqa: SLF001 (held once, here)
+        return self._cache["block"]
+
+    def positions(self, key: str) -> PositionLabels:
+        if "positions" not in self._cache:
+            parts = [self._parts.positions(k) for k, _, _ in self._ordered()]
+            offsets = np.cumsum([0] + [len(p.items) for p in parts[:-1]])
+            first = [
+                np.where(p.first_row >= 0, p.first_row + off, -1)
+                for p, off in zip(parts, offsets, strict=True)
+            ]
+            self._cache["positions"] = PositionLabels(
+                items=torch.cat([p.items for p in parts]),
+                scores=torch.cat([p.scores for p in parts]),
+                first_row=np.concatenate(first),
+            )
+            self._parts._cache.clear()  # noqa: SLF001 (held once, here)
+        return self._cache["positions"]
+
+    def _ordered(self) -> list[tuple[str, int, int]]:
+        shards = sorted(self._parts.shards, key=lambda s: s[1])
+        covered = [s[1] for s in shards] + [self.plan.n_users]
+        if covered[0] != 0 or any(s[2] != nxt for s, nxt in zip(shards, covered[1:], strict=True)):
+            raise ValueError(f"shards of {self.plan.cache_dir} do not tile the users: {shards}")
+        return shards

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from pipelines.config import RunConfig, load_config
 from pipelines.distill_flow import distill, ingest_task
 from storage.registry import Registry
+from storage.workdir import WorkDir
 
 
 def cutoff(day: date) -> int:
@@ -29,7 +30,7 @@ def backfill(
     """Build (without serving) a model as of each day; days that already have one are skipped."""
     log = get_run_logger()
     params = params or load_config(Path(config_path) if config_path else None)
-    registry = Registry(params.work_dir / "registry", params.model_name)
+    registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
     dataset_path = ingest_task(params)
     built, skipped = [], []
     for day in days(start, end):

@@ -22,6 +22,7 @@ from distill.report import REPORT_METRICS
 from distill.teacher.base import TeacherError
 from pipelines.config import RunConfig, load_config
 from storage.errors import DataError, IntegrityError
+from storage.workdir import WorkDir
 
 app = typer.Typer(
     help="kdrec: distill a language-model teacher into a lightweight recommender.",
@@ -215,7 +216,7 @@ def run_cmd(
 def _sample_recommendation(cfg: RunConfig) -> None:
     from distill.recommend import Recommender
 
-    rec = Recommender.load(cfg.work_dir / "registry", cfg.model_name)
+    rec = Recommender.load(WorkDir(cfg.work_dir).registry, cfg.model_name)
     user = next(iter(rec.user_row))
     table = Table(title=f"sample: top 5 for user {user}")
     for col in ("item", "title", "score"):
@@ -311,7 +312,7 @@ def teacher_repair(work_dir: WorkOpt = None) -> None:
     from distill.teacher.stage import repair
 
     cfg = _config(None, work_dir)
-    for plan_path in sorted((cfg.work_dir / "cache" / "teacher").glob("*/plan.json")):
+    for plan_path in sorted(WorkDir(cfg.work_dir).teachers.glob("*/plan.json")):
         if (plan_path.parent / "soft_labels" / "manifest.json").exists():
             fixed = repair(plan_path.parent, work_dir=cfg.work_dir)
             console.print(
@@ -327,7 +328,7 @@ def teacher_status(work_dir: WorkOpt = None) -> None:
     from storage.shards import ShardStore
 
     cfg = _config(None, work_dir)
-    root = cfg.work_dir / "cache" / "teacher"
+    root = WorkDir(cfg.work_dir).teachers
     table = Table(title=f"teacher caches in {root}")
     for col in ("fingerprint", "kind", "dataset", "shards", "complete", "MB", "NDCG@10"):
         table.add_column(col)
@@ -355,7 +356,7 @@ def models_list(model: ModelOpt = "kdrec", work_dir: WorkOpt = None) -> None:
     """Published versions, newest last; * marks CURRENT."""
     from storage.registry import Registry
 
-    registry = Registry(_config(None, work_dir).work_dir / "registry", model)
+    registry = Registry(WorkDir(_config(None, work_dir).work_dir).registry, model)
     current = registry.current_version()
     table = Table(title=f"model {model}")
     for col in ("", "version", "dataset", "valid NDCG@10", "gate"):
@@ -382,7 +383,7 @@ def models_show(
     from storage.atomic import dumps_json
     from storage.registry import Registry
 
-    bundle = Registry(_config(None, work_dir).work_dir / "registry", model).bundle(version)
+    bundle = Registry(WorkDir(_config(None, work_dir).work_dir).registry, model).bundle(version)
     console.print_json(dumps_json(bundle.manifest))
 
 
@@ -395,7 +396,7 @@ def models_rollback(
     """Point CURRENT at an earlier (verified) version."""
     from storage.registry import Registry
 
-    bundle = Registry(_config(None, work_dir).work_dir / "registry", model).rollback(version)
+    bundle = Registry(WorkDir(_config(None, work_dir).work_dir).registry, model).rollback(version)
     console.print(f"CURRENT -> {bundle.version}")
 
 
@@ -414,7 +415,7 @@ def recommend_cmd(
     """Print the top-k items for a user from a published model."""
     from distill.recommend import Recommender
 
-    rec = Recommender.load(_config(None, work_dir).work_dir / "registry", model, version)
+    rec = Recommender.load(WorkDir(_config(None, work_dir).work_dir).registry, model, version)
     table = Table(title=f"top {k} for user {user} ({rec.path.name})")
     for col in ("#", "item", "title", "score"):
         table.add_column(col)

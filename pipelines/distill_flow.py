@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -22,6 +21,7 @@ from storage.atomic import atomic_write_json, atomic_write_text, read_json
 from storage.datasets import Dataset, ingest
 from storage.registry import Registry
 from storage.split import make_split
+from storage.workdir import WorkDir
 
 
 @task(name="ingest", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -45,7 +45,7 @@ def publish_task(params: RunConfig, run_dir: str, manifest: dict, set_current: b
     """Publish the staged bundle through the regression gate; switch CURRENT atomically."""
     out = Path(run_dir)
     files = {p.name: p.read_bytes() for p in sorted((out / "bundle").iterdir())}
-    registry = Registry(params.work_dir / "registry", params.model_name)
+    registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
     result = registry.publish(
         files,
         manifest,
@@ -63,7 +63,7 @@ def publish_task(params: RunConfig, run_dir: str, manifest: dict, set_current: b
 
 def _previous_model(params: RunConfig, validation: dict[str, float]) -> dict:
     """The current model's validation metrics and this run's deltas against them."""
-    registry = Registry(params.work_dir / "registry", params.model_name)
+    registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
     current = registry.current_version()
     if current is None:
         return {}
@@ -90,12 +90,12 @@ def _start_sasrec(params: RunConfig, dataset_path: str) -> InBackground:
         params.distill,
         params.train,
         seed=params.seeds[0],
-        checkpoint_root=params.work_dir / "cache" / "students",
+        checkpoint_root=WorkDir(params.work_dir).students,
     )
 
 
 def new_run_dir(work_dir: Path) -> Path:
-    return Path(work_dir) / "runs" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    return WorkDir(work_dir).new_run()
 
 
 def _artifacts(report: dict, publish: dict) -> None:

@@ -15,6 +15,7 @@ from pipelines.config import RunConfig
 from storage.atomic import atomic_write_bytes
 from storage.datasets import Dataset
 from storage.split import make_split
+from storage.workdir import WorkDir
 
 
 @task(name="student-train-evaluate", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -35,7 +36,7 @@ def train_evaluate_task(
         kd=params.distill,
         loop=params.train,
         seeds=params.seeds,
-        checkpoint_root=params.work_dir / "cache" / "students",
+        checkpoint_root=WorkDir(params.work_dir).students,
         workers=params.train_workers or available_cores(),
     )
     best = result.best

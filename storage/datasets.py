@@ -43,6 +43,7 @@ from storage.schema import (
     USERS_BASE,
 )
 from storage.sources import RawTables, load_files, load_movielens_100k
+from storage.workdir import WorkDir
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def write_version(raw: RawTables, *, name: str, work_dir: Path, source: dict) ->
     version = hashlib.sha256(
         f"{SCHEMA_VERSION}:{hashes['interactions']}:{hashes['items']}:{hashes['users']}".encode()
     ).hexdigest()[:12]
-    root = Path(work_dir) / "data" / validate_name(name, what="dataset name")
+    root = WorkDir(work_dir).data / validate_name(name, what="dataset name")
     final = root / version
     created = not (final / "dataset.json").exists()
     if created:
@@ -303,7 +304,7 @@ class Dataset:
 
 
 def resolve_version(work_dir: Path, name: str, version: str = "latest") -> str:
-    root = Path(work_dir) / "data" / validate_name(name, what="dataset name")
+    root = WorkDir(work_dir).data / validate_name(name, what="dataset name")
     if version == "latest":
         latest = root / "LATEST"
         if not latest.exists():
@@ -316,7 +317,7 @@ def resolve_version(work_dir: Path, name: str, version: str = "latest") -> str:
 
 def load_dataset(work_dir: Path, name: str, version: str = "latest") -> Dataset:
     version = resolve_version(work_dir, name, version)
-    path = Path(work_dir) / "data" / name / version
+    path = WorkDir(work_dir).data / name / version
     if not (path / "dataset.json").exists():
         raise FileNotFoundError(f"dataset version {name}@{version} not found at {path}")
     return Dataset(path)

@@ -48,7 +48,8 @@ def test_smollm2_prefix_sharing_matches_naive(ml):
     assert np.ptp(shared) > 0.01
 
 
-def test_default_report_rows_sasrec_and_distillation(ml):
+@pytest.fixture(scope="module")
+def default_report(ml) -> dict:
     """One seed of every arm of the default report, as `make run` trains them."""
     from distill.student.stage import quality
     from distill.train import available_cores
@@ -57,7 +58,7 @@ def test_default_report_rows_sasrec_and_distillation(ml):
     work, dataset, split = ml
     cfg = RunConfig(work_dir=work)
     cache = run_teacher(cfg.teacher, dataset, split, work_dir=work, progress=False).plan.cache_dir
-    result = quality(
+    return quality(
         dataset,
         split,
         teacher_cache=Path(cache),
@@ -67,11 +68,23 @@ def test_default_report_rows_sasrec_and_distillation(ml):
         loop=cfg.train,
         seeds=[0],
         workers=available_cores(),
-    )
-    ndcg = {r["model"]: r["metrics"]["ndcg@10"]["mean"] for r in result.report["rows"]}
+    ).report
+
+
+def test_default_report_has_a_correct_plain_sasrec(default_report):
+    ndcg = {r["model"]: r["metrics"]["ndcg@10"]["mean"] for r in default_report["rows"]}
     # the plain SASRec is a correct implementation: within 95 % of the public one's figure
     assert ndcg["SASRec (no teacher)"] >= 0.95 * PUBLIC_SASREC_NDCG10, ndcg
     assert ndcg["SASRec (no teacher)"] > ndcg["EASE"] > ndcg["Popularity"], ndcg
+    assert default_report["kd_vs_best_plain"]["control"] == "SASRec (no teacher)"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 10, open: against a globally shuffled SASRec (5 seeds 0.1117) the MiniLM teacher "
+    "(0.1095) is no better, and the distilled student ties it (+0.2 %, p = 0.92)",
+)
+def test_default_report_distillation_beats_the_plain_sasrec(default_report):
     # one seed of the 5-seed bar (+5 %, p < 0.05): distillation clearly ahead of the best plain
-    gain = result.report["kd_vs_best_plain"]
-    assert gain["control"] == "SASRec (no teacher)" and gain["relative_gain"] >= 0.03, gain
+    gain = default_report["kd_vs_best_plain"]
+    assert gain["relative_gain"] >= 0.03, gain

@@ -1,11 +1,12 @@
 """Train a student on ground truth plus the teacher's cached soft labels: L = L_c + alpha * L_k.
 
-With distillation, batches are drawn shard by shard (shards in a seeded random order, examples
-shuffled inside each), so only one shard of soft labels needs to be in memory; without it, examples
-are shuffled globally. An example is a user for the two-tower student (KD to the teacher's label
-after the whole train history) and a training window for the sequential student (KD to the
-teacher's top-K after every prefix). A distilled sequential student may start as one of the
-teacher's heads (`init: teacher`), its LM projection folded into its item table.
+Examples are shuffled all together when the decoded soft labels fit in their memory budget
+(`SoftLabels.whole`, MovieLens scale); above it, batches are drawn shard by shard (shards in a
+seeded random order, examples shuffled inside each), so only one shard needs to be in memory. An
+example is a user for the two-tower student (KD to the teacher's label after the whole train
+history) and a training window for the sequential student (KD to the teacher's top-K after every
+prefix). A distilled sequential student may start as one of the teacher's heads (`init: teacher`),
+its LM projection folded into its item table.
 """
 
 from __future__ import annotations
@@ -227,7 +228,9 @@ def train_student(
     data = UserData(split, config.history_len)
     use_kd = kd.alpha > 0 and soft_labels is not None
     labels = soft_labels if use_kd else None
-    # KD batches go shard by shard (one shard of labels in memory); without KD, one global shuffle
+    if labels is not None and labels.decoded_bytes() <= labels.cache_bytes:
+        labels = labels.whole()  # every example in one shuffle, as without labels
+    # batches shuffle every example together, or shard by shard when the labels are too large
     shards = labels.shards if labels is not None else [("all", 0, split.n_users)]
     if config.kind == "sequential":
         examples_of = lambda start, end: np.flatnonzero(  # noqa: E731
@@ -250,8 +253,11 @@ def train_student(
         return evaluate(student_scorer(m, data), split, fold="valid").primary
 
     uses_teacher = use_kd or init_state is not None
-    run_key = f"{config.model_dump_json()}{kd.model_dump_json()}{use_kd}" + (
-        soft_labels.fingerprint if uses_teacher and soft_labels is not None else ""
+    whole = labels is not None and labels.is_whole
+    run_key = (
+        f"{config.model_dump_json()}{kd.model_dump_json()}{use_kd}"
+        + ("|labels:whole" if whole else "")
+        + (soft_labels.fingerprint if uses_teacher and soft_labels is not None else "")
     )
     result = fit(
         model,

@@ -41,6 +41,7 @@ from storage.embeddings import EmbeddingCache, embedding_column, embedding_matri
 from storage.faults import crash_point
 from storage.shards import ShardInfo, ShardStore
 from storage.split import Split
+from storage.workdir import WorkDir
 
 log = logging.getLogger(__name__)
 _TEACHERS: dict[str, object] = {}  # one loaded model per process (Dask workers reuse it)
@@ -70,10 +71,6 @@ class TeacherPlan:
         return cls(**data)
 
 
-def teacher_cache_root(work_dir: Path) -> Path:
-    return Path(work_dir) / "cache"
-
-
 def load_teacher(config: TeacherConfig, work_dir: Path):
     """The LM teacher for `config` (memoised per process; weights load lazily on first use)."""
     key = config_hash(config.model_dump(mode="json"), str(work_dir))
@@ -85,9 +82,7 @@ def load_teacher(config: TeacherConfig, work_dir: Path):
         else:
             from distill.teacher.causal import CausalLMTeacher
 
-            _TEACHERS[key] = CausalLMTeacher(
-                config, cache_root=teacher_cache_root(work_dir) / "models"
-            )
+            _TEACHERS[key] = CausalLMTeacher(config, cache_root=WorkDir(work_dir).models)
     return _TEACHERS[key]
 
 
@@ -137,7 +132,7 @@ def prepare(
         dataset.users(), seqs, titles, config.texts, count_tokens=teacher.count_tokens
     )
     model_key = _model_key(teacher, config)
-    cache = EmbeddingCache(teacher_cache_root(work_dir) / "embeddings", model_key)
+    cache = EmbeddingCache(WorkDir(work_dir).embeddings, model_key)
     t0 = time.perf_counter()
     item_emb, n_items_enc = cache.get_or_encode(
         itexts["text_hash"].to_list(), itexts["text"].to_list(), teacher.encode
@@ -168,7 +163,7 @@ def prepare(
         config.kind,
     )
     adapted = config.adapt.mode != "none" and config.kind == "embedding"
-    adapter_dir = teacher_cache_root(work_dir) / "teacher" / "adapters" / base[:20]
+    adapter_dir = WorkDir(work_dir).adapters / base[:20]
     model = None
     if adapted:
         model = _teacher_model(teacher, config, split, itexts["text"].to_list(), item_emb)
@@ -185,7 +180,7 @@ def prepare(
         config.users_per_shard,
         config.position_top_k,
     )[:20]
-    cache_dir = teacher_cache_root(work_dir) / "teacher" / fingerprint
+    cache_dir = WorkDir(work_dir).teachers / fingerprint
     step = config.users_per_shard
     plan = TeacherPlan(
         fingerprint=fingerprint,

@@ -153,3 +153,28 @@ def test_topk_kl_by_hand():
     assert kd_topk_kl(matched, items, scores, 1.0).item() == pytest.approx(0.0, abs=1e-6)
     # temperature: loss scaled by T^2 on the softened distributions
     assert kd_topk_kl(student, items, scores, 2.0).item() == pytest.approx(4 * math.log(2))
+
+
+@pytest.mark.parametrize("loss", ["kl", "mse", "rank"])
+def test_kd_term_drops_unscored_and_seen_items(loss):
+    """The student's KD term: a NaN teacher column (not a candidate) and the user's train items
+    count for nothing; the result equals the loss on the remaining columns alone."""
+    from distill.losses import kd_kl, kd_mse, kd_rank
+    from distill.student.fit import DistillConfig, kd_term
+
+    student = torch.tensor([[1.0, 2.0, 0.5, -1.0]])
+    teacher = torch.tensor([[float("nan"), 3.0, 0.0, 5.0]])  # item 0 was not scored
+    seen = torch.tensor([[0, 0, 0, 1]])  # item 3 is a train item
+    reference = {
+        "kl": lambda s, t: kd_kl(s, t, 1.0),
+        "mse": kd_mse,
+        "rank": lambda s, t: kd_rank(s, t, 1, 5.0),
+    }[loss]
+    config = DistillConfig(loss=loss, rank_k=1)
+    got = kd_term(config, student, teacher, seen)
+    assert torch.isfinite(got)
+    assert got.item() == pytest.approx(reference(student[:, 1:3], teacher[:, 1:3]).item(), rel=1e-5)
+    unmasked = kd_term(config.model_copy(update={"mask_seen": False}), student, teacher, seen)
+    assert unmasked.item() == pytest.approx(
+        reference(student[:, 1:], teacher[:, 1:]).item(), rel=1e-5
+    )

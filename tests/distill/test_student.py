@@ -22,6 +22,7 @@ from distill.teacher.stage import (
 )
 from distill.train import LoopConfig
 from storage.registry import Registry
+from storage.workdir import WorkDir
 
 LOOP = LoopConfig(max_epochs=3, patience=2, batch_size=8, lr=5e-3)
 
@@ -189,6 +190,28 @@ def test_a_checkpoint_in_training_elsewhere_is_waited_for_then_reused(synthetic,
         torch.testing.assert_close(a, b)
 
 
+def test_whole_soft_labels_equal_the_shards_joined(synthetic, teacher_cache):
+    """`SoftLabels.whole()` (one shuffle over every example) reads the same labels as the
+    shards it joins, for every user and position; over the memory budget it refuses."""
+    _, split = synthetic
+    parts = SoftLabels(teacher_cache)
+    assert len(parts.shards) > 1
+    whole = parts.whole()
+    assert whole.shards == [("all", 0, split.n_users)]
+    data = UserData(split, 6)
+    keep = data.owner >= 0
+    users, positions = data.owner[keep], data.position[keep]
+    got_items, got_scores = whole.positions("all").gather(users, positions)
+    for key, start, end in parts.shards:
+        mine = (users >= start) & (users < end)
+        items, scores = parts.positions(key).gather(users[mine] - start, positions[mine])
+        assert torch.equal(got_items[torch.as_tensor(mine)], items)
+        assert torch.equal(got_scores[torch.as_tensor(mine)], scores)
+        torch.testing.assert_close(whole.block("all")[start:end], parts.block(key), equal_nan=True)
+    with pytest.raises(ValueError, match="over the 0 MiB budget"):
+        SoftLabels(teacher_cache, cache_bytes=0).whole()
+
+
 def test_faiss_matches_exact_search_with_ties():
     rng = np.random.default_rng(0)
     items = rng.normal(size=(200, 16)).astype(np.float32)
@@ -234,9 +257,9 @@ def test_publish_load_and_recommend(synthetic, teacher_cache, work):
     best_plain = max(plain, key=lambda r: r["metrics"]["ndcg@10"]["mean"])
     assert report["kd_vs_best_plain"]["control"] == best_plain["model"]
     files = student_stage.bundle_files(best, dataset, report)
-    reg = Registry(work / "registry", "kdrec")
+    reg = Registry(WorkDir(work).registry, "kdrec")
     result = reg.publish(files, {"dataset": dataset.ref}, validation=best.valid)
-    rec = Recommender.load(work / "registry")
+    rec = Recommender.load(WorkDir(work).registry)
     seen = set(
         dataset.interactions()
         .filter(dataset.interactions()["user_id"] == "u3")
@@ -273,8 +296,8 @@ def test_every_student_variant_publishes_and_serves(
     cost = student_stage.serving_cost(teacher_cache, run, run, split, n_users=4, repeats=1)
     assert cost["seconds_per_user"]["teacher"] > 0 and cost["student_vs_sasrec"] > 0
     files = student_stage.bundle_files(run, dataset, {})
-    Registry(work / "registry", "kdrec").publish(files, {}, validation=run.valid)
-    recs = Recommender.load(work / "registry").recommend("u3", k=3)
+    Registry(WorkDir(work).registry, "kdrec").publish(files, {}, validation=run.valid)
+    recs = Recommender.load(WorkDir(work).registry).recommend("u3", k=3)
     assert len(recs) == 3 and all(np.isfinite(r.score) for r in recs)
 
 

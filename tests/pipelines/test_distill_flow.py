@@ -12,6 +12,7 @@ from pipelines.config import RunConfig, RunnerConfig
 from pipelines.distill_flow import distill
 from storage.datasets import DatasetConfig
 from storage.registry import Registry
+from storage.workdir import WorkDir
 from tests.conftest import synthetic_tables, write_tables
 
 
@@ -45,7 +46,7 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
         assert (run_dir / name).exists(), name
     report = result["report"]
     assert {"kd_vs_no_kd", "bars", "breakdown", "cost"} <= set(report)
-    bundle = Registry(work / "registry", "kdrec").bundle()
+    bundle = Registry(WorkDir(work).registry, "kdrec").bundle()
     bundle.verify()
     assert set(bundle.manifest["files"]) == {
         "student.safetensors",
@@ -56,4 +57,4 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
         "report.json",
     }
     assert bundle.manifest["teacher_fingerprint"] == result["teacher"]["fingerprint"]
-    assert len(Recommender.load(work / "registry").recommend("u1", k=3)) == 3
+    assert len(Recommender.load(WorkDir(work).registry).recommend("u1", k=3)) == 3

@@ -14,6 +14,7 @@ from pipelines.nightly_flow import nightly
 from storage.datasets import load_dataset
 from storage.inbox import inbox_dir
 from storage.registry import Registry
+from storage.workdir import WorkDir
 from tests.pipelines.test_distill_flow import tiny_run_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,8 +38,8 @@ def test_nightly_empty_inbox_does_nothing(prefect_harness, tmp_path, work, tiny_
     cfg = tiny_run_config(tmp_path, work, tiny_encoder_path)
     result = nightly(cfg)
     assert result["status"] == "no new data"
-    assert not (work / "cache").exists()  # no teacher work at all
-    assert Registry(work / "registry", "kdrec").versions() == []
+    assert not WorkDir(work).cache.exists()  # no teacher work at all
+    assert Registry(WorkDir(work).registry, "kdrec").versions() == []
 
 
 def test_nightly_with_new_file_publishes_and_moves_it(
@@ -80,7 +81,7 @@ def test_backfill_two_days_then_repeat_builds_nothing(
     pl.read_csv(path).with_columns((pl.col("timestamp") - 1000) * 86_400).write_csv(path)
     result = backfill(date(1970, 3, 1), date(1970, 3, 2), cfg)
     assert [b["day"] for b in result["built"]] == ["1970-03-01", "1970-03-02"]
-    registry = Registry(work / "registry", "kdrec")
+    registry = Registry(WorkDir(work).registry, "kdrec")
     assert len(registry.versions()) == 2 and registry.current_version() is None
     assert registry.bundle(result["built"][0]["version"]).manifest["as_of_day"] == "1970-03-01"
     # the second day re-encodes only the texts of users whose history changed that day

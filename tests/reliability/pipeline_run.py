@@ -19,6 +19,7 @@ from distill.train import LoopConfig  # noqa: E402
 from storage.datasets import DatasetConfig, ingest, load_dataset  # noqa: E402
 from storage.registry import Registry  # noqa: E402
 from storage.split import make_split  # noqa: E402
+from storage.workdir import WorkDir  # noqa: E402
 
 
 def main(work: Path, src: Path, model: Path) -> None:
@@ -43,10 +44,10 @@ def main(work: Path, src: Path, model: Path) -> None:
         kd=DistillConfig(),
         loop=LoopConfig(max_epochs=3, patience=3, batch_size=8),
         seeds=[0],
-        checkpoint_root=work / "cache" / "students",
+        checkpoint_root=WorkDir(work).students,
     )
     report, best = result.report, result.best
-    registry = Registry(work / "registry", "kdrec")
+    registry = Registry(WorkDir(work).registry, "kdrec")
     if registry.current_version() is None:  # publish once; a re-run after success is a no-op
         files = student_stage.bundle_files(best, dataset, {"rows": report["rows"]})
         registry.publish(files, {"dataset": dataset.ref}, validation=best.valid)

@@ -17,6 +17,7 @@ import pytest
 from storage.datasets import load_dataset
 from storage.registry import Registry
 from storage.shards import ShardStore
+from storage.workdir import WorkDir
 from tests.conftest import synthetic_tables, write_tables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +59,7 @@ def _state(work: Path) -> dict:
     dataset = load_dataset(work, "syn")
     dataset.verify()
     stores = [ShardStore(p.parent) for p in work.glob("cache/teacher/*/soft_labels/manifest.json")]
-    registry = Registry(work / "registry", "kdrec")
+    registry = Registry(WorkDir(work).registry, "kdrec")
     bundle = registry.bundle()
     bundle.verify()
     return {
@@ -76,7 +77,7 @@ def _reader_view_is_consistent(work: Path) -> None:
         load_dataset(work, "syn").verify()
     for manifest in work.glob("cache/teacher/*/soft_labels/manifest.json"):
         ShardStore(manifest.parent).verify()
-    registry = Registry(work / "registry", "kdrec")
+    registry = Registry(WorkDir(work).registry, "kdrec")
     if registry.current_version():
         registry.bundle().verify()
 

@@ -14,6 +14,7 @@ import psutil
 import pytest
 import yaml
 
+from storage.workdir import WorkDir
 from tests.conftest import synthetic_tables, write_tables
 
 
@@ -55,7 +56,7 @@ def test_interrupt_mid_training_stops_fast_and_leaves_no_children(
         text=True,
         start_new_session=True,  # its own process group: nothing it starts can escape the check
     )
-    checkpoints = work / "cache" / "students"
+    checkpoints = WorkDir(work).students
     deadline = time.monotonic() + 240
     while not list(checkpoints.glob("*/checkpoint.safetensors")):
         assert proc.poll() is None, proc.stdout.read()

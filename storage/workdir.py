@@ -1,0 +1,66 @@
+"""The work dir's layout, in one place. Every other module asks this object for a path.
+
+<root>/
+  data/<dataset>/<version>/          ingested datasets (storage/datasets.py)
+  cache/embeddings/<model key>/      LM text embeddings by text hash (storage/embeddings.py)
+  cache/models/                      converted LM folders (the GGUF teacher)
+  cache/teacher/<fingerprint>/       teacher caches: plan, vectors, soft-label shards
+  cache/teacher/adapters/<key>/      adapted heads' checkpoints
+  cache/students/<key>/              student checkpoints (content-keyed, reused across runs)
+  registry/<model>/<version>/        published bundles + CURRENT
+  runs/<timestamp>/                  one folder per pipeline run: report, plots, staged bundle
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WorkDir:
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.cache / "embeddings"
+
+    @property
+    def models(self) -> Path:
+        return self.cache / "models"
+
+    @property
+    def teachers(self) -> Path:
+        return self.cache / "teacher"
+
+    @property
+    def adapters(self) -> Path:
+        return self.teachers / "adapters"
+
+    @property
+    def students(self) -> Path:
+        return self.cache / "students"
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    def new_run(self) -> Path:
+        """A fresh run folder name (not created)."""
+        return self.runs / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
