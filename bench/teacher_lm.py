@@ -8,7 +8,8 @@ plain SASRec), MovieLens-100K, standard protocol. The choice is made on validati
   SmolLM2-135M-Instruct   mean-pooled final hidden states of the packaged GGUF (576 dims)
   all-mpnet-base-v2       with --mpnet PATH, a sentence-transformers folder (768 dims)
 
-Usage: python bench/teacher_lm.py [--mpnet PATH] [--seed 0] [--workers 2]   (~7 min per head)
+Usage: python bench/teacher_lm.py [--mpnet PATH] [--seed 0] [--workers 2] [--dim 128]
+       [--only ids,minilm,smollm,mpnet]   (~7-10 min per head on one core)
 """
 
 from __future__ import annotations
@@ -55,18 +56,29 @@ def main() -> None:
     parser.add_argument("--mpnet", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=available_cores())
+    parser.add_argument("--dim", type=int, default=None, help="head width (default: the config's)")
+    parser.add_argument(
+        "--only", default=None, help="comma-separated: ids,minilm,smollm,mpnet (default: all)"
+    )
     args = parser.parse_args()
+    wanted = None if args.only is None else set(args.only.split(","))
     work = work_dir()
     dataset, split = movielens(work)
     base = TeacherConfig()
     texts = item_texts(dataset.items(), base.texts).get_column("text").to_list()
     lms = {
-        "all-MiniLM-L6-v2": TeacherConfig(),
-        "SmolLM2-135M-Instruct (hidden states)": TeacherConfig(kind="causal", pairs="candidates"),
+        "all-MiniLM-L6-v2": ("minilm", TeacherConfig()),
+        "SmolLM2-135M-Instruct (hidden states)": (
+            "smollm",
+            TeacherConfig(kind="causal", pairs="candidates"),
+        ),
     }
     if args.mpnet is not None:
-        lms["all-mpnet-base-v2"] = TeacherConfig(model_path=args.mpnet)
-    embeddings = {"item IDs only (no LM)": np.zeros((split.n_items, 0), np.float32)}
+        lms["all-mpnet-base-v2"] = ("mpnet", TeacherConfig(model_path=args.mpnet))
+    lms = {name: cfg for name, (short, cfg) in lms.items() if wanted is None or short in wanted}
+    embeddings = {}
+    if wanted is None or "ids" in wanted:
+        embeddings["item IDs only (no LM)"] = np.zeros((split.n_items, 0), np.float32)
     encode_seconds = {}
     for name, cfg in lms.items():
         t0 = time.perf_counter()
@@ -75,6 +87,8 @@ def main() -> None:
         encode_seconds[name] = time.perf_counter() - t0
         print(f"{name}: {embeddings[name].shape} in {encode_seconds[name]:.0f}s", flush=True)
     config = base.adapt.model_copy(update={"seed": args.seed, "heads": 1})
+    if args.dim is not None:
+        config = config.model_copy(update={"dim": args.dim})
     rows = map_in_processes(
         train_and_score,
         [(name, emb, split, config) for name, emb in embeddings.items()],
@@ -85,8 +99,13 @@ def main() -> None:
         print(row, flush=True)
     best = max(rows, key=lambda r: r["valid_ndcg@10"])
     save(
-        "teacher_lm",
-        {"seed": args.seed, "rows": rows, "chosen_on_validation": best["item_representation"]},
+        "teacher_lm" if args.dim is None else f"teacher_lm_dim{args.dim}",
+        {
+            "seed": args.seed,
+            "head_dim": config.dim,
+            "rows": rows,
+            "chosen_on_validation": best["item_representation"],
+        },
     )
 
 

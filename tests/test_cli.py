@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from pipelines.cli import app
@@ -54,3 +55,11 @@ def test_ingest_and_baselines_on_files(tiny_files, work):
     assert first.exit_code == 0, first.output
     assert "wrote tiny@" in first.output
     assert "unchanged" in runner.invoke(app, args).output
+    config = work.parent / "tiny.yaml"
+    files = {k: str(v) for k, v in tiny_files.items()}
+    config.write_text(yaml.safe_dump({"dataset": {"name": "tiny", "source": "files", **files}}))
+    baselines = runner.invoke(app, ["baselines", "--config", str(config), "--work-dir", str(work)])
+    assert baselines.exit_code == 0, baselines.output
+    for model in ("Popularity", "ItemKNN", "EASE"):
+        assert model in baselines.output
+    assert "ndcg@10" in baselines.output

@@ -92,16 +92,25 @@ def test_a_student_of_another_shape_cannot_start_from_the_head(synthetic, teache
 
 
 def test_alpha_zero_ignores_the_teacher(synthetic, teacher_cache):
+    """Given the soft labels but alpha 0, training is exactly training without them."""
     _, split = synthetic
-    _, result = train_student(
-        split,
-        StudentConfig(dim=8, history_len=6),
-        DistillConfig(alpha=0.0),
-        LOOP,
-        soft_labels=None,
-        text_emb=None,
-    )
+
+    def train(soft_labels):
+        return train_student(
+            split,
+            StudentConfig(dim=8, history_len=6),
+            DistillConfig(alpha=0.0, init="random"),
+            LOOP,
+            soft_labels=soft_labels,
+            text_emb=None,
+        )
+
+    with_labels, result = train(SoftLabels(teacher_cache))
+    without, reference = train(None)
     assert "l_k" not in result.history[0]
+    assert result.history == reference.history
+    for a, b in zip(with_labels.state_dict().values(), without.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("kind", ["two_tower", "sequential"])
