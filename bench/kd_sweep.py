@@ -78,7 +78,9 @@ def main() -> None:
     if args.student:
         student = StudentConfig(**{**student.model_dump(), "kind": args.student})
     dataset, split, cache = default_teacher(work, cfg)
-    fingerprint = SoftLabels(cache).fingerprint
+    labels = SoftLabels(cache)
+    fingerprint = labels.fingerprint
+    batches = "whole" if labels.fits_in_memory() else "shards"  # how the distilled arm shuffles
     jobs = []
     for setting in grid:  # checkpoints shared with `kdrec quality`: a trained arm is reused
         kd = DistillConfig(**setting)
@@ -106,9 +108,7 @@ def main() -> None:
             {
                 "distill": mine[0].kd.model_dump(),
                 "seeds": seeds,
-                "batches": "whole"
-                if SoftLabels(cache).decoded_bytes() <= (512 << 20)
-                else "shards",
+                "batches": batches,
                 "valid_ndcg@10": valid,
                 "test_ndcg@10": test,
                 "valid_mean": float(np.mean(valid)),

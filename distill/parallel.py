@@ -22,17 +22,11 @@ def _in_worker(fn: Callable[..., Any], args: tuple) -> Any:
     return fn(*args)
 
 
-def map_in_processes(
-    fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int, spawn: bool = False
-) -> list[Any]:
+def map_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int) -> list[Any]:
     """[fn(*job) for job in jobs], in `workers` processes when there is more than one job and
-    worker, else in order in this process, unless `spawn` (then always in spawned processes of
-    one torch thread: for work that runs beside other work). `fn` must be importable."""
-    if not spawn and (workers <= 1 or len(jobs) <= 1):
+    worker, else in order in this process. `fn` must be importable (a module-level function)."""
+    if workers <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
-    if not jobs:
-        return []
-    workers = max(workers, 1)
     pool = ProcessPoolExecutor(
         min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")
     )
@@ -40,12 +34,17 @@ def map_in_processes(
         futures = [pool.submit(_in_worker, fn, job) for job in jobs]
         return [f.result() for f in futures]
     except BaseException:
-        # no public API stops a running worker; without this an interrupted run waits for it
-        for process in list(pool._processes.values()):  # noqa: SLF001
-            process.terminate()
+        _terminate(pool)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop the pool's running workers now: no public API does, and without this an interrupted
+    caller waits for their jobs to finish."""
+    for process in list(pool._processes.values()):  # noqa: SLF001
+        process.terminate()
 
 
 class InBackground:
@@ -62,6 +61,5 @@ class InBackground:
 
     def stop(self) -> None:
         if not self._future.done():
-            for process in list(self._pool._processes.values()):  # noqa: SLF001
-                process.terminate()
+            _terminate(self._pool)
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -118,11 +118,15 @@ class SoftLabels:
         rows = int(self.store.manifest().get("total_rows", 0))
         return self.plan.n_users * self.n_items * 4 + rows * 12
 
+    def fits_in_memory(self) -> bool:
+        """Whether every shard decoded fits in `cache_bytes` (then `whole()` may be used)."""
+        return self.decoded_bytes() <= self.cache_bytes
+
     def whole(self) -> SoftLabels:
         """These labels as one shard ("all", 0, n_users), decoded once and kept: training can
         then shuffle every example together instead of shard by shard. Only when
         `decoded_bytes()` fits in `cache_bytes`."""
-        if self.decoded_bytes() > self.cache_bytes:
+        if not self.fits_in_memory():
             raise ValueError(
                 f"soft labels need {self.decoded_bytes() >> 20} MiB decoded, over the "
                 f"{self.cache_bytes >> 20} MiB budget: read them shard by shard"

@@ -228,7 +228,7 @@ def train_student(
     data = UserData(split, config.history_len)
     use_kd = kd.alpha > 0 and soft_labels is not None
     labels = soft_labels if use_kd else None
-    if labels is not None and labels.decoded_bytes() <= labels.cache_bytes:
+    if labels is not None and labels.fits_in_memory():
         labels = labels.whole()  # every example in one shuffle, as without labels
     # batches shuffle every example together, or shard by shard when the labels are too large
     shards = labels.shards if labels is not None else [("all", 0, split.n_users)]

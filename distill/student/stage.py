@@ -171,17 +171,11 @@ def _run_job(job: TrainJob, split: Split, teacher_cache: Path | None) -> Student
 
 
 def run_jobs(
-    jobs: list[TrainJob],
-    split: Split,
-    teacher_cache: Path | None,
-    *,
-    workers: int,
-    spawn: bool = False,
+    jobs: list[TrainJob], split: Split, teacher_cache: Path | None, *, workers: int
 ) -> list[StudentRun]:
-    """Train every job, in order here (workers <= 1) or in `workers` processes side by side
-    (`spawn`: in spawned processes even for one job, to train beside other work)."""
+    """Train every job, in order here (workers <= 1) or in `workers` processes side by side."""
     return map_in_processes(
-        _run_job, [(job, split, teacher_cache) for job in jobs], workers=workers, spawn=spawn
+        _run_job, [(job, split, teacher_cache) for job in jobs], workers=workers
     )
 
 
