@@ -1,17 +1,28 @@
-"""Serving: load a published bundle and recommend with one FAISS search per user."""
+"""Serving: load a published bundle and recommend with one FAISS search per user.
+
+Known users are served from the user vectors stored in the bundle. A history of item ids (an
+anonymous or session user, or a known user's clicks since the last retrain) goes through the
+student's own user tower, rebuilt from the bundle's weights: no retraining, the same vectors.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
+from safetensors.torch import load as load_tensors
 
 from distill.index import from_bytes
+from distill.layers import left_padded
+from distill.student import StudentConfig, build_student
 from storage.embeddings import embedding_matrix
-from storage.registry import Registry
+from storage.registry import Bundle, Registry
 
 
 class UnknownUser(KeyError):
@@ -19,11 +30,78 @@ class UnknownUser(KeyError):
         return f"unknown user id {self.args[0]!r} (use --fallback popular for unknown users)"
 
 
+class BadRequest(ValueError):
+    """A request that cannot be served as asked (k out of range, an empty history)."""
+
+
+class UnknownItems(KeyError):
+    """Item ids that are not in the bundle's catalog."""
+
+    def __init__(self, ids: Sequence[str], n_items: int) -> None:
+        super().__init__(list(ids))
+        self.ids = list(ids)
+        self.n_items = n_items
+
+    def __str__(self) -> str:
+        shown = ", ".join(repr(i) for i in self.ids[:5])
+        return (
+            f"{len(self.ids)} unknown item id{'s' if len(self.ids) != 1 else ''} "
+            f"(not among the model's {self.n_items} items): {shown}"
+        )
+
+
 @dataclass
 class Recommendation:
     item_id: str
     title: str
     score: float
+
+
+@dataclass
+class Contribution:
+    item_id: str
+    title: str
+    delta: float  # score(item | history) - score(item | history without this item)
+
+
+@dataclass
+class Explanation:
+    item_id: str
+    score: float
+    contributions: list[Contribution]  # largest first
+
+
+class HistoryEncoder:
+    """User vectors from histories of item indices, with the bundle's student (eval mode)."""
+
+    def __init__(self, model: torch.nn.Module, item_vecs: np.ndarray, history_len: int) -> None:
+        self.model = model.eval()
+        self.item_vecs = torch.as_tensor(item_vecs)  # (I, D), as published
+        self.history_len = history_len
+        self.n_items = len(item_vecs)
+
+    @classmethod
+    def from_bundle(cls, path: Path, item_vecs: np.ndarray) -> HistoryEncoder:
+        config = json.loads((path / "config.json").read_text())
+        state = load_tensors((path / "student.safetensors").read_bytes())
+        student = StudentConfig(**config["student"])
+        text = next((v for k, v in state.items() if k.endswith("text.weight")), None)
+        # the text projection's input width; its frozen LM embeddings are already in item_vecs
+        text_emb = None if text is None else np.zeros((len(item_vecs), text.shape[1]), np.float32)
+        model = build_student(student, config["n_users"], len(item_vecs), text_emb)
+        model.load_state_dict(state)
+        return cls(model, item_vecs, student.history_len)
+
+    def window(self, history: Sequence[int]) -> list[int]:
+        """The part of a history (oldest first) that the user vector reads."""
+        return list(history)[-self.history_len :]
+
+    def __call__(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """(B, D) float32 user vectors for histories of item indices, oldest first."""
+        seqs = [np.asarray(self.window(h), dtype=np.int64) for h in histories]
+        hist = torch.as_tensor(left_padded(seqs, self.history_len, self.n_items))
+        with torch.no_grad():
+            return self.model.history_vectors(hist, self.item_vecs).numpy()
 
 
 class Recommender:
@@ -34,14 +112,17 @@ class Recommender:
         items: pl.DataFrame,
         index,
         user_vecs: np.ndarray,
+        encoder: HistoryEncoder,
     ) -> None:
         self.path = bundle_path
         self.items = items
         self.index = index
         self.user_vecs = user_vecs
+        self.encoder = encoder
         self.user_row = {u: i for i, u in enumerate(users.get_column("user_id").to_list())}
         self.seen = users.get_column("seen").to_list()
         self.item_ids = items.get_column("item_id").to_list()
+        self.item_row = {item: i for i, item in enumerate(self.item_ids)}
         self.titles = items.get_column("title").to_list()
         self.popular_order = np.argsort(-items.get_column("popularity").to_numpy(), kind="stable")
 
@@ -56,7 +137,18 @@ class Recommender:
         items = pl.read_parquet(bundle.path / "items.parquet")
         index = from_bytes((bundle.path / "items.faiss").read_bytes())
         vecs = embedding_matrix(users.to_arrow().column("vector"))
-        return cls(bundle.path, users.drop("vector"), items, index, vecs)
+        encoder = HistoryEncoder.from_bundle(
+            bundle.path, embedding_matrix(items.to_arrow().column("vector"))
+        )
+        return cls(bundle.path, users.drop("vector"), items.drop("vector"), index, vecs, encoder)
+
+    @property
+    def version(self) -> str:
+        return self.path.name
+
+    @cached_property
+    def manifest(self) -> dict:
+        return Bundle(self.path).manifest
 
     @property
     def n_items(self) -> int:
@@ -64,7 +156,7 @@ class Recommender:
 
     def _check_k(self, k: int) -> int:
         if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
+            raise BadRequest(f"k must be positive, got {k}")
         return min(k, self.n_items)
 
     def recommend(
@@ -91,18 +183,59 @@ class Recommender:
             else:
                 rows.append((pos, row))
         if rows:
-            extra = max((len(self.seen[r]) for _, r in rows), default=0) if exclude_seen else 0
-            depth = min(k + extra, self.n_items)
-            scores, idx = self.index.search(self.user_vecs[[r for _, r in rows]], depth)
-            for (pos, row), s_row, i_row in zip(rows, scores, idx, strict=True):
-                seen = set(self.seen[row]) if exclude_seen else set()
-                picks = [
-                    (i, s) for i, s in zip(i_row, s_row, strict=True) if i >= 0 and i not in seen
-                ][:k]
-                out[pos] = [
-                    Recommendation(self.item_ids[i], self.titles[i], float(s)) for i, s in picks
-                ]
+            vecs = self.user_vecs[[r for _, r in rows]]
+            seen = [self.seen[r] if exclude_seen else [] for _, r in rows]
+            for (pos, _), recs in zip(rows, self._search(vecs, seen, k), strict=True):
+                out[pos] = recs
         return out
+
+    def item_rows(self, item_ids: Sequence[str]) -> list[int]:
+        """Catalog rows of item ids; UnknownItems names every id that is not in the catalog."""
+        unknown = [i for i in item_ids if str(i) not in self.item_row]
+        if unknown:
+            raise UnknownItems(unknown, self.n_items)
+        return [self.item_row[str(i)] for i in item_ids]
+
+    def recommend_history(
+        self, history: Sequence[str], k: int = 10, *, exclude_seen: bool = True
+    ) -> list[Recommendation]:
+        """Top-k for a history of item ids (oldest first) through the student's user tower:
+        anonymous and session users, or a known user's clicks since the last retrain."""
+        if not history:
+            raise BadRequest("history is empty: give at least one item id (oldest first)")
+        k = self._check_k(k)
+        rows = self.item_rows(history)
+        return self._search(self.encoder([rows]), [rows if exclude_seen else []], k)[0]
+
+    def similar(self, item_id: str, k: int = 10) -> list[Recommendation]:
+        """The k items whose vectors score highest against this item's vector (itself excluded)."""
+        k = self._check_k(k)
+        (row,) = self.item_rows([item_id])
+        return self._search(self.encoder.item_vecs[row : row + 1].numpy(), [[row]], k)[0]
+
+    def explain(self, user_id: str, item_id: str, top: int = 5) -> Explanation:
+        """Which items of the user's history raised the item's score most: each history item's
+        contribution is the score drop when it is left out of the history (same vectors)."""
+        row = self.user_row.get(str(user_id))
+        if row is None:
+            raise UnknownUser(user_id)
+        (item,) = self.item_rows([item_id])
+        window = self.encoder.window(self.seen[row])
+        if not window:
+            return Explanation(str(item_id), float("nan"), [])
+        without = [window[:j] + window[j + 1 :] for j in range(len(window))]
+        vecs = self.encoder([window, *without])  # (1 + L, D)
+        scores = vecs @ self.encoder.item_vecs[item].numpy()  # (1 + L,)
+        deltas = scores[0] - scores[1:]
+        order = np.argsort(-deltas, kind="stable")[: max(top, 0)]
+        return Explanation(
+            str(item_id),
+            float(scores[0]),
+            [
+                Contribution(self.item_ids[window[j]], self.titles[window[j]], float(deltas[j]))
+                for j in order
+            ],
+        )
 
     def popular(self, k: int) -> list[Recommendation]:
         k = self._check_k(k)
@@ -110,3 +243,20 @@ class Recommender:
             Recommendation(self.item_ids[i], self.titles[i], float("nan"))
             for i in self.popular_order[:k]
         ]
+
+    def _search(
+        self, vecs: np.ndarray, exclude: Sequence[Sequence[int]], k: int
+    ) -> list[list[Recommendation]]:
+        """One FAISS search for (B, D) vectors; each row drops its `exclude` items."""
+        depth = min(k + max((len(e) for e in exclude), default=0), self.n_items)
+        scores, idx = self.index.search(np.ascontiguousarray(vecs, dtype=np.float32), depth)
+        out = []
+        for drop, s_row, i_row in zip(exclude, scores, idx, strict=True):
+            banned = set(drop)
+            picks = [
+                (i, s) for i, s in zip(i_row, s_row, strict=True) if i >= 0 and i not in banned
+            ][:k]
+            out.append(
+                [Recommendation(self.item_ids[i], self.titles[i], float(s)) for i, s in picks]
+            )
+        return out

@@ -426,6 +426,40 @@ def recommend_cmd(
     console.print(table)
 
 
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to bind (default 127.0.0.1; other hosts warn without a token)."),
+    ] = None,
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each loads CURRENT).")] = 1,
+    registry: Annotated[
+        Path | None, typer.Option(help="Registry folder (default: the work dir's registry).")
+    ] = None,
+    model: ModelOpt = "kdrec",
+    reload_seconds: Annotated[
+        float, typer.Option(help="How often CURRENT is checked for a new version.")
+    ] = 2.0,
+    max_k: Annotated[int, typer.Option(help="The largest k a request may ask for.")] = 1000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    work_dir: WorkOpt = None,
+) -> None:
+    """Serve the published model over HTTP, reloading it when CURRENT changes.
+
+    Endpoints: GET /recommend?user=&k=, POST /recommend {"history": [...], "k": N},
+    GET /similar?item=, GET /explain?user=&item=, GET /health, GET /metrics (Prometheus).
+    Set KDREC_API_TOKEN to require `Authorization: Bearer <token>` on all but /health.
+    """
+    from pipelines.serve import ServeSettings, serve
+
+    root = registry or WorkDir(_config(None, work_dir).work_dir).registry
+    settings = ServeSettings(
+        registry=root.resolve(), model=model, reload_seconds=reload_seconds, max_k=max_k
+    )
+    serve(settings, host=host, port=port, workers=workers, log_level=log_level)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """Stop now: Prefect's engine can swallow a KeyboardInterrupt raised inside its own frames
     (seen: the flow marked Crashed while training went on), so the handler does the cleanup and

@@ -137,3 +137,41 @@ def prefect_harness(tmp_path_factory):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory) -> dict:
+    """A registry with two tiny trained bundles of `synthetic_tables()` (no teacher):
+    `sequential` (CURRENT) and `two_tower` (stored, not current). Copy it before changing it."""
+    from distill.student import StudentConfig
+    from distill.student import stage as student_stage
+    from distill.student.fit import DistillConfig
+    from distill.train import LoopConfig
+    from storage.datasets import DatasetConfig, ingest, load_dataset
+    from storage.registry import Registry
+    from storage.split import make_split
+    from storage.workdir import WorkDir
+
+    root = tmp_path_factory.mktemp("published")
+    work = root / "work"
+    paths = write_tables(root / "syn", synthetic_tables())
+    result = ingest(DatasetConfig(name="syn", source="files", **paths), work_dir=work)
+    dataset = load_dataset(work, "syn", result.version)
+    split = make_split(dataset)
+    registry = Registry(WorkDir(work).registry, "kdrec")
+    versions = {}
+    for kind, current in (("two_tower", False), ("sequential", True)):
+        run = student_stage.fit_and_evaluate(
+            split,
+            StudentConfig(kind=kind, dim=8, history_len=6),
+            DistillConfig(alpha=0.0, init="random"),
+            LoopConfig(max_epochs=2, patience=1, batch_size=8, lr=5e-3),
+            soft_labels=None,
+            text_emb=None,
+        )
+        files = student_stage.bundle_files(run, dataset, {})
+        published = registry.publish(
+            files, {"dataset": dataset.ref}, validation=run.valid, set_current=current, tag=kind
+        )
+        versions[kind] = published.version
+    return {"registry": WorkDir(work).registry, "versions": versions, "dataset": dataset}

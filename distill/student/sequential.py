@@ -28,6 +28,10 @@ class SequentialStudent(nn.Module):
     def user_vectors(self, users: Tensor, hist: Tensor, item_vecs: Tensor) -> Tensor:
         return self.net.user_vectors(hist, item_vecs)  # (B, D); users unused
 
+    def history_vectors(self, hist: Tensor, item_vecs: Tensor) -> Tensor:
+        """(B, D) from the histories alone: a SASRec user is its history."""
+        return self.net.user_vectors(hist, item_vecs)
+
     def position_states(self, inputs: Tensor, targets: Tensor, item_vecs: Tensor) -> Tensor:
         """(N, D) user states at every non-padding slot of training windows (B, L)."""
         return self.net.states(inputs, item_vecs)[targets != -100]

@@ -31,10 +31,14 @@ class TwoTower(nn.Module):
 
     def user_vectors(self, users: Tensor, hist: Tensor, item_vecs: Tensor) -> Tensor:
         """users (B,), hist (B, L) padded with n_items -> (B, D)."""
+        return self.drop(self.users(users) + self.history_vectors(hist, item_vecs))
+
+    def history_vectors(self, hist: Tensor, item_vecs: Tensor) -> Tensor:
+        """(B, D) from the histories alone: the mean of their item vectors (anonymous users get
+        no ID term, the mean of a trained user embedding's prior)."""
         keep = (hist != self.n_items).unsqueeze(-1).float()  # (B, L, 1)
         vecs = item_vecs[hist.clamp(max=self.n_items - 1)] * keep
-        pooled = vecs.sum(1) / keep.sum(1).clamp(min=1.0)  # (B, D)
-        return self.drop(self.users(users) + pooled)
+        return vecs.sum(1) / keep.sum(1).clamp(min=1.0)  # (B, D)
 
     def ce_loss(self, positives: Tensor, item_vecs: Tensor, user_vecs: Tensor) -> Tensor:
         """CE over each user's train items: full softmax, or sampled (`sampled_negatives`)."""

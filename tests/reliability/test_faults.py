@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from safetensors.torch import save
 
 from distill import index as faiss_index
 from distill.soft_labels import SoftLabels
+from distill.student import StudentConfig, build_student
 from distill.teacher.base import AdaptConfig, TeacherConfig
 from distill.teacher.stage import run_teacher
 from storage.atomic import parquet_bytes
@@ -98,8 +100,11 @@ def test_disk_full_during_publish_keeps_current(tmp_path, monkeypatch):
 
 
 def fake_bundle(seed: int, n_items: int = 50, n_users: int = 20, dim: int = 8) -> dict:
+    """A loadable bundle of an untrained two-tower student with random serving vectors."""
     rng = np.random.default_rng(seed)
     items, users = rng.normal(size=(n_items, dim)), rng.normal(size=(n_users, dim))
+    student = StudentConfig(kind="two_tower", dim=dim)
+    state = build_student(student, n_users, n_items, None).state_dict()
     index, _ = faiss_index.build_index(items.astype(np.float32))
     return {
         "items.faiss": faiss_index.to_bytes(index),
@@ -124,7 +129,10 @@ def fake_bundle(seed: int, n_items: int = 50, n_users: int = 20, dim: int = 8) -
                 }
             )
         ),
-        "config.json": json.dumps({"seed": seed}).encode(),
+        "student.safetensors": save(state),
+        "config.json": json.dumps(
+            {"seed": seed, "student": student.model_dump(), "n_users": n_users}
+        ).encode(),
     }
 
 
