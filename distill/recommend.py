@@ -104,6 +104,9 @@ class HistoryEncoder:
             return self.model.history_vectors(hist, self.item_vecs).numpy()
 
 
+INDEX_FILES = {"exact": "items.faiss", "sq8": "items.sq8.faiss"}
+
+
 class Recommender:
     def __init__(
         self,
@@ -128,19 +131,34 @@ class Recommender:
 
     @classmethod
     def load(
-        cls, registry: Path, model: str = "kdrec", version: str = "current", *, verify: bool = True
+        cls,
+        registry: Path,
+        model: str = "kdrec",
+        version: str = "current",
+        *,
+        verify: bool = True,
+        index: str = "exact",
     ) -> Recommender:
+        """`index`: "exact" (float32) or "sq8" (int8, when the bundle was published with it)."""
         bundle = Registry(registry, model).bundle(version)
         if verify:
             bundle.verify()
+        if index not in INDEX_FILES:
+            raise BadRequest(f"index must be one of {sorted(INDEX_FILES)}, got {index!r}")
+        if not (bundle.path / INDEX_FILES[index]).exists():
+            raise FileNotFoundError(
+                f"bundle {bundle.path} has no {INDEX_FILES[index]} ({index} index); "
+                "publish with quantized_index: true or serve with --index exact"
+            )
         users = pl.read_parquet(bundle.path / "users.parquet")
         items = pl.read_parquet(bundle.path / "items.parquet")
-        index = from_bytes((bundle.path / "items.faiss").read_bytes())
+        search_index = from_bytes((bundle.path / INDEX_FILES[index]).read_bytes())
         vecs = embedding_matrix(users.to_arrow().column("vector"))
         encoder = HistoryEncoder.from_bundle(
             bundle.path, embedding_matrix(items.to_arrow().column("vector"))
         )
-        return cls(bundle.path, users.drop("vector"), items.drop("vector"), index, vecs, encoder)
+        users, items = users.drop("vector"), items.drop("vector")
+        return cls(bundle.path, users, items, search_index, vecs, encoder)
 
     @property
     def version(self) -> str:

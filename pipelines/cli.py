@@ -442,6 +442,9 @@ def serve_cmd(
         float, typer.Option(help="How often CURRENT is checked for a new version.")
     ] = 2.0,
     max_k: Annotated[int, typer.Option(help="The largest k a request may ask for.")] = 1000,
+    index: Annotated[
+        str, typer.Option(help="exact (float32) or sq8 (the bundle's int8 index).")
+    ] = "exact",
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     work_dir: WorkOpt = None,
 ) -> None:
@@ -455,9 +458,21 @@ def serve_cmd(
 
     root = registry or WorkDir(_config(None, work_dir).work_dir).registry
     settings = ServeSettings(
-        registry=root.resolve(), model=model, reload_seconds=reload_seconds, max_k=max_k
+        registry=root.resolve(),
+        model=model,
+        reload_seconds=reload_seconds,
+        max_k=max_k,
+        index=index,
     )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to this handler
+    signal.signal(signal.SIGINT, _served)
+    signal.signal(signal.SIGTERM, _served)
     serve(settings, host=host, port=port, workers=workers, log_level=log_level)
+
+
+def _served(signum: int, frame: object) -> None:
+    console.print(f"kdrec serve stopped ({signal.Signals(signum).name})")
+    raise SystemExit(0)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -68,6 +68,7 @@ class RunConfig(BaseModel):
     model_name: str = "kdrec"  # registry/<model_name>/
     publish: bool = True  # publish the best distilled student to the registry
     force_publish: bool = False  # publish even when the regression gate refuses
+    quantized_index: bool = True  # also publish items.sq8.faiss (int8) for `serve --index sq8`
     runner: RunnerConfig = RunnerConfig()
 
     @model_validator(mode="after")

@@ -43,7 +43,9 @@ def train_evaluate_task(
     cost = stage.serving_cost(Path(teacher_cache), best, result.sasrec, split)
     report = stage.finish_report(result.report, cost)
     save_report(report, out, result.rows)
-    for name, data in stage.bundle_files(best, dataset, report).items():
+    for name, data in stage.bundle_files(
+        best, dataset, report, quantized=params.quantized_index
+    ).items():
         atomic_write_bytes(out / "bundle" / name, data)
     atomic_write_bytes(out / "validation.json", json.dumps(best.valid).encode())
     for name, bar in report["bars"].items():

@@ -348,8 +348,11 @@ def serving_vectors(
     return vecs.numpy(), seqs
 
 
-def bundle_files(run: StudentRun, dataset: Dataset, report: dict) -> dict[str, bytes]:
-    """The files of a publishable bundle (the registry adds manifest.json)."""
+def bundle_files(
+    run: StudentRun, dataset: Dataset, report: dict, *, quantized: bool = True
+) -> dict[str, bytes]:
+    """The files of a publishable bundle (the registry adds manifest.json); `quantized` adds
+    items.sq8.faiss, an int8 copy of the index that `kdrec serve --index sq8` can search."""
     model = run.model
     with torch.no_grad():
         item_vecs = model.item_vectors().detach().numpy()  # an ID-only tower is a Parameter
@@ -387,7 +390,9 @@ def bundle_files(run: StudentRun, dataset: Dataset, report: dict) -> dict[str, b
         "index_recall@10": recall,
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    extra = {"items.sq8.faiss": faiss_index.to_bytes(faiss_index.build_sq8(item_vecs))}
     return {
+        **(extra if quantized else {}),
         "student.safetensors": save(state),
         "config.json": json.dumps(config, indent=2, sort_keys=True).encode(),
         "items.faiss": faiss_index.to_bytes(index),

@@ -92,3 +92,32 @@ def test_bad_requests_name_what_is_wrong(seq):
         seq.similar("nope")
     with pytest.raises(UnknownUser):
         seq.explain("nobody", "i1")
+
+
+def test_the_int8_index_ranks_like_the_exact_one(published, seq):
+    sq8 = Recommender.load(
+        published["registry"], version=published["versions"]["sequential"], index="sq8"
+    )
+    assert type(sq8.index).__name__ == "IndexScalarQuantizer"
+    overlap = [
+        len({r.item_id for r in sq8.recommend(u, 10)} & {r.item_id for r in seq.recommend(u, 10)})
+        for u in seq.user_row
+    ]
+    assert np.mean(overlap) >= 9.0, overlap
+    exact_scores = [r.score for r in seq.recommend("u2", 5)]
+    np.testing.assert_allclose([r.score for r in sq8.recommend("u2", 5)], exact_scores, atol=0.05)
+
+
+def test_an_index_the_bundle_lacks_is_a_clear_error(published, tmp_path):
+    import shutil
+
+    from storage.registry import Registry
+
+    registry = tmp_path / "registry"
+    shutil.copytree(published["registry"], registry)
+    bundle = Registry(registry).bundle()
+    (bundle.path / "items.sq8.faiss").unlink()
+    with pytest.raises(FileNotFoundError, match="no items.sq8.faiss"):
+        Recommender.load(registry, index="sq8", verify=False)
+    with pytest.raises(BadRequest, match="index must be one of"):
+        Recommender.load(registry, index="pq", verify=False)

@@ -52,6 +52,7 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
         "student.safetensors",
         "config.json",
         "items.faiss",
+        "items.sq8.faiss",
         "items.parquet",
         "users.parquet",
         "report.json",

@@ -203,3 +203,25 @@ def test_serve_fails_fast_without_a_published_model(tmp_path: Path):
     )
     assert out.returncode == 2, out.stdout + out.stderr
     assert "no published model" in out.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_two_workers_stop_with_the_command_and_leave_no_process(published, sig):
+    import psutil
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port), "--workers", "2"]
+    cmd += ["--registry", str(published["registry"]), "--index", "sq8"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        health = wait_until(
+            lambda: proc.poll() is None and client.get("/health").json(), what="two workers"
+        )
+    assert health["index"] == "sq8"
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 2
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, alive
