@@ -215,13 +215,14 @@ def run_cmd(
 
 def _sample_recommendation(cfg: RunConfig) -> None:
     from distill.recommend import Recommender
+    from storage.datasets import load_dataset
 
     rec = Recommender.load(WorkDir(cfg.work_dir).registry, cfg.model_name)
-    user = next(iter(rec.user_row))
+    user = load_dataset(cfg.work_dir, cfg.dataset.name).users().get_column("user_id")[0]
     table = Table(title=f"sample: top 5 for user {user}")
     for col in ("item", "title", "score"):
         table.add_column(col)
-    for r in rec.recommend(user, 5):
+    for r in rec.recommend(user, 5, fallback="popular"):
         table.add_row(r.item_id, r.title, f"{r.score:.3f}")
     console.print(table)
 
@@ -398,6 +399,47 @@ def models_rollback(
 
     bundle = Registry(WorkDir(_config(None, work_dir).work_dir).registry, model).rollback(version)
     console.print(f"CURRENT -> {bundle.version}")
+
+
+@models_app.command("extend")
+def models_extend(
+    items: Annotated[
+        Path, typer.Option(help="Items file (.parquet/.csv/.tsv): item_id, title, [year, genres].")
+    ],
+    config: ConfigOpt = None,
+    model: ModelOpt = "kdrec",
+    force: Annotated[bool, typer.Option(help="Publish even if the gate refuses.")] = False,
+    work_dir: WorkOpt = None,
+) -> None:
+    """Add items that arrived after training (e.g. the nightly inbox's items file) to the current
+    model without retraining: the teacher LM encodes their texts, the student's text projection
+    places them. Publishes a new version through the regression gate; needs a student trained
+    with text_projection: true."""
+    from distill.cold_items import NewItems, extend_bundle
+    from distill.teacher.stage import load_teacher
+    from distill.texts import item_texts
+    from storage.datasets import read_new_items
+    from storage.registry import Registry
+
+    cfg = _config(config, work_dir)
+    frame = read_new_items(items, cfg.dataset)
+    registry = Registry(WorkDir(cfg.work_dir).registry, model)
+    bundle = registry.bundle()
+    texts = item_texts(frame.with_row_index("item_idx"), cfg.teacher.texts)
+    emb = load_teacher(cfg.teacher, cfg.work_dir).encode(texts.get_column("text").to_list())
+    files, added = extend_bundle(bundle, NewItems(frame, emb))
+    manifest = {k: v for k, v in bundle.manifest.items() if k in ("dataset", "teacher_fingerprint")}
+    result = registry.publish(
+        files,
+        {**manifest, "extended_from": bundle.version, "cold_items": added},
+        validation=bundle.manifest.get("validation", {}),
+        force=force,
+        tag="extended",
+    )
+    verb = "published" if result.published else "NOT published"
+    console.print(f"{added} new items; {verb} {result.version or ''} ({result.reason})")
+    if not result.published:
+        raise typer.Exit(1)
 
 
 @app.command("recommend")

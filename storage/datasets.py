@@ -42,7 +42,7 @@ from storage.schema import (
     USER_REQUIRED,
     USERS_BASE,
 )
-from storage.sources import RawTables, load_files, load_movielens_100k
+from storage.sources import RawTables, load_files, load_movielens_100k, read_items
 from storage.workdir import WorkDir
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,27 @@ def _sorted_ids(ids: pl.Series) -> list[str]:
     return sorted(unique)
 
 
+def normalise_items(items: pl.DataFrame, *, file: str) -> pl.DataFrame:
+    """Validate an items table (item_id, title required) into the canonical columns, no index."""
+    v.require_columns(items, ITEM_REQUIRED, file=file, table="items")
+    items = v.normalise_id(items, "item_id", file=file, table="items")
+    v.check_unique(items, "item_id", file=file, table="items")
+    items = v.check_text(items, "title", file=file, table="items")
+    items = v.normalise_year(items, file=file)
+    items = v.normalise_genres(items, file=file)
+    if "description" not in items.columns:
+        items = items.with_columns(pl.lit(None, dtype=pl.String).alias("description"))
+    return v.extra_columns_as_strings(
+        items, file=file, table="items", skip=("item_id", "year", "genres")
+    )
+
+
+def read_new_items(path: Path, config: DatasetConfig) -> pl.DataFrame:
+    """An items file (such as the nightly inbox's), renamed and validated as ingest does."""
+    frame = read_items(path, columns=config.columns, genres_separator=config.genres_separator)
+    return normalise_items(frame, file=str(path))
+
+
 def normalise(raw: RawTables) -> tuple[pa.Table, pa.Table, pa.Table, dict[str, int]]:
     """Validate raw tables and build indexed canonical tables. Raises DataError on bad input."""
     f_int, f_item = raw.files["interactions"], raw.files["items"]
@@ -117,18 +138,7 @@ def normalise(raw: RawTables) -> tuple[pa.Table, pa.Table, pa.Table, dict[str, i
             f_int,
         )
 
-    items = raw.items
-    v.require_columns(items, ITEM_REQUIRED, file=f_item, table="items")
-    items = v.normalise_id(items, "item_id", file=f_item, table="items")
-    v.check_unique(items, "item_id", file=f_item, table="items")
-    items = v.check_text(items, "title", file=f_item, table="items")
-    items = v.normalise_year(items, file=f_item)
-    items = v.normalise_genres(items, file=f_item)
-    if "description" not in items.columns:
-        items = items.with_columns(pl.lit(None, dtype=pl.String).alias("description"))
-    items = v.extra_columns_as_strings(
-        items, file=f_item, table="items", skip=("item_id", "year", "genres")
-    )
+    items = normalise_items(raw.items, file=f_item)
 
     unknown = ~inter.get_column("item_id").is_in(items.get_column("item_id").implode())
     if unknown.any():

@@ -131,6 +131,18 @@ def read_table(
         raise DataError(f"cannot parse as delimited text: {exc}", file=str(path)) from None
 
 
+def read_items(path: Path, *, columns: dict[str, str], genres_separator: str) -> pl.DataFrame:
+    """An items file with canonical column names; a string genres column split into a list."""
+    frame = read_table(path)
+    renames = {src: canon for canon, src in columns.items()}
+    frame = frame.rename({c: renames[c] for c in frame.columns if c in renames})
+    if "genres" in frame.columns and frame.schema["genres"] == pl.String:
+        frame = frame.with_columns(
+            pl.col("genres").str.split(genres_separator).list.eval(pl.element().str.strip_chars())
+        )
+    return frame
+
+
 def load_files(
     *,
     interactions: Path,
@@ -148,11 +160,7 @@ def load_files(
         return frame.rename({c: renames[c] for c in frame.columns if c in renames})
 
     inter_frame = _load(interactions)
-    item_frame = _load(items)
-    if "genres" in item_frame.columns and item_frame.schema["genres"] == pl.String:
-        item_frame = item_frame.with_columns(
-            pl.col("genres").str.split(genres_separator).list.eval(pl.element().str.strip_chars())
-        )
+    item_frame = read_items(items, columns=columns, genres_separator=genres_separator)
     user_frame = None
     if users is not None:
         files["users"] = str(users)

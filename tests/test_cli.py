@@ -29,6 +29,8 @@ runner = CliRunner()
         ["models", "list"],
         ["models", "show"],
         ["models", "rollback"],
+        ["models", "extend"],
+        ["serve"],
         ["recommend"],
     ],
 )

@@ -28,6 +28,11 @@ class SequentialStudent(nn.Module):
     def user_vectors(self, users: Tensor, hist: Tensor, item_vecs: Tensor) -> Tensor:
         return self.net.user_vectors(hist, item_vecs)  # (B, D); users unused
 
+    def text_vectors(self, text_emb: Tensor) -> Tensor | None:
+        """(N, D) vectors of items known by text alone (no trained ID embedding); None without
+        a text projection."""
+        return None if self.net.text is None else self.net.text(text_emb)
+
     def history_vectors(self, hist: Tensor, item_vecs: Tensor) -> Tensor:
         """(B, D) from the histories alone: a SASRec user is its history."""
         return self.net.user_vectors(hist, item_vecs)

@@ -33,6 +33,11 @@ class TwoTower(nn.Module):
         """users (B,), hist (B, L) padded with n_items -> (B, D)."""
         return self.drop(self.users(users) + self.history_vectors(hist, item_vecs))
 
+    def text_vectors(self, text_emb: Tensor) -> Tensor | None:
+        """(N, D) vectors of items known by text alone (no trained ID embedding); None without
+        a text projection."""
+        return None if self.items.text is None else self.items.text(text_emb)
+
     def history_vectors(self, hist: Tensor, item_vecs: Tensor) -> Tensor:
         """(B, D) from the histories alone: the mean of their item vectors (anonymous users get
         no ID term, the mean of a trained user embedding's prior)."""
