@@ -2,19 +2,28 @@
 
 registry/<model>/<version>/   student.safetensors, config.json, items.faiss, items.parquet,
                               users.parquet, report.json, manifest.json (written last; it lists
-                              every file's sha256, so a tampered bundle is refused on load)
+                              every file's sha256, so a tampered bundle is refused on load),
+                              manifest.sig when a signing key is configured
 registry/<model>/CURRENT      the published version's name, replaced atomically
 registry/<model>/.lock        serialises publishes and rollbacks across processes
 
 A bundle is staged in a temp folder and renamed into place, then CURRENT is switched: a reader
 never sees a half-written bundle, and a crash at any point leaves the previous CURRENT usable.
+
+Hashes give integrity, not authenticity: whoever can rewrite a weight file can rewrite its hash.
+With a signing key (KDREC_SIGNING_KEY, or a file named by KDREC_SIGNING_KEY_FILE) publishing
+writes manifest.sig = HMAC-SHA256(key, manifest.json), and verifying refuses a bundle that is
+unsigned or whose signature does not match. Manifest file names must be plain names (no path
+separators, no ".."), so verifying never opens a path outside the bundle folder.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import logging
+import os
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,12 +46,34 @@ from storage.faults import crash_point
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+KEY_ENV, KEY_FILE_ENV = "KDREC_SIGNING_KEY", "KDREC_SIGNING_KEY_FILE"
 GATE_METRIC = "ndcg@10"  # validation metric the regression gate compares
 GATE_TOLERANCE = 0.02  # refuse a model more than 2% below the current one
 
 
 class GateRefused(RuntimeError):
     """Publishing refused by the regression gate."""
+
+
+def signing_key() -> bytes | None:
+    """The configured HMAC key: $KDREC_SIGNING_KEY, or the contents of $KDREC_SIGNING_KEY_FILE."""
+    if os.environ.get(KEY_ENV):
+        return os.environ[KEY_ENV].encode()
+    if os.environ.get(KEY_FILE_ENV):
+        path = Path(os.environ[KEY_FILE_ENV])
+        try:
+            key = path.read_bytes().strip()
+        except OSError as exc:
+            raise IntegrityError(f"{KEY_FILE_ENV}={path}: cannot read the key: {exc}") from None
+        if not key:
+            raise IntegrityError(f"{KEY_FILE_ENV}={path}: the key file is empty")
+        return key
+    return None
+
+
+def signature(key: bytes, manifest_bytes: bytes) -> str:
+    return "hmac-sha256:" + hmac.new(key, manifest_bytes, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -57,9 +88,20 @@ class Bundle:
     def version(self) -> str:
         return self.path.name
 
-    def verify(self) -> None:
-        """Every file listed in the manifest exists with the recorded sha256; nothing extra."""
+    def verify(self, key: bytes | None = None) -> None:
+        """Signed (when a key is configured), every file listed in the manifest a plain name that
+        exists with the recorded sha256, nothing extra. `key` None: the configured key."""
+        key = key if key is not None else signing_key()
+        if key is not None:
+            self._check_signature(key)
         files = self.manifest.get("files", {})
+        if not isinstance(files, dict):
+            raise IntegrityError(f"bundle {self.path}: manifest 'files' is not a mapping")
+        for name in files:
+            try:
+                validate_name(name, what="file name")
+            except ValueError as exc:
+                raise IntegrityError(f"bundle {self.path}: manifest lists {exc}") from None
         for name, digest in files.items():
             target = self.path / name
             if not target.exists():
@@ -71,9 +113,27 @@ class Bundle:
                     f"bundle {self.path}: {name} does not match its manifest "
                     "hash (tampered or corrupt); refusing to load"
                 )
-        extra = {p.name for p in self.path.iterdir()} - set(files) - {MANIFEST}
+        extra = {p.name for p in self.path.iterdir()} - set(files) - {MANIFEST, SIGNATURE}
         if extra:
             raise IntegrityError(f"bundle {self.path}: files not in manifest: {sorted(extra)}")
+
+    def _check_signature(self, key: bytes) -> None:
+        sig_path = self.path / SIGNATURE
+        if not sig_path.exists():
+            raise IntegrityError(
+                f"bundle {self.path} is not signed, and a signing key is configured "
+                f"({KEY_ENV} / {KEY_FILE_ENV}); refusing to load it"
+            )
+        expected = signature(key, (self.path / MANIFEST).read_bytes())
+        if not hmac.compare_digest(sig_path.read_text().strip().encode(), expected.encode()):
+            raise IntegrityError(
+                f"bundle {self.path}: manifest.sig does not match manifest.json under the "
+                "configured key (altered bundle, or signed with another key); refusing to load it"
+            )
+
+    @property
+    def signed(self) -> bool:
+        return (self.path / SIGNATURE).exists()
 
 
 @dataclass(frozen=True)
@@ -171,6 +231,8 @@ class Registry:
         report with its timings) are identical is reused, never duplicated — so a run that crashed
         after the rename but before the CURRENT switch finishes on its re-run.
         """
+        for name in files:
+            validate_name(name, what="bundle file name")
         content_key = hashlib.sha256(
             "".join(
                 f"{name}:{hashlib.sha256(data).hexdigest()};"
@@ -178,12 +240,14 @@ class Registry:
                 if name not in volatile
             ).encode()
         ).hexdigest()
+        key = signing_key()
         with self.lock():
             ok, reason = self.gate(validation) if set_current else (True, "not made current")
             if not ok and not force:
                 log.warning("publish refused by the regression gate: %s", reason)
                 return PublishResult(False, None, f"refused: {reason}")
-            existing = self.find(content_key=content_key)
+            same = self.find(content_key=content_key)  # an unsigned twin is not reused once signing
+            existing = [v for v in same if key is None or self.bundle(v).signed]
             if existing:
                 bundle = self.bundle(existing[-1])
                 bundle.verify()
@@ -214,6 +278,10 @@ class Registry:
                         "gate": reason if ok else f"forced: {reason}",
                     },
                 )
+                if key is not None:
+                    atomic_write_text(
+                        tmp / SIGNATURE, signature(key, (tmp / MANIFEST).read_bytes()) + "\n"
+                    )
                 crash_point("publish.before_rename")
             crash_point("publish.before_current")
             if set_current:

@@ -202,7 +202,7 @@ def test_serve_fails_fast_without_a_published_model(tmp_path: Path):
         timeout=120,
     )
     assert out.returncode == 2, out.stdout + out.stderr
-    assert "no published model" in out.stdout
+    assert "no published model" in " ".join(out.stdout.split())
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -225,3 +225,22 @@ def test_two_workers_stop_with_the_command_and_leave_no_process(published, sig):
     assert proc.returncode == 0, out
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, alive
+
+
+def test_with_a_signing_key_an_unsigned_bundle_is_not_served(published, monkeypatch):
+    from distill.recommend import Recommender
+    from storage.errors import IntegrityError
+
+    env = {**os.environ, "KDREC_SIGNING_KEY": "the-key"}
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "serve", "--registry", str(published["registry"])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "is not signed" in " ".join(out.stdout.split())  # the console wraps long lines
+    monkeypatch.setenv("KDREC_SIGNING_KEY", "the-key")
+    with pytest.raises(IntegrityError, match="is not signed"):
+        Recommender.load(published["registry"])
