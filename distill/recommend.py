@@ -22,6 +22,7 @@ from distill.index import from_bytes
 from distill.layers import left_padded
 from distill.student import StudentConfig, build_student
 from storage.embeddings import embedding_matrix
+from storage.pseudonyms import Pseudonymiser
 from storage.registry import Bundle, Registry
 
 
@@ -116,12 +117,14 @@ class Recommender:
         index,
         user_vecs: np.ndarray,
         encoder: HistoryEncoder,
+        pseudonymise: Pseudonymiser | None = None,
     ) -> None:
         self.path = bundle_path
         self.items = items
         self.index = index
         self.user_vecs = user_vecs
         self.encoder = encoder
+        self.pseudonymise = pseudonymise or Pseudonymiser(None)  # raw id -> stored id
         self.user_row = {u: i for i, u in enumerate(users.get_column("user_id").to_list())}
         self.seen = users.get_column("seen").to_list()
         self.item_ids = items.get_column("item_id").to_list()
@@ -157,8 +160,12 @@ class Recommender:
         encoder = HistoryEncoder.from_bundle(
             bundle.path, embedding_matrix(items.to_arrow().column("vector"))
         )
+        ids = json.loads((bundle.path / "config.json").read_text()).get("user_ids") or {}
+        pseudo = Pseudonymiser.for_bundle(
+            ids.get("scheme"), ids.get("key_id"), Path(registry).parent
+        )
         users, items = users.drop("vector"), items.drop("vector")
-        return cls(bundle.path, users, items, search_index, vecs, encoder)
+        return cls(bundle.path, users, items, search_index, vecs, encoder, pseudo)
 
     @property
     def version(self) -> str:
@@ -193,7 +200,7 @@ class Recommender:
         k = self._check_k(k)
         rows, out = [], [None] * len(user_ids)
         for pos, uid in enumerate(user_ids):
-            row = self.user_row.get(str(uid))
+            row = self.user_row.get(self.pseudonymise(uid))
             if row is None:
                 if fallback != "popular":
                     raise UnknownUser(uid)
@@ -234,7 +241,7 @@ class Recommender:
     def explain(self, user_id: str, item_id: str, top: int = 5) -> Explanation:
         """Which items of the user's history raised the item's score most: each history item's
         contribution is the score drop when it is left out of the history (same vectors)."""
-        row = self.user_row.get(str(user_id))
+        row = self.user_row.get(self.pseudonymise(user_id))
         if row is None:
             raise UnknownUser(user_id)
         (item,) = self.item_rows([item_id])

@@ -69,6 +69,15 @@ class RunConfig(BaseModel):
     publish: bool = True  # publish the best distilled student to the registry
     force_publish: bool = False  # publish even when the regression gate refuses
     quantized_index: bool = True  # also publish items.sq8.faiss (int8) for `serve --index sq8`
+    # bundles store HMAC(key, user id), never raw ids; auto: on for bring-your-own (files) data
+    pseudonymize_users: Literal["auto", "on", "off"] = "auto"
+
+    @property
+    def pseudonymized(self) -> bool:
+        return self.pseudonymize_users == "on" or (
+            self.pseudonymize_users == "auto" and self.dataset.source == "files"
+        )
+
     runner: RunnerConfig = RunnerConfig()
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from distill.train import available_cores
 from pipelines.config import RunConfig
 from storage.atomic import atomic_write_bytes
 from storage.datasets import Dataset
+from storage.pseudonyms import id_key
 from storage.split import make_split
 from storage.workdir import WorkDir
 
@@ -44,7 +45,11 @@ def train_evaluate_task(
     report = stage.finish_report(result.report, cost)
     save_report(report, out, result.rows)
     for name, data in stage.bundle_files(
-        best, dataset, report, quantized=params.quantized_index
+        best,
+        dataset,
+        report,
+        quantized=params.quantized_index,
+        user_key=id_key(params.work_dir, create=True) if params.pseudonymized else None,
     ).items():
         atomic_write_bytes(out / "bundle" / name, data)
     atomic_write_bytes(out / "validation.json", json.dumps(best.valid).encode())

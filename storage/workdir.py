@@ -9,6 +9,7 @@
   cache/students/<key>/              student checkpoints (content-keyed, reused across runs)
   registry/<model>/<version>/        published bundles + CURRENT
   runs/<timestamp>/                  one folder per pipeline run: report, plots, staged bundle
+  keys/user-id.key                   the key of pseudonymised user ids (never in a bundle)
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class WorkDir:
     @property
     def runs(self) -> Path:
         return self.root / "runs"
+
+    @property
+    def id_key(self) -> Path:
+        return self.root / "keys" / "user-id.key"
 
     def new_run(self) -> Path:
         """A fresh run folder name (not created)."""

@@ -31,6 +31,7 @@ from distill.train import LoopConfig, TrainResult, config_hash
 from storage.atomic import parquet_bytes, read_json
 from storage.datasets import Dataset
 from storage.embeddings import embedding_column
+from storage.pseudonyms import SCHEME, key_id, pseudonym
 from storage.split import Split
 
 
@@ -349,10 +350,16 @@ def serving_vectors(
 
 
 def bundle_files(
-    run: StudentRun, dataset: Dataset, report: dict, *, quantized: bool = True
+    run: StudentRun,
+    dataset: Dataset,
+    report: dict,
+    *,
+    quantized: bool = True,
+    user_key: bytes | None = None,
 ) -> dict[str, bytes]:
     """The files of a publishable bundle (the registry adds manifest.json); `quantized` adds
-    items.sq8.faiss, an int8 copy of the index that `kdrec serve --index sq8` can search."""
+    items.sq8.faiss, an int8 copy of the index that `kdrec serve --index sq8` can search;
+    `user_key` stores HMAC(user_key, user id) instead of raw user ids."""
     model = run.model
     with torch.no_grad():
         item_vecs = model.item_vectors().detach().numpy()  # an ID-only tower is a Parameter
@@ -375,7 +382,10 @@ def bundle_files(
     users_table = pa.table(
         {
             "user_idx": pa.array(np.arange(dataset.n_users, dtype=np.int32)),
-            "user_id": pa.array(users.get_column("user_id").to_list(), pa.string()),
+            "user_id": pa.array(
+                [pseudonym(user_key, u) if user_key else u for u in users["user_id"].to_list()],
+                pa.string(),
+            ),
             "seen": pa.array([s.astype(np.int32).tolist() for s in seen], pa.list_(pa.int32())),
             "vector": embedding_column(user_vecs),
         }
@@ -388,6 +398,7 @@ def bundle_files(
         "n_items": dataset.n_items,
         "index": type(index).__name__,
         "index_recall@10": recall,
+        "user_ids": {"scheme": SCHEME, "key_id": key_id(user_key)} if user_key else None,
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     extra = {"items.sq8.faiss": faiss_index.to_bytes(faiss_index.build_sq8(item_vecs))}
