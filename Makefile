@@ -27,7 +27,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export KDREC_WORK_DIR := $(abspath $(WORK))
 
-.PHONY: help install run quality test test-slow check lint format bench ui ui-stop clean
+.PHONY: help install run quality test test-slow check lint format bench ui ui-stop alerts clean
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -92,6 +92,13 @@ ui: $(STAMP) ## Prefect server on 127.0.0.1:UI_PORT + work pool + deployments + 
 	  PREFECT_API_URL=$(UI_URL)/api setsid nohup $(VENV)/bin/prefect worker start --pool kdrec-local \
 	    > $(UI_DIR)/worker.log 2>&1 & echo $$! > $(UI_DIR)/worker.pid; fi
 	@echo "Prefect UI: $(UI_URL)   (run now: PREFECT_API_URL=$(UI_URL)/api $(VENV)/bin/prefect deployment run nightly/nightly)"
+
+alerts: $(STAMP) ## on the `make ui` server: notify through BLOCK (type-slug/name) when `monitor` fails
+	@test -n "$(BLOCK)" || (echo "usage: make alerts BLOCK=slack-webhook/kdrec-alerts" && exit 2)
+	@mkdir -p $(UI_DIR)
+	id=$$(PREFECT_API_URL=$(UI_URL)/api $(PY) -c "import sys; from prefect.blocks.core import Block; print(Block.load(sys.argv[1])._block_document_id)" "$(BLOCK)") && \
+	  sed "s/REPLACE_WITH_BLOCK_ID/$$id/" configs/automations/monitor-alert.yaml > $(UI_DIR)/monitor-alert.yaml && \
+	  PREFECT_API_URL=$(UI_URL)/api $(VENV)/bin/prefect automation create --from-file $(UI_DIR)/monitor-alert.yaml
 
 ui-stop: ## stop exactly the server and worker that `make ui` started (their process groups)
 	@for name in worker server; do \

@@ -166,6 +166,13 @@ def bars(report: dict) -> dict[str, dict]:
     return out
 
 
+TRAIN_SECONDS_NOTE = (
+    "† train s: each model's total training time, mean over seeds, including earlier runs whose "
+    "checkpoints (or cached teacher heads) this run resumed or reused; this run's own stage "
+    "times are in the log line `stage timings (s)`."
+)
+
+
 def markdown(report: dict) -> str:
     lines = [
         f"# kdrec report — {report['dataset']}",
@@ -178,7 +185,7 @@ def markdown(report: dict) -> str:
         f"{report.get('distill', {}).get('loss', '-')}, alpha "
         f"{report.get('distill', {}).get('alpha', '-')}",
         "",
-        "| model | role | HR@10 | NDCG@10 | MRR | Recall@20 | params | train s | users/s |",
+        "| model | role | HR@10 | NDCG@10 | MRR | Recall@20 | params | train s† | users/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
 
@@ -193,6 +200,7 @@ def markdown(report: dict) -> str:
             f"{cell(m, 'mrr')} | {cell(m, 'recall@20')} | {r['params']:,} | "
             f"{r['train_seconds']:.1f} | {r['users_per_second']:,.0f} |"
         )
+    lines += ["", TRAIN_SECONDS_NOTE]
     for key, title in (
         ("kd_vs_no_kd", "Distilled vs the same model without the teacher"),
         ("kd_vs_best_plain", "Distilled vs the best undistilled model"),

@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 
 from pipelines.config import RunConfig, load_config
 from pipelines.distill_flow import distill, ingest_task
+from pipelines.failures import STOP_HOOKS
 from storage.registry import Registry
 from storage.workdir import WorkDir
 
@@ -23,7 +24,7 @@ def days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-@flow(name="backfill", log_prints=True)
+@flow(name="backfill", log_prints=True, **STOP_HOOKS)
 def backfill(
     start: date, end: date, params: RunConfig | None = None, config_path: str | None = None
 ) -> dict:

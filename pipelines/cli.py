@@ -18,7 +18,7 @@ import typer  # noqa: E402
 from rich.console import Console
 from rich.table import Table
 
-from distill.report import REPORT_METRICS
+from distill.report import REPORT_METRICS, TRAIN_SECONDS_NOTE
 from distill.teacher.base import TeacherError
 from pipelines.config import RunConfig, load_config
 from storage.errors import DataError, IntegrityError
@@ -150,7 +150,7 @@ def print_baselines(cfg: RunConfig) -> None:
 
 
 def print_report(report: dict) -> None:
-    cols = ["hr@10", "ndcg@10", "mrr", "recall@20", "params", "train s"]
+    cols = ["hr@10", "ndcg@10", "mrr", "recall@20", "params", "train s†"]
     rows = []
     for r in report["rows"]:
         m = r["metrics"]
@@ -159,7 +159,7 @@ def print_report(report: dict) -> None:
                 "model": r["model"],
                 **{k: m[k]["mean"] for k in REPORT_METRICS},
                 "params": f"{r['params']:,}",
-                "train s": round(r["train_seconds"], 1),
+                "train s†": round(r["train_seconds"], 1),
             }
         )
     console.print(
@@ -167,6 +167,7 @@ def print_report(report: dict) -> None:
             f"{report['dataset']} — test, full ranking, seeds {report['seeds']}", rows, cols
         )
     )
+    console.print(TRAIN_SECONDS_NOTE, highlight=False)
     for key, title in (("kd_vs_no_kd", "without the teacher"), ("kd_vs_best_plain", "best plain")):
         if key in report:
             k = report[key]
@@ -242,6 +243,35 @@ def nightly_cmd(config: ConfigOpt = None, work_dir: WorkOpt = None) -> None:
             "inbox files to processed/"
         )
     console.print(f"done in {time.perf_counter() - t0:.1f}s")
+
+
+@app.command("monitor")
+def monitor_cmd(
+    metrics_url: Annotated[
+        str | None, typer.Option(help="A running `kdrec serve`'s /metrics URL to check.")
+    ] = None,
+    max_dataset_age_days: Annotated[
+        float, typer.Option(help="Alert when no new dataset version for this long.")
+    ] = 2.0,
+    config: ConfigOpt = None,
+    work_dir: WorkOpt = None,
+) -> None:
+    """Health checks of the published model (the `monitor` flow's, without Prefect); exit 1 on
+    an alert, with the reason."""
+    from distill.monitor import MonitorConfig, run_checks, summary
+
+    cfg = _config(config, work_dir)
+    thresholds = MonitorConfig(metrics_url=metrics_url, max_dataset_age_days=max_dataset_age_days)
+    checks = run_checks(cfg.work_dir, cfg.model_name, cfg.dataset.name, thresholds)
+    table = Table(title=f"kdrec monitor — {cfg.model_name}")
+    for col in ("check", "status", "value", "threshold", "detail"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(c.name, c.status, c.value, c.threshold, c.detail)
+    console.print(table)
+    console.print(summary(checks), highlight=False)
+    if any(c.ok is False for c in checks):
+        raise typer.Exit(1)
 
 
 @app.command("backfill")

@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from distill.parallel import InBackground
 from distill.report import markdown
 from distill.student import stage
 from pipelines.config import RunConfig
+from pipelines.failures import STOP_HOOKS
 from pipelines.runners import task_runner
 from pipelines.student_flow import student_flow
 from pipelines.teacher_flow import teacher_flow
@@ -110,16 +111,30 @@ def _artifacts(report: dict, publish: dict) -> None:
     ]
     create_table_artifact(rows, key="kdrec-eval-table", description="Test metrics, every model")
     create_markdown_artifact(markdown(report), key="kdrec-report", description="Run report")
-    if publish.get("path"):
-        create_link_artifact(
-            Path(publish["path"]).resolve().as_uri(),
-            key="kdrec-bundle",
-            link_text=publish["version"],
-            description="Published bundle",
-        )
+    create_table_artifact(
+        bundle_rows(publish), key="kdrec-bundle", description="The bundle this run published"
+    )
 
 
-@flow(name="distill", log_prints=True)
+def bundle_rows(publish: dict) -> list[dict]:
+    """The published bundle as field/value rows (a file:// link does nothing in a browser)."""
+    if not publish.get("path"):
+        return [{"field": "published", "value": f"no: {publish['reason']}"}]
+    manifest = read_json(Path(publish["path"]) / "manifest.json")
+    validation = manifest.get("validation", {})
+    rows = {
+        "version": publish["version"],
+        "dataset": manifest.get("dataset"),
+        "teacher fingerprint": manifest.get("teacher_fingerprint"),
+        "validation NDCG@10": round(validation["ndcg@10"], 4) if "ndcg@10" in validation else None,
+        "gate": manifest.get("gate"),
+        "signed": (Path(publish["path"]) / "manifest.sig").exists(),
+        "path": str(Path(publish["path"]).resolve()),
+    }
+    return [{"field": k, "value": str(v)} for k, v in rows.items()]
+
+
+@flow(name="distill", log_prints=True, **STOP_HOOKS)
 def distill(
     params: RunConfig,
     dataset_path: str | None = None,

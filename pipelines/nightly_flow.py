@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines.config import RunConfig, load_config
 from pipelines.distill_flow import distill
+from pipelines.failures import STOP_HOOKS
 from storage.datasets import ingest, load_dataset
 from storage.inbox import ingest_inbox, mark_processed
 
@@ -42,7 +43,7 @@ def processed_task(files: dict[str, list[str]]) -> list[str]:
     return [str(p) for p in mark_processed({k: [Path(p) for p in v] for k, v in files.items()})]
 
 
-@flow(name="nightly", log_prints=True)
+@flow(name="nightly", log_prints=True, **STOP_HOOKS)
 def nightly(params: RunConfig | None = None, config_path: str | None = None) -> dict:
     """Ingest new inbox files, re-run the teacher on what changed, retrain, publish via the gate."""
     log = get_run_logger()

@@ -31,6 +31,7 @@ runner = CliRunner()
         ["models", "rollback"],
         ["models", "extend"],
         ["serve"],
+        ["monitor"],
         ["recommend"],
     ],
 )

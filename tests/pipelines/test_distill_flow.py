@@ -9,7 +9,8 @@ from distill.student import StudentConfig
 from distill.teacher.base import AdaptConfig, TeacherConfig
 from distill.train import LoopConfig
 from pipelines.config import RunConfig, RunnerConfig
-from pipelines.distill_flow import distill
+from pipelines.distill_flow import bundle_rows, distill
+from pipelines.monitor_flow import monitor
 from storage.datasets import DatasetConfig
 from storage.registry import Registry
 from storage.workdir import WorkDir
@@ -59,3 +60,46 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
     }
     assert bundle.manifest["teacher_fingerprint"] == result["teacher"]["fingerprint"]
     assert len(Recommender.load(WorkDir(work).registry).recommend("u1", k=3)) == 3
+    rows = {r["field"]: r["value"] for r in bundle_rows(publish)}
+    assert rows["version"] == bundle.version and rows["dataset"] == bundle.manifest["dataset"]
+    assert rows["teacher fingerprint"] == result["teacher"]["fingerprint"]
+    assert rows["gate"] == bundle.manifest["gate"] and rows["path"] == str(bundle.path.resolve())
+    if runner == "local":
+        check_monitor(cfg, work)
+
+
+def check_monitor(cfg: RunConfig, work: Path) -> None:
+    """Healthy right after the run (drift measured against the teacher cache); an injected
+    regression makes the flow run Failed with the reason as its message."""
+    healthy = monitor(cfg)
+    drift = next(c for c in healthy if c["name"] == "teacher vs student overlap@10")
+    assert drift["ok"] is True, drift
+    registry = Registry(WorkDir(work).registry, "kdrec")
+    current = registry.bundle()
+    files = {p.name: p.read_bytes() for p in current.path.iterdir() if p.name != "manifest.json"}
+    files["report.json"] = b'{"injected": "regression"}'
+    files["config.json"] += b" "
+    worse = {"ndcg@10": current.manifest["validation"]["ndcg@10"] * 0.5}
+    extra = {"teacher_fingerprint": current.manifest["teacher_fingerprint"]}
+    assert registry.publish(files, extra, validation=worse, force=True).published
+    state = monitor(cfg, return_state=True)
+    assert state.is_failed()
+    assert "validation vs previous" in state.message and "-50.0%" in state.message
+    logs = run_logs(state.state_details.flow_run_id)  # the run's own page says why it failed
+    assert any("monitor run failed" in m and "validation vs previous" in m for m in logs), logs
+
+
+def run_logs(flow_run_id) -> list[str]:
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    flt = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+    with get_client(sync_client=True) as client:
+        for _ in range(50):
+            messages = [log.message for log in client.read_logs(log_filter=flt)]
+            if any("run failed" in m for m in messages):
+                break
+            time.sleep(0.2)
+    return messages

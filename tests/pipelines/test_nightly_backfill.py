@@ -119,4 +119,28 @@ def test_prefect_yaml_deploys_against_the_api(prefect_harness, tmp_path):
     listed = subprocess.run(
         [*env_cmd, "deployment", "ls"], env=env, cwd=ROOT, capture_output=True, text=True
     )
-    assert "nightly" in listed.stdout and "backfill" in listed.stdout
+    for name in ("nightly", "backfill", "monitor", "distill"):
+        assert name in listed.stdout, listed.stdout
+    automations = subprocess.run(
+        [*env_cmd, "automation", "ls"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert "monitor" in automations.stdout, automations.stdout  # runs after each nightly
+
+
+def test_the_example_alert_automation_is_accepted(prefect_harness, tmp_path):
+    """configs/automations/monitor-alert.yaml, wired to a block as `make alerts` does."""
+    from prefect.blocks.notifications import SlackWebhook
+    from prefect.settings import PREFECT_API_URL
+
+    block_id = SlackWebhook(url="http://127.0.0.1:9/hook").save("kdrec-alerts", overwrite=True)
+    text = (ROOT / "configs" / "automations" / "monitor-alert.yaml").read_text()
+    filled = tmp_path / "monitor-alert.yaml"
+    filled.write_text(text.replace("REPLACE_WITH_BLOCK_ID", str(block_id)))
+    env = {**__import__("os").environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    cmd = [sys.executable, "-m", "prefect", "automation"]
+    created = subprocess.run(
+        [*cmd, "create", "--from-file", str(filled)], env=env, capture_output=True, text=True
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    listed = subprocess.run([*cmd, "ls"], env=env, capture_output=True, text=True)
+    assert "kdrec monitor alert" in listed.stdout, listed.stdout
