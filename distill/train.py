@@ -264,5 +264,20 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+def apply_threads(threads: int | str) -> int:
+    """Set the intra-op threads of torch and FAISS (and, for libraries that read them when they
+    start, POLARS_MAX_THREADS and RAYON_NUM_THREADS) to `threads`; "auto" = the cores this
+    process may use. Returns the number applied. OMP_WAIT_POLICY=PASSIVE must already be set
+    (the CLI and the Makefile do it before torch loads): spinning threads are what collapse."""
+    import faiss
+
+    n = available_cores() if threads == "auto" else int(threads)
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)
+    os.environ.setdefault("POLARS_MAX_THREADS", str(n))
+    os.environ.setdefault("RAYON_NUM_THREADS", str(n))  # the HF tokenizers' thread pool
+    return n
+
+
 def config_hash(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from distill.train import apply_threads
 from pipelines.config import RunConfig, load_config
 from pipelines.distill_flow import distill, ingest_task
 from pipelines.failures import STOP_HOOKS
@@ -31,6 +32,7 @@ def backfill(
     """Build (without serving) a model as of each day; days that already have one are skipped."""
     log = get_run_logger()
     params = params or load_config(Path(config_path) if config_path else None)
+    apply_threads(params.threads)
     registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
     dataset_path = ingest_task(params)
     built, skipped = [], []

@@ -65,9 +65,15 @@ class RunConfig(BaseModel):
     # students trained at once, each in its own process with one torch thread;
     # 0 = the cores this process may use
     train_workers: int = Field(0, ge=0)
+    # intra-op threads of torch, FAISS, polars and tokenizers in this process: "auto" = the cores
+    # it may use (its affinity mask); training workers run one thread each
+    threads: Literal["auto"] | int = "auto"
     model_name: str = "kdrec"  # registry/<model_name>/
     publish: bool = True  # publish the best distilled student to the registry
     force_publish: bool = False  # publish even when the regression gate refuses
+    # the nightly student starts from the published model (distill.init: previous, items mapped
+    # by id) instead of a teacher head; bench/warm_start.py: best epoch 6 vs 73, better valid/test
+    nightly_warm_start: bool = True
     quantized_index: bool = True  # also publish items.sq8.faiss (int8) for `serve --index sq8`
     # bundles store HMAC(key, user id), never raw ids; auto: on for bring-your-own (files) data
     pseudonymize_users: Literal["auto", "on", "off"] = "auto"
@@ -83,11 +89,13 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _names(self) -> RunConfig:
         validate_name(self.model_name, what="model name")
+        if isinstance(self.threads, int) and self.threads < 1:
+            raise ValueError(f"threads must be 'auto' or at least 1, got {self.threads}")
         if self.sasrec.kind != "sequential" or self.sasrec.text_projection:
             raise ValueError("sasrec must be kind: sequential with text_projection: false")
         if self.student.kind == "sequential" and self.distill.loss == "mse":
             raise ValueError("the sequential student distils top-K labels: loss kl or rank")
-        if self.distill.init == "teacher":
+        if self.distill.init in ("teacher", "previous"):  # previous falls back to a head
             self._check_student_fits_head()
         return self
 

@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from distill.parallel import InBackground
 from distill.report import markdown
 from distill.student import stage
+from distill.train import apply_threads
 from pipelines.config import RunConfig
 from pipelines.failures import STOP_HOOKS
 from pipelines.runners import task_runner
@@ -147,6 +148,7 @@ def distill(
     stores the bundle without serving it (backfills); `manifest_extra` is recorded in the bundle.
     """
     log = get_run_logger()
+    log.info("threads: %d", apply_threads(params.threads))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     dataset_path = dataset_path or ingest_task(params)

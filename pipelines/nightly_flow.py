@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from distill.train import apply_threads
 from pipelines.config import RunConfig, load_config
 from pipelines.distill_flow import distill
 from pipelines.failures import STOP_HOOKS
@@ -48,6 +49,7 @@ def nightly(params: RunConfig | None = None, config_path: str | None = None) -> 
     """Ingest new inbox files, re-run the teacher on what changed, retrain, publish via the gate."""
     log = get_run_logger()
     params = params or load_config(Path(config_path) if config_path else None)
+    apply_threads(params.threads)
     inbox = inbox_task(params)
     if not inbox["new_data"]:
         message = "No new data in the inbox: no teacher work, nothing trained, nothing published."
@@ -59,6 +61,10 @@ def nightly(params: RunConfig | None = None, config_path: str | None = None) -> 
         )
         return {"status": "no new data", **inbox}
     log.info("new dataset version %s from %s", inbox["version"], inbox["files"])
+    if params.nightly_warm_start and params.distill.init == "teacher":
+        warm = params.distill.model_copy(update={"init": "previous"})
+        params = params.model_copy(update={"distill": warm})
+        log.info("warm start: the student starts from the published model when it fits")
     result = distill(
         params, dataset_path=inbox["dataset_path"], manifest_extra={"nightly_base": inbox["base"]}
     )

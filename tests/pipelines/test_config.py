@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,26 @@ def test_yaml_must_be_a_mapping(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="must hold a mapping"):
         load_config(path)
+
+
+def test_threads_apply_to_torch_and_faiss(monkeypatch):
+    import faiss
+    import torch
+
+    from distill.train import apply_threads, available_cores
+
+    for var in ("POLARS_MAX_THREADS", "RAYON_NUM_THREADS"):  # restored after the test
+        monkeypatch.setenv(var, "x")
+        monkeypatch.delenv(var)
+    before = torch.get_num_threads()
+    try:
+        assert apply_threads(1) == 1
+        assert torch.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
+        assert os.environ["POLARS_MAX_THREADS"] == "1" == os.environ["RAYON_NUM_THREADS"]
+        assert apply_threads("auto") == available_cores() == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert RunConfig().threads == "auto" and RunConfig(threads=3).threads == 3
+    for bad in (0, "many"):
+        with pytest.raises(ValueError):
+            RunConfig(threads=bad)
