@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from distill.report import save_report
 from distill.student import stage
+from distill.student.warm_start import warm_start_from
 from distill.train import available_cores
 from pipelines.config import RunConfig
 from storage.atomic import atomic_write_bytes
@@ -39,6 +40,13 @@ def train_evaluate_task(
         seeds=params.seeds,
         checkpoint_root=WorkDir(params.work_dir).students,
         workers=params.train_workers or available_cores(),
+        warm=warm_start_from(
+            WorkDir(params.work_dir).registry,
+            params.model_name,
+            dataset.items().get_column("item_id").to_list(),
+        )
+        if params.distill.init == "previous"
+        else None,
     )
     best = result.best
     cost = stage.serving_cost(Path(teacher_cache), best, result.sasrec, split)

@@ -44,14 +44,16 @@ class DistillConfig(BaseModel):
     # "teacher": the student starts as one of the teacher's heads (head = seed mod heads, its LM
     # projection folded into the item table); needs a sequential student shaped like the head.
     # "random": SASRec's N(0, 0.02) initialisation.
-    init: Literal["teacher", "random"] = "teacher"
+    # "previous": the published model's student, items mapped by id (distill/student/warm_start.py);
+    # with no compatible published model, as "teacher"
+    init: Literal["teacher", "random", "previous"] = "teacher"
     # the distilled student's learning rate (None = train.lr); a student that starts as a teacher
     # head is fine-tuned, for which a smaller rate keeps what the head knows
     lr: float | None = Field(None, gt=0)
 
     @property
     def uses_teacher(self) -> bool:
-        return self.alpha > 0 or self.init == "teacher"
+        return self.alpha > 0 or self.init in ("teacher", "previous")
 
 
 class UserData:

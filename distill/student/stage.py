@@ -26,6 +26,7 @@ from distill.report import ModelRow, bars, build_report, paired_test
 from distill.soft_labels import SoftLabels
 from distill.student import StudentConfig, n_params
 from distill.student.fit import DistillConfig, UserData, student_scorer, train_student
+from distill.student.warm_start import WarmStart, previous_state
 from distill.teacher.stage import head_state, read_vectors, vector_scorer
 from distill.train import LoopConfig, TrainResult, config_hash
 from storage.atomic import parquet_bytes, read_json
@@ -120,12 +121,14 @@ def checkpoint_dir(
     kd: DistillConfig,
     loop: LoopConfig,
     seed: int,
+    start: str = "",
 ) -> Path:
     """Checkpoints keyed by everything that shapes training: a re-run resumes or reuses them. A
     student that reads nothing of the teacher's is keyed without it, so it is trained once for
-    every teacher (and can train before the teacher exists)."""
+    every teacher (and can train before the teacher exists). `start`: the version a warm-started
+    student starts from."""
     needs_teacher = kd.uses_teacher or student.text_projection
-    key = config_hash(
+    parts = [
         dataset.version,
         split.name,
         teacher_fingerprint if needs_teacher else "",
@@ -133,7 +136,8 @@ def checkpoint_dir(
         kd.model_dump(),
         loop.model_dump(),
         seed,
-    )
+    ]
+    key = config_hash(*parts, start) if start else config_hash(*parts)
     return Path(root) / key[:20]
 
 
@@ -145,6 +149,7 @@ class TrainJob:
     kd: DistillConfig
     loop: LoopConfig  # its seed is the job's seed
     checkpoint_dir: Path | None
+    warm: WarmStart | None = None  # kd.init "previous": the published model to start from
 
 
 def _run_job(job: TrainJob, split: Split, teacher_cache: Path | None) -> StudentRun:
@@ -156,7 +161,9 @@ def _run_job(job: TrainJob, split: Split, teacher_cache: Path | None) -> Student
             raise ValueError("this student reads the teacher: pass its cache folder")
         soft_labels = SoftLabels(teacher_cache) if job.kd.alpha > 0 else None
         text_emb = read_vectors(teacher_cache, "items", "embedding")
-        if job.kd.init == "teacher":
+        if job.kd.init == "previous" and job.warm is not None:
+            init = previous_state(job.warm, job.config, job.loop.seed)
+        if job.kd.init in ("teacher", "previous") and init is None:
             fold = not job.config.text_projection
             init = head_state(teacher_cache, job.loop.seed, fold_text=fold)
     return fit_and_evaluate(
@@ -216,13 +223,16 @@ def train_job(
     loop: LoopConfig,
     seed: int,
     checkpoint_root: Path | None,
+    warm: WarmStart | None = None,
 ) -> TrainJob:
+    warm = warm if kd.init == "previous" else None
     ckpt = None
     if checkpoint_root is not None:
+        start = warm.version if warm else ""
         ckpt = checkpoint_dir(
-            checkpoint_root, dataset, split, teacher_fingerprint, config, kd, loop, seed
+            checkpoint_root, dataset, split, teacher_fingerprint, config, kd, loop, seed, start
         )
-    return TrainJob(config, kd, loop.model_copy(update={"seed": seed}), ckpt)
+    return TrainJob(config, kd, loop.model_copy(update={"seed": seed}), ckpt, warm)
 
 
 def start_sasrec_ahead(
@@ -264,6 +274,7 @@ def quality(
     seeds: list[int],
     checkpoint_root: Path | None = None,
     workers: int = 1,
+    warm: WarmStart | None = None,
 ) -> Comparison:
     """Every report row on the test fold under the standard protocol. Each (arm, seed) is one
     job; with `workers` > 1 they run in that many processes of one torch thread each (on a small
@@ -277,7 +288,15 @@ def quality(
         for seed in seeds:
             jobs.append(
                 train_job(
-                    dataset, split, soft.fingerprint, config, this_kd, loop, seed, checkpoint_root
+                    dataset,
+                    split,
+                    soft.fingerprint,
+                    config,
+                    this_kd,
+                    loop,
+                    seed,
+                    checkpoint_root,
+                    warm,
                 )
             )
         return list(range(first, len(jobs)))

@@ -11,6 +11,7 @@ import pytest
 from pipelines import nightly_flow
 from pipelines.backfill_flow import backfill
 from pipelines.nightly_flow import nightly
+from storage.atomic import read_json
 from storage.datasets import load_dataset
 from storage.inbox import inbox_dir
 from storage.registry import Registry
@@ -20,15 +21,15 @@ from tests.pipelines.test_distill_flow import tiny_run_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _drop_inbox_file(cfg) -> Path:
+def _drop_inbox_file(cfg, night: int = 1) -> Path:
     folder = inbox_dir(cfg.work_dir, cfg.dataset.name)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "interactions-0001.csv"
+    path = folder / f"interactions-{night:04d}.csv"
     pl.DataFrame(
         {
             "user_id": ["u1", "u2", "u3"],
-            "item_id": ["i5", "i6", "i7"],
-            "timestamp": [99_000, 99_001, 99_002],
+            "item_id": [f"i{4 + night}", f"i{5 + night}", f"i{6 + night}"],
+            "timestamp": [99_000 * night, 99_001 * night, 99_002 * night],
         }
     ).write_csv(path)
     return path
@@ -53,8 +54,12 @@ def test_nightly_with_new_file_publishes_and_moves_it(
     latest = load_dataset(work, "syn")
     assert latest.meta["tables"]["interactions"]["rows"] == 30 * 8 + 3
     assert result["teacher"]["user_texts_encoded"] == 30  # first teacher run: every user
+    assert read_json(Path(result["run_dir"]) / "report.json")["distill"]["init"] == "previous"
     again = nightly(cfg)
     assert again["status"] == "no new data"
+    _drop_inbox_file(cfg, night=2)  # the second night starts from the first night's student
+    second = nightly(cfg)
+    assert second["status"] == "processed", second
 
 
 def test_failed_nightly_leaves_the_inbox_file(

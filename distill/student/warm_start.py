@@ -1,0 +1,82 @@
+"""Warm start: a nightly student that starts from the published model's weights.
+
+The previous bundle's sequential student is mapped onto tonight's catalog by item id: a known
+item keeps its trained ID embedding, a new one starts at zero when the student projects text (its
+vector is then its text projection alone) and at SASRec's N(0, 0.02) otherwise. Every other weight
+(positions, blocks, the text projection) is copied. A bundle whose student has another shape gives
+None, and training starts as configured without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import torch
+from safetensors.torch import load as load_tensors
+from torch import Tensor
+
+from distill.student import StudentConfig
+
+log = logging.getLogger(__name__)
+SHAPE = ("kind", "dim", "n_layers", "n_heads", "history_len", "text_projection")
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Where a warm-started student comes from: a published bundle and tonight's item ids."""
+
+    bundle: Path
+    version: str  # part of the student's checkpoint key
+    item_ids: tuple[str, ...]  # tonight's catalog, in item_idx order
+
+
+def previous_state(start: WarmStart, config: StudentConfig, seed: int) -> dict[str, Tensor] | None:
+    """The SASRec state (`net.` prefix removed) to start from, or None when shapes differ."""
+    previous = json.loads((start.bundle / "config.json").read_text())["student"]
+    differ = [k for k in SHAPE if previous.get(k) != getattr(config, k)]
+    if differ:
+        log.warning(
+            "warm start skipped: %s's student differs in %s; starting as configured",
+            start.version,
+            ", ".join(differ),
+        )
+        return None
+    state = load_tensors((start.bundle / "student.safetensors").read_bytes())
+    net = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    old_ids = pl.read_parquet(start.bundle / "items.parquet", columns=["item_id"])["item_id"]
+    row = {item: r for r, item in enumerate(old_ids.to_list())}
+    old = net["item_emb.weight"]  # (I_old, D)
+    table = _new_rows(len(start.item_ids), old.shape[1], config.text_projection, seed)
+    pairs = [(r, row[item]) for r, item in enumerate(start.item_ids) if item in row]
+    if pairs:
+        new_rows, old_rows = zip(*pairs, strict=True)
+        table[list(new_rows)] = old[list(old_rows)]
+    net["item_emb.weight"] = table
+    log.info(
+        "warm start from %s: %d of %d items carried over", start.version, len(pairs),
+        len(start.item_ids),
+    )  # fmt: skip
+    return net
+
+
+def _new_rows(n: int, dim: int, text_projection: bool, seed: int) -> Tensor:
+    if text_projection:
+        return torch.zeros(n, dim)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, dim, generator=generator) * 0.02
+
+
+def warm_start_from(registry_root: Path, model: str, item_ids: Sequence[str]) -> WarmStart | None:
+    """The current published version of `model` as a warm start, or None if there is none."""
+    from storage.registry import Registry
+
+    registry = Registry(registry_root, model)
+    if registry.current_version() is None:
+        return None
+    bundle = registry.bundle()
+    return WarmStart(bundle.path, bundle.version, tuple(str(i) for i in item_ids))
