@@ -117,14 +117,22 @@ def extend_bundle(bundle: Bundle, new: NewItems) -> tuple[dict[str, bytes], int]
     config.update(index=type(exact).__name__, **{"index_recall@10": recall})
     files = {
         "student.safetensors": save({k: v.contiguous() for k, v in state.items()}),
-        "config.json": json.dumps(config, indent=2, sort_keys=True).encode(),
         "items.parquet": parquet_bytes(table),
         "items.faiss": faiss_index.to_bytes(exact),
         "users.parquet": (path / "users.parquet").read_bytes(),
         "report.json": (path / "report.json").read_bytes(),
     }
     if (path / INDEX_FILES["sq8"]).exists():
-        files[INDEX_FILES["sq8"]] = faiss_index.to_bytes(faiss_index.build_sq8(all_vecs))
+        sq8 = faiss_index.build_sq8(all_vecs)
+        files[INDEX_FILES["sq8"]] = faiss_index.to_bytes(sq8)
+        users = pl.read_parquet(path / "users.parquet", columns=["vector"])
+        queries = embedding_matrix(users.get_column("vector").to_arrow())
+        config["sq8"] = {
+            "bytes": len(files[INDEX_FILES["sq8"]]),
+            "exact_bytes": len(files["items.faiss"]),
+            "recall@10_vs_exact": faiss_index.approx_recall(sq8, all_vecs, queries, 10),
+        }
+    files["config.json"] = json.dumps(config, indent=2, sort_keys=True).encode()
     return files, n_new
 
 

@@ -420,12 +420,21 @@ def bundle_files(
         "user_ids": {"scheme": SCHEME, "key_id": key_id(user_key)} if user_key else None,
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    extra = {"items.sq8.faiss": faiss_index.to_bytes(faiss_index.build_sq8(item_vecs))}
+    exact_bytes = faiss_index.to_bytes(index)
+    extra = {}
+    if quantized:
+        sq8 = faiss_index.build_sq8(item_vecs)
+        extra["items.sq8.faiss"] = faiss_index.to_bytes(sq8)
+        config["sq8"] = {  # what the int8 index costs against the exact one, at publish time
+            "bytes": len(extra["items.sq8.faiss"]),
+            "exact_bytes": len(exact_bytes),
+            "recall@10_vs_exact": faiss_index.approx_recall(sq8, item_vecs, user_vecs, 10),
+        }
     return {
-        **(extra if quantized else {}),
+        **extra,
         "student.safetensors": save(state),
         "config.json": json.dumps(config, indent=2, sort_keys=True).encode(),
-        "items.faiss": faiss_index.to_bytes(index),
+        "items.faiss": exact_bytes,
         "items.parquet": parquet_bytes(items_table),
         "users.parquet": parquet_bytes(users_table),
         "report.json": json.dumps(report, indent=2, sort_keys=True, default=str).encode(),

@@ -3,6 +3,8 @@ publishes them without retraining."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -82,6 +84,9 @@ def test_new_items_get_their_text_projection_and_nothing_else_moves(text_bundle,
     everything = after.recommend("u3", k=after.n_items)
     assert {"n1", "n2"} <= {r.item_id for r in everything}
     assert after.manifest["gate"].startswith("validation")
+    config = json.loads((after.path / "config.json").read_text())
+    assert config["n_items"] == after.n_items and config["extended_from"] == before.version
+    assert config["sq8"]["bytes"] == (after.path / "items.sq8.faiss").stat().st_size
 
 
 def test_a_student_without_text_projection_cannot_place_new_items(published, tiny_encoder_path):

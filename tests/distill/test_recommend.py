@@ -3,6 +3,8 @@ explanations, and the errors a caller can make."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -99,6 +101,8 @@ def test_the_int8_index_ranks_like_the_exact_one(published, seq):
         published["registry"], version=published["versions"]["sequential"], index="sq8"
     )
     assert type(sq8.index).__name__ == "IndexScalarQuantizer"
+    report = json.loads((sq8.path / "config.json").read_text())["sq8"]  # recorded in the bundle
+    assert report["bytes"] < report["exact_bytes"] and report["recall@10_vs_exact"] > 0.8
     overlap = [
         len({r.item_id for r in sq8.recommend(u, 10)} & {r.item_id for r in seq.recommend(u, 10)})
         for u in seq.user_row
