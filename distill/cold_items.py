@@ -78,8 +78,11 @@ def extend_bundle(bundle: Bundle, new: NewItems) -> tuple[dict[str, bytes], int]
         raise ValueError(f"none of the {new.frame.height} items is new to {bundle.version}")
     frame = new.frame[fresh]
     item_vecs = embedding_matrix(items.get_column("vector").to_arrow())
-    encoder = HistoryEncoder.from_bundle(path, item_vecs)
-    text_dim = _text_dim(encoder)
+    config = json.loads((path / "config.json").read_text())
+    encoder = HistoryEncoder.from_bundle(path, config, item_vecs)
+    text_dim = encoder.text_dim
+    if text_dim is None:
+        raise NoTextProjection(NO_PROJECTION)
     if new.text_emb.shape[1] != text_dim:
         raise ValueError(
             f"text embeddings are {new.text_emb.shape[1]}-d but the student projects "
@@ -111,7 +114,6 @@ def extend_bundle(bundle: Bundle, new: NewItems) -> tuple[dict[str, bytes], int]
         k: torch.cat([v, v.new_zeros(n_new, v.shape[1])]) if k in ID_TABLES else v
         for k, v in encoder.model.state_dict().items()
     }
-    config = json.loads((path / "config.json").read_text())
     config.update(n_items=n_old + n_new, extended_from=bundle.version, cold_items=n_new)
     exact, recall = faiss_index.build_index(all_vecs)
     config.update(index=type(exact).__name__, **{"index_recall@10": recall})
@@ -123,22 +125,10 @@ def extend_bundle(bundle: Bundle, new: NewItems) -> tuple[dict[str, bytes], int]
         "report.json": (path / "report.json").read_bytes(),
     }
     if (path / INDEX_FILES["sq8"]).exists():
-        sq8 = faiss_index.build_sq8(all_vecs)
-        files[INDEX_FILES["sq8"]] = faiss_index.to_bytes(sq8)
         users = pl.read_parquet(path / "users.parquet", columns=["vector"])
         queries = embedding_matrix(users.get_column("vector").to_arrow())
-        config["sq8"] = {
-            "bytes": len(files[INDEX_FILES["sq8"]]),
-            "exact_bytes": len(files["items.faiss"]),
-            "recall@10_vs_exact": faiss_index.approx_recall(sq8, all_vecs, queries, 10),
-        }
+        files[INDEX_FILES["sq8"]], config["sq8"] = faiss_index.sq8_with_stats(
+            all_vecs, queries, len(files["items.faiss"])
+        )
     files["config.json"] = json.dumps(config, indent=2, sort_keys=True).encode()
     return files, n_new
-
-
-def _text_dim(encoder: HistoryEncoder) -> int:
-    """The width of the text embeddings the student projects; NoTextProjection without one."""
-    for name, value in encoder.model.state_dict().items():
-        if name.endswith("text.weight"):
-            return int(value.shape[1])
-    raise NoTextProjection(NO_PROJECTION)

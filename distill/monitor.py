@@ -77,11 +77,7 @@ def freshness(work_dir: Path, dataset: str, config: MonitorConfig, now: float) -
         )
     ]
     if config.max_interaction_age_days is not None:
-        from storage.datasets import Dataset
-
-        newest = float(
-            Dataset(load_dataset(work_dir, dataset).path).interactions()["timestamp"].max()
-        )
+        newest = float(latest.interactions().get_column("timestamp").max())
         event_age = (now - newest) / DAY
         checks.append(
             Check(

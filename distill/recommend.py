@@ -75,23 +75,31 @@ class Explanation:
 class HistoryEncoder:
     """User vectors from histories of item indices, with the bundle's student (eval mode)."""
 
-    def __init__(self, model: torch.nn.Module, item_vecs: np.ndarray, history_len: int) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        item_vecs: np.ndarray,
+        history_len: int,
+        text_dim: int | None = None,
+    ) -> None:
         self.model = model.eval()
         self.item_vecs = torch.as_tensor(item_vecs)  # (I, D), as published
         self.history_len = history_len
         self.n_items = len(item_vecs)
+        self.text_dim = text_dim  # width of the LM embeddings it projects; None: no projection
 
     @classmethod
-    def from_bundle(cls, path: Path, item_vecs: np.ndarray) -> HistoryEncoder:
-        config = json.loads((path / "config.json").read_text())
+    def from_bundle(cls, path: Path, config: dict, item_vecs: np.ndarray) -> HistoryEncoder:
+        """The student of the bundle at `path`, whose config.json is `config`."""
         state = load_tensors((path / "student.safetensors").read_bytes())
         student = StudentConfig(**config["student"])
         text = next((v for k, v in state.items() if k.endswith("text.weight")), None)
-        # the text projection's input width; its frozen LM embeddings are already in item_vecs
-        text_emb = None if text is None else np.zeros((len(item_vecs), text.shape[1]), np.float32)
+        text_dim = None if text is None else int(text.shape[1])
+        # the projection's input width; its frozen LM embeddings are already in item_vecs
+        text_emb = None if text_dim is None else np.zeros((len(item_vecs), text_dim), np.float32)
         model = build_student(student, config["n_users"], len(item_vecs), text_emb)
         model.load_state_dict(state)
-        return cls(model, item_vecs, student.history_len)
+        return cls(model, item_vecs, student.history_len, text_dim)
 
     def window(self, history: Sequence[int]) -> list[int]:
         """The part of a history (oldest first) that the user vector reads."""
@@ -157,10 +165,11 @@ class Recommender:
         items = pl.read_parquet(bundle.path / "items.parquet")
         search_index = from_bytes((bundle.path / INDEX_FILES[index]).read_bytes())
         vecs = embedding_matrix(users.to_arrow().column("vector"))
+        config = json.loads((bundle.path / "config.json").read_text())
         encoder = HistoryEncoder.from_bundle(
-            bundle.path, embedding_matrix(items.to_arrow().column("vector"))
+            bundle.path, config, embedding_matrix(items.to_arrow().column("vector"))
         )
-        ids = json.loads((bundle.path / "config.json").read_text()).get("user_ids") or {}
+        ids = config.get("user_ids") or {}
         pseudo = Pseudonymiser.for_bundle(
             ids.get("scheme"), ids.get("key_id"), Path(registry).parent
         )

@@ -422,14 +422,10 @@ def bundle_files(
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     exact_bytes = faiss_index.to_bytes(index)
     extra = {}
-    if quantized:
-        sq8 = faiss_index.build_sq8(item_vecs)
-        extra["items.sq8.faiss"] = faiss_index.to_bytes(sq8)
-        config["sq8"] = {  # what the int8 index costs against the exact one, at publish time
-            "bytes": len(extra["items.sq8.faiss"]),
-            "exact_bytes": len(exact_bytes),
-            "recall@10_vs_exact": faiss_index.approx_recall(sq8, item_vecs, user_vecs, 10),
-        }
+    if quantized:  # config records what the int8 index costs against the exact one
+        extra["items.sq8.faiss"], config["sq8"] = faiss_index.sq8_with_stats(
+            item_vecs, user_vecs, len(exact_bytes)
+        )
     return {
         **extra,
         "student.safetensors": save(state),

@@ -21,6 +21,7 @@ from safetensors.torch import load as load_tensors
 from torch import Tensor
 
 from distill.student import StudentConfig
+from storage.registry import Registry
 
 log = logging.getLogger(__name__)
 SHAPE = ("kind", "dim", "n_layers", "n_heads", "history_len", "text_projection")
@@ -73,8 +74,6 @@ def _new_rows(n: int, dim: int, text_projection: bool, seed: int) -> Tensor:
 
 def warm_start_from(registry_root: Path, model: str, item_ids: Sequence[str]) -> WarmStart | None:
     """The current published version of `model` as a warm start, or None if there is none."""
-    from storage.registry import Registry
-
     registry = Registry(registry_root, model)
     if registry.current_version() is None:
         return None
