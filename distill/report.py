@@ -5,6 +5,8 @@ Written as report.json (a stable contract that scripts read), report.md and PNG 
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,9 +92,12 @@ def popularity_buckets(split: Split, users: np.ndarray, fold: str = "test") -> n
     return np.where(frac < 0.2, "head", np.where(frac < 0.5, "torso", "tail"))
 
 
+BUCKETS = ("cold", "medium", "heavy", "head", "torso", "tail")
+
+
 def breakdown(rows: list[ModelRow], labels: np.ndarray, metric: str = "ndcg@10") -> dict:
     out: dict[str, dict] = {}
-    for bucket in ("cold", "medium", "heavy", "head", "torso", "tail"):
+    for bucket in BUCKETS:
         keep = labels == bucket
         if keep.any():
             out[bucket] = {
@@ -173,7 +178,35 @@ TRAIN_SECONDS_NOTE = (
 )
 
 
-def markdown(report: dict) -> str:
+PLOTS = (  # file name in the run folder, caption
+    ("val_ndcg.png", "Validation NDCG@10 by epoch, students, seed 0"),
+    ("activity.png", "Test NDCG@10 by user activity"),
+)
+
+
+def plots(folder: Path) -> list[tuple[str, Path]]:
+    """The report's plots that exist in `folder`, as (caption, path)."""
+    return [(caption, folder / name) for name, caption in PLOTS if (folder / name).exists()]
+
+
+def relative_images(folder: Path) -> list[tuple[str, str]]:
+    """Plots as links relative to report.md (renders in editors and on file hosts)."""
+    return [(caption, path.name) for caption, path in plots(folder)]
+
+
+def embedded_images(folder: Path) -> list[tuple[str, str]]:
+    """Plots as data URIs: the Prefect UI renders them inside the markdown artifact."""
+    return [
+        (caption, "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode())
+        for caption, path in plots(folder)
+    ]
+
+
+def markdown(report: dict, images: Sequence[tuple[str, str]] = ()) -> str:
+    """The report as markdown; `images` are (caption, src) pairs shown at the end.
+
+    Tables stay narrow (at most 7 columns) so that they fit a browser window without scrolling:
+    quality and cost are separate tables, and breakdowns have one row per model."""
     lines = [
         f"# kdrec report — {report['dataset']}",
         "",
@@ -185,8 +218,8 @@ def markdown(report: dict) -> str:
         f"{report.get('distill', {}).get('loss', '-')}, alpha "
         f"{report.get('distill', {}).get('alpha', '-')}",
         "",
-        "| model | role | HR@10 | NDCG@10 | MRR | Recall@20 | params | train s† | users/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | role | HR@10 | NDCG@10 | MRR | Recall@20 |",
+        "|---|---|---|---|---|---|",
     ]
 
     def cell(metrics: dict, key: str) -> str:
@@ -197,8 +230,13 @@ def markdown(report: dict) -> str:
         m = r["metrics"]
         lines.append(
             f"| {r['model']} | {r['role']} | {cell(m, 'hr@10')} | {cell(m, 'ndcg@10')} | "
-            f"{cell(m, 'mrr')} | {cell(m, 'recall@20')} | {r['params']:,} | "
-            f"{r['train_seconds']:.1f} | {r['users_per_second']:,.0f} |"
+            f"{cell(m, 'mrr')} | {cell(m, 'recall@20')} |"
+        )
+    lines += ["", "Cost:", "", "| model | params | train s† | users/s |", "|---|---|---|---|"]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['params']:,} | {r['train_seconds']:.1f} | "
+            f"{r['users_per_second']:,.0f} |"
         )
     lines += ["", TRAIN_SECONDS_NOTE]
     for key, title in (
@@ -216,19 +254,19 @@ def markdown(report: dict) -> str:
         part = report["breakdown"][key]
         if not part:
             continue
-        models = [c for c in next(iter(part.values())) if c != "users"]
+        buckets = sorted(part, key=BUCKETS.index)  # report.json's keys come back sorted
+        models = [r["model"] for r in report["rows"] if r["model"] in part[buckets[0]]]
         lines += [
             "",
             f"NDCG@10 by {title}:",
             "",
-            "| bucket | users | " + " | ".join(models) + " |",
-            "|---" * (len(models) + 2) + "|",
+            "| model | " + " | ".join(buckets) + " |",
+            "|---" * (len(buckets) + 1) + "|",
+            "| users | " + " | ".join(str(part[b]["users"]) for b in buckets) + " |",
         ]
-        for bucket, values in part.items():
+        for model in models:
             lines.append(
-                f"| {bucket} | {values['users']} | "
-                + " | ".join(f"{values[m]:.4f}" for m in models)
-                + " |"
+                f"| {model} | " + " | ".join(f"{part[b][model]:.4f}" for b in buckets) + " |"
             )
     if report.get("bars"):
         lines += ["", "Quality bars:", ""]
@@ -243,14 +281,16 @@ def markdown(report: dict) -> str:
         lines += ["", f"Validation vs the current model {prev['version']}: {deltas}"]
     if report.get("publish"):
         lines += ["", f"Publish (regression gate): {report['publish']}"]
+    for caption, src in images:
+        lines += ["", f"![{caption}]({src})"]
     return "\n".join(lines) + "\n"
 
 
 def save_report(report: dict, folder: Path, rows: list[ModelRow]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "report.json", report)
-    atomic_write_text(folder / "report.md", markdown(report))
     _plots(report, folder, rows)
+    atomic_write_text(folder / "report.md", markdown(report, relative_images(folder)))
 
 
 def _plots(report: dict, folder: Path, rows: list[ModelRow]) -> None:

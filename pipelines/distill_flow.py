@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from distill.parallel import InBackground
-from distill.report import markdown
+from distill.report import embedded_images, markdown, relative_images
 from distill.student import stage
 from distill.train import apply_threads
 from pipelines.config import RunConfig
@@ -80,7 +80,7 @@ def _previous_model(params: RunConfig, validation: dict[str, float]) -> dict:
 
 def save_report_files(report: dict, run_dir: Path) -> None:
     atomic_write_json(run_dir / "report.json", report)
-    atomic_write_text(run_dir / "report.md", markdown(report))
+    atomic_write_text(run_dir / "report.md", markdown(report, relative_images(run_dir)))
 
 
 def _start_sasrec(params: RunConfig, dataset_path: str) -> InBackground:
@@ -100,7 +100,7 @@ def new_run_dir(work_dir: Path) -> Path:
     return WorkDir(work_dir).new_run()
 
 
-def _artifacts(report: dict, publish: dict) -> None:
+def _artifacts(report: dict, publish: dict, run_dir: Path) -> None:
     rows = [
         {
             "model": r["model"],
@@ -111,7 +111,9 @@ def _artifacts(report: dict, publish: dict) -> None:
         for r in report["rows"]
     ]
     create_table_artifact(rows, key="kdrec-eval-table", description="Test metrics, every model")
-    create_markdown_artifact(markdown(report), key="kdrec-report", description="Run report")
+    create_markdown_artifact(
+        markdown(report, embedded_images(run_dir)), key="kdrec-report", description="Run report"
+    )
     create_table_artifact(
         bundle_rows(publish), key="kdrec-bundle", description="The bundle this run published"
     )
@@ -198,7 +200,7 @@ def distill(
     save_report_files(report, Path(run_dir))
     timings["total"] = time.perf_counter() - t0
     log.info("stage timings (s): %s", {k: round(v, 1) for k, v in timings.items()})
-    _artifacts(report, publish)
+    _artifacts(report, publish, Path(run_dir))
     return {
         "run_dir": run_dir,
         "report": report,

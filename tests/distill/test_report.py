@@ -1,10 +1,20 @@
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 
 from distill.evaluate import EvalResult
-from distill.report import ModelRow, bars, paired_test
+from distill.report import (
+    PLOTS,
+    ModelRow,
+    bars,
+    embedded_images,
+    markdown,
+    paired_test,
+    relative_images,
+)
 
 
 def _row(model: str, role: str, ndcg: float, params: int = 10, distilled: bool = False) -> dict:
@@ -85,3 +95,35 @@ def test_paired_test_by_hand_and_pairs_a_deterministic_control_with_every_seed()
 
     assert out["p_value"] == pytest.approx(2 * stats.t.sf(t, 5))
     assert paired_test(control, control)["p_value"] == 1.0
+
+
+def _full_report() -> dict:
+    metrics = {m: {"mean": 0.1, "std": 0.0} for m in ("hr@10", "ndcg@10", "mrr", "recall@20")}
+    rows = [
+        {**_row(name, role, 0.1), "metrics": metrics, "train_seconds": 1.0, "users_per_second": 5.0}
+        for name, role in (("EASE", "baseline"), ("Teacher", "teacher"), ("Student", "student"))
+    ]
+    by_bucket = {b: {"users": 3, **{r["model"]: 0.1 for r in rows}} for b in ("heavy", "cold")}
+    return {
+        "dataset": "d",
+        "split": "leave-one-out",
+        "seeds": [0],
+        "rows": rows,
+        "breakdown": {"activity": by_bucket, "popularity": {}},
+    }
+
+
+def test_markdown_tables_fit_a_browser_and_images_come_last():
+    text = markdown(_full_report(), [("Validation curve", "data:image/png;base64,AAAA")])
+    table_lines = [line for line in text.splitlines() if line.startswith("|")]
+    assert table_lines and max(line.count("|") - 1 for line in table_lines) <= 7
+    assert "| model | cold | heavy |" in text  # one row per model, buckets in their natural order
+    assert "| Teacher | 0.1000 | 0.1000 |" in text
+    assert text.rstrip().endswith("![Validation curve](data:image/png;base64,AAAA)")
+
+
+def test_report_images_link_the_plots_on_disk_and_embed_them_for_the_ui(tmp_path):
+    (tmp_path / "val_ndcg.png").write_bytes(b"\x89PNG fake")
+    assert relative_images(tmp_path) == [(PLOTS[0][1], "val_ndcg.png")]
+    [(caption, src)] = embedded_images(tmp_path)
+    assert src == "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()

@@ -65,7 +65,25 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
     assert rows["teacher fingerprint"] == result["teacher"]["fingerprint"]
     assert rows["gate"] == bundle.manifest["gate"] and rows["path"] == str(bundle.path.resolve())
     if runner == "local":
+        check_report_artifact(run_dir)
         check_monitor(cfg, work)
+
+
+def check_report_artifact(run_dir: Path) -> None:
+    """The UI's report shows the plots (data URIs); report.md links the files beside it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["kdrec-report"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert artifact.data.count("](data:image/png;base64,") == 2, artifact.data[:300]
+    on_disk = (run_dir / "report.md").read_text()
+    assert "](val_ndcg.png)" in on_disk and "](activity.png)" in on_disk
 
 
 def check_monitor(cfg: RunConfig, work: Path) -> None:
