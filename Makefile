@@ -27,7 +27,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export KDREC_WORK_DIR := $(abspath $(WORK))
 
-.PHONY: help install run quality test test-slow check lint format bench ui ui-stop alerts clean
+.PHONY: help install run quality test test-slow check lint format bench ui ui-stop alerts screenshots clean
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -99,6 +99,9 @@ alerts: $(STAMP) ## on the `make ui` server: notify through BLOCK (type-slug/nam
 	id=$$(PREFECT_API_URL=$(UI_URL)/api $(PY) -c "import sys; from prefect.blocks.core import Block; print(Block.load(sys.argv[1])._block_document_id)" "$(BLOCK)") && \
 	  sed "s/REPLACE_WITH_BLOCK_ID/$$id/" configs/automations/monitor-alert.yaml > $(UI_DIR)/monitor-alert.yaml && \
 	  PREFECT_API_URL=$(UI_URL)/api $(VENV)/bin/prefect automation create --from-file $(UI_DIR)/monitor-alert.yaml
+
+screenshots: $(STAMP) ## PNGs of the newest report, bundle and monitor artifacts on the `make ui` server (needs Chromium)
+	$(PY) docs/screenshots.py --url $(UI_URL) --out docs/img
 
 ui-stop: ## stop exactly the server and worker that `make ui` started (their process groups)
 	@for name in worker server; do \

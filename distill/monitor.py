@@ -207,13 +207,9 @@ def summary(checks: list[Check]) -> str:
 
 
 def markdown(checks: list[Check], title: str) -> str:
-    lines = [
-        f"# {title}",
-        "",
-        summary(checks),
-        "",
-        "| check | status | value | threshold | detail |",
-    ]
-    lines.append("|---|---|---|---|---|")
-    lines += [f"| {c.name} | {c.status} | {c.value} | {c.threshold} | {c.detail} |" for c in checks]
+    """Summary line, a narrow table (fits a browser window), then each check's detail."""
+    lines = [f"# {title}", "", summary(checks), "", "| check | status | value | threshold |"]
+    lines.append("|---|---|---|---|")
+    lines += [f"| {c.name} | {c.status} | {c.value} | {c.threshold} |" for c in checks]
+    lines += ["", "Details:", ""] + [f"- {c.name}: {c.detail}" for c in checks]
     return "\n".join(lines) + "\n"

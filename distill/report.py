@@ -333,7 +333,7 @@ def _plots(report: dict, folder: Path, rows: list[ModelRow]) -> None:
         ax.set_xticks(np.arange(len(part)) + 0.4 - width / 2, list(part))
         ax.set_ylabel("test NDCG@10")
         ax.set_title("NDCG@10 by user activity")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off the bars
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
