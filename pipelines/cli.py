@@ -21,6 +21,7 @@ from rich.table import Table
 from distill.report import REPORT_METRICS, TRAIN_SECONDS_NOTE
 from distill.teacher.base import TeacherError
 from pipelines.config import RunConfig, load_config
+from pipelines.runners import ClusterError
 from storage.errors import DataError, IntegrityError
 from storage.workdir import WorkDir
 
@@ -593,6 +594,7 @@ def main() -> None:
         ValueError,
         KeyError,
         TeacherError,
+        ClusterError,
     ) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)

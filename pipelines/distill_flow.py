@@ -159,7 +159,8 @@ def distill(
     t1 = time.perf_counter()
     sasrec = _start_sasrec(params, dataset_path)  # needs no teacher: it trains beside it
     try:
-        teacher = teacher_flow.with_options(task_runner=task_runner(params.runner))(
+        runner = task_runner(params.runner, params.work_dir)
+        teacher = teacher_flow.with_options(task_runner=runner)(
             params.teacher, dataset_path, params.split.as_of, str(params.work_dir)
         )
         timings["teacher"] = time.perf_counter() - t1

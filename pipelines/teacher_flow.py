@@ -125,5 +125,5 @@ def run_teacher_flow(
     runner: RunnerConfig,
 ) -> dict:
     """Call the flow with the configured task runner."""
-    configured = teacher_flow.with_options(task_runner=task_runner(runner))
+    configured = teacher_flow.with_options(task_runner=task_runner(runner, work_dir))
     return configured(config, str(dataset.path), cutoff, str(work_dir))

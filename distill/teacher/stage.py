@@ -66,8 +66,17 @@ class TeacherPlan:
 
     @classmethod
     def load(cls, cache_dir: Path) -> TeacherPlan:
-        data = read_json(Path(cache_dir) / "plan.json")
+        """The plan in `cache_dir`. Paths it recorded inside its work dir are re-rooted on the
+        work dir it is read from, so a moved or copied work dir reads and writes its own files
+        (never the folder it was copied from)."""
+        cache_dir = Path(cache_dir).absolute()
+        data = read_json(cache_dir / "plan.json")
         data["shards"] = [tuple(s) for s in data["shards"]]
+        old_root, new_root = Path(data["cache_dir"]).parents[2], cache_dir.parents[2]
+        for name in ("dataset_path", "adapter_path"):
+            if data.get(name) and Path(data[name]).is_relative_to(old_root):
+                data[name] = str(new_root / Path(data[name]).relative_to(old_root))
+        data["cache_dir"] = str(cache_dir)
         return cls(**data)
 
 

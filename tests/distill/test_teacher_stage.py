@@ -246,3 +246,28 @@ def test_two_heads_train_side_by_side_and_cache_concatenated_vectors(
     assert [h["seed"] for h in training["heads"]] == [0, 1]
     assert stage.read_vectors(cache, "items").shape == (split.n_items, 2 * SMALL_HEAD["dim"])
     assert stage.read_vectors(cache, "users", "test_vector").shape == (split.n_users, 16)
+
+
+def test_a_copied_work_dir_reads_and_writes_its_own_files(
+    synthetic, work, tmp_path, tiny_encoder_path
+):
+    """plan.json records absolute paths; a copy must not write into the folder it came from."""
+    import shutil
+
+    dataset, split = synthetic
+    cfg = _config(tiny_encoder_path)
+    first = run_teacher(cfg, dataset, split, work_dir=work, progress=False)
+    original = Path(first.plan.cache_dir) / "soft_labels"
+    before = {p.name: p.read_bytes() for p in original.iterdir()}
+    copy = tmp_path / "moved"
+    shutil.copytree(work, copy)
+    moved_cache = copy / Path(first.plan.cache_dir).relative_to(work)
+    shutil.rmtree(moved_cache / "soft_labels")
+    plan = stage.TeacherPlan.load(moved_cache)
+    for path in (plan.cache_dir, plan.dataset_path, plan.adapter_path):
+        assert Path(path).is_relative_to(copy), path
+    moved = load_dataset(copy, "syn", dataset.path.name)
+    again = run_teacher(cfg, moved, make_split(moved), work_dir=copy, progress=False)
+    assert Path(again.plan.cache_dir) == moved_cache
+    assert {p.name: p.read_bytes() for p in original.iterdir()} == before  # untouched
+    assert {p.name for p in (moved_cache / "soft_labels").iterdir()} == set(before)
