@@ -23,7 +23,7 @@ from safetensors.torch import load, save
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from storage.atomic import atomic_write_bytes, exclusive
+from storage.atomic import atomic_write_bytes, atomic_write_json, exclusive
 from storage.faults import crash_point
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def _restore(model: nn.Module, optimizer: torch.optim.Optimizer | None, blob: by
 
 
 CHECKPOINT = "checkpoint.safetensors"
+PROGRESS = "progress.json"  # beside the checkpoint, after every epoch: what a UI poller reads
 LOG_EVERY_S = 30.0  # an epoch summary in the log at most this often
 
 
@@ -233,7 +234,10 @@ def _fit(
             }
             atomic_write_bytes(ckpt_path, _checkpoint_bytes(model, optimizer, best_blob, progress))
             crash_point("train.after_checkpoint")
+            _write_progress(checkpoint_dir, desc, config, history, best_score, best_epoch, t0)
     bar.close()
+    if checkpoint_dir is not None and history:
+        _write_progress(checkpoint_dir, desc, config, history, best_score, best_epoch, t0, True)
     log.info("%s: best validation %.4f at epoch %d", desc, best_score, best_epoch)
     _restore(model, None, best_blob)
     model.eval()
@@ -243,6 +247,32 @@ def _fit(
         seconds=time.perf_counter() - t0,
         history=history,
         resumed_from=resumed,
+    )
+
+
+def _write_progress(
+    folder: Path,
+    desc: str,
+    config: LoopConfig,
+    history: list[dict],
+    best_score: float,
+    best_epoch: int,
+    t0: float,
+    done: bool = False,
+) -> None:
+    atomic_write_json(
+        folder / PROGRESS,
+        {
+            "desc": desc,
+            "epoch": history[-1]["epoch"],
+            "max_epochs": config.max_epochs,
+            "patience": config.patience,
+            "val": history[-1]["val"],
+            "best": best_score,
+            "best_epoch": best_epoch,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "done": done,
+        },
     )
 
 

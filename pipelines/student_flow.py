@@ -13,10 +13,11 @@ from distill.student import stage
 from distill.student.warm_start import warm_start_from
 from distill.train import available_cores
 from pipelines.config import RunConfig
+from pipelines.progress import TrainingProgress
 from storage.atomic import atomic_write_bytes
 from storage.datasets import Dataset
 from storage.pseudonyms import id_key
-from storage.split import make_split
+from storage.split import Split, make_split
 from storage.workdir import WorkDir
 
 
@@ -24,30 +25,15 @@ from storage.workdir import WorkDir
 def train_evaluate_task(
     params: RunConfig, dataset_path: str, teacher_cache: str, run_dir: str
 ) -> str:
-    """Train the students (with and without KD) for every seed; write the report and bundle."""
+    """Train the students (with and without KD) for every seed; write the report and bundle.
+    Their epochs show in the UI as the `student-progress` artifact."""
     log = get_run_logger()
     dataset = Dataset(Path(dataset_path))
     split = make_split(dataset, cutoff=params.split.as_of)
     out = Path(run_dir)
-    result = stage.quality(
-        dataset,
-        split,
-        teacher_cache=Path(teacher_cache),
-        student=params.student,
-        sasrec=params.sasrec,
-        kd=params.distill,
-        loop=params.train,
-        seeds=params.seeds,
-        checkpoint_root=WorkDir(params.work_dir).students,
-        workers=params.train_workers or available_cores(),
-        warm=warm_start_from(
-            WorkDir(params.work_dir).registry,
-            params.model_name,
-            dataset.items().get_column("item_id").to_list(),
-        )
-        if params.distill.init == "previous"
-        else None,
-    )
+    students = WorkDir(params.work_dir).students
+    with TrainingProgress(students, "student-progress", "students (arms x seeds)"):
+        result = _train_students(params, dataset, split, Path(teacher_cache))
     best = result.best
     cost = stage.serving_cost(Path(teacher_cache), best, result.sasrec, split)
     report = stage.finish_report(result.report, cost)
@@ -70,6 +56,30 @@ def train_evaluate_task(
             "holds" if bar["holds"] else "NOT met",
         )
     return str(out)
+
+
+def _train_students(
+    params: RunConfig, dataset: Dataset, split: Split, teacher_cache: Path
+) -> stage.Comparison:
+    return stage.quality(
+        dataset,
+        split,
+        teacher_cache=teacher_cache,
+        student=params.student,
+        sasrec=params.sasrec,
+        kd=params.distill,
+        loop=params.train,
+        seeds=params.seeds,
+        checkpoint_root=WorkDir(params.work_dir).students,
+        workers=params.train_workers or available_cores(),
+        warm=warm_start_from(
+            WorkDir(params.work_dir).registry,
+            params.model_name,
+            dataset.items().get_column("item_id").to_list(),
+        )
+        if params.distill.init == "previous"
+        else None,
+    )
 
 
 @flow(name="student", log_prints=True)

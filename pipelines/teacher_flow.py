@@ -15,10 +15,12 @@ from tqdm.auto import tqdm
 from distill.teacher import stage
 from distill.teacher.base import TeacherConfig
 from pipelines.config import RunnerConfig
+from pipelines.progress import TrainingProgress
 from pipelines.runners import task_runner
 from storage.datasets import Dataset
 from storage.shards import ShardInfo
 from storage.split import make_split
+from storage.workdir import WorkDir
 
 
 @task(name="teacher-prepare", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -28,9 +30,10 @@ def prepare_task(
     """Texts, LM embeddings (only new texts are encoded) and the adapted head."""
     dataset = Dataset(Path(dataset_path))
     stats: dict = {}
-    plan = stage.prepare(
-        config, dataset, make_split(dataset, cutoff=cutoff), work_dir=Path(work_dir), stats=stats
-    )
+    split = make_split(dataset, cutoff=cutoff)
+    heads = TrainingProgress(WorkDir(work_dir).adapters, "teacher-head-progress", "teacher heads")
+    with heads:  # head epochs in the UI
+        plan = stage.prepare(config, dataset, split, work_dir=Path(work_dir), stats=stats)
     return plan.cache_dir, stats
 
 

@@ -82,6 +82,14 @@ def check_report_artifact(run_dir: Path) -> None:
             limit=1,
         )
     assert artifact.data.count("](data:image/png;base64,") == 2, artifact.data[:300]
+    with get_client(sync_client=True) as client:  # training epochs, as progress bars
+        for key in ("teacher-head-progress", "student-progress"):
+            [bar] = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                sort=ArtifactSort.CREATED_DESC,
+                limit=1,
+            )
+            assert bar.data == 100.0 and "validation" in bar.description, (key, bar.description)
     on_disk = (run_dir / "report.md").read_text()
     assert "](val_ndcg.png)" in on_disk and "](activity.png)" in on_disk
 
