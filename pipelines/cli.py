@@ -552,11 +552,11 @@ def _interrupt(signum: int, frame: object) -> None:
     """Stop now: Prefect's engine can swallow a KeyboardInterrupt raised inside its own frames
     (seen: the flow marked Crashed while training went on), so the handler does the cleanup and
     exits itself. Everything on disk is written atomically, so a re-run resumes."""
+    _stop_children()  # first: printing can block (a full pipe), stopping must not wait on it
     console.print(
         f"interrupted ({signal.Signals(signum).name}): finished shards and student checkpoints "
         "are kept; run the same command again to resume"
     )
-    _stop_children()
     sys.stdout.flush()
     os._exit(130)
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -56,10 +57,15 @@ def test_interrupt_mid_training_stops_fast_and_leaves_no_children(
         text=True,
         start_new_session=True,  # its own process group: nothing it starts can escape the check
     )
+    # drain the output as it comes: a full pipe would block the command (and its signal
+    # handler's message) and look like a hang
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
     checkpoints = WorkDir(work).students
     deadline = time.monotonic() + 240
     while not list(checkpoints.glob("*/checkpoint.safetensors")):
-        assert proc.poll() is None, proc.stdout.read()
+        assert proc.poll() is None, "".join(lines)
         assert time.monotonic() < deadline, "training never started"
         time.sleep(0.5)
     tree = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
@@ -72,7 +78,8 @@ def test_interrupt_mid_training_stops_fast_and_leaves_no_children(
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail(f"still running 5 s after {signum.name}")
     stopped = time.monotonic() - sent
-    output = proc.stdout.read()
+    reader.join(timeout=10)
+    output = "".join(lines)
     assert proc.returncode == 130 and "run the same command again to resume" in output, output
     time.sleep(0.5)
     alive = [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
