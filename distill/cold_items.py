@@ -24,6 +24,7 @@ from distill import index as faiss_index
 from distill.recommend import INDEX_FILES, HistoryEncoder
 from storage.atomic import parquet_bytes
 from storage.embeddings import embedding_column, embedding_matrix
+from storage.errors import ConfigError, DataError, KdrecError
 from storage.registry import Bundle
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ NO_PROJECTION = (
 )
 
 
-class NoTextProjection(ValueError):
+class NoTextProjection(KdrecError, ValueError):
     """The bundle's student has no text projection, so it cannot place an unseen item."""
 
 
@@ -75,7 +76,7 @@ def extend_bundle(bundle: Bundle, new: NewItems) -> tuple[dict[str, bytes], int]
             new.frame.height,
         )
     if not fresh:
-        raise ValueError(f"none of the {new.frame.height} items is new to {bundle.version}")
+        raise DataError(f"none of the {new.frame.height} items is new to {bundle.version}")
     frame = new.frame[fresh]
     item_vecs = embedding_matrix(items.get_column("vector").to_arrow())
     config = json.loads((path / "config.json").read_text())
@@ -84,7 +85,7 @@ def extend_bundle(bundle: Bundle, new: NewItems) -> tuple[dict[str, bytes], int]
     if text_dim is None:
         raise NoTextProjection(NO_PROJECTION)
     if new.text_emb.shape[1] != text_dim:
-        raise ValueError(
+        raise ConfigError(
             f"text embeddings are {new.text_emb.shape[1]}-d but the student projects "
             f"{text_dim}-d ones: encode with the teacher LM it was trained with"
         )

@@ -22,20 +22,21 @@ from distill.index import from_bytes
 from distill.layers import left_padded
 from distill.student import StudentConfig, build_student
 from storage.embeddings import embedding_matrix
+from storage.errors import KdrecError, NotFound
 from storage.pseudonyms import Pseudonymiser
 from storage.registry import Bundle, Registry
 
 
-class UnknownUser(KeyError):
+class UnknownUser(KdrecError, KeyError):
     def __str__(self) -> str:
         return f"unknown user id {self.args[0]!r} (use --fallback popular for unknown users)"
 
 
-class BadRequest(ValueError):
+class BadRequest(KdrecError, ValueError):
     """A request that cannot be served as asked (k out of range, an empty history)."""
 
 
-class UnknownItems(KeyError):
+class UnknownItems(KdrecError, KeyError):
     """Item ids that are not in the bundle's catalog."""
 
     def __init__(self, ids: Sequence[str], n_items: int) -> None:
@@ -157,7 +158,7 @@ class Recommender:
         if index not in INDEX_FILES:
             raise BadRequest(f"index must be one of {sorted(INDEX_FILES)}, got {index!r}")
         if not (bundle.path / INDEX_FILES[index]).exists():
-            raise FileNotFoundError(
+            raise NotFound(
                 f"bundle {bundle.path} has no {INDEX_FILES[index]} ({index} index); "
                 "publish with quantized_index: true or serve with --index exact"
             )

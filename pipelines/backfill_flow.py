@@ -11,6 +11,7 @@ from distill.train import apply_threads
 from pipelines.config import RunConfig, load_config
 from pipelines.distill_flow import distill, ingest_task
 from pipelines.failures import STOP_HOOKS
+from storage.errors import ConfigError
 from storage.registry import Registry
 from storage.workdir import WorkDir
 
@@ -21,7 +22,7 @@ def cutoff(day: date) -> int:
 
 def days(start: date, end: date) -> list[date]:
     if end < start:
-        raise ValueError(f"backfill end {end} is before start {start}")
+        raise ConfigError(f"backfill end {end} is before start {start}")
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 

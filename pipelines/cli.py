@@ -19,10 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from distill.report import REPORT_METRICS, TRAIN_SECONDS_NOTE
-from distill.teacher.base import TeacherError
 from pipelines.config import RunConfig, load_config
-from pipelines.runners import ClusterError
-from storage.errors import DataError, IntegrityError
+from storage.errors import KdrecError
 from storage.workdir import WorkDir
 
 app = typer.Typer(
@@ -587,15 +585,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
-    except (
-        DataError,
-        IntegrityError,
-        FileNotFoundError,
-        ValueError,
-        KeyError,
-        TeacherError,
-        ClusterError,
-    ) as exc:
+    except KdrecError as exc:  # the user can fix it; anything else is a bug: traceback, exit 1
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from distill.student import StudentConfig
 from distill.student.fit import DistillConfig
@@ -19,6 +19,7 @@ from distill.teacher.base import TeacherConfig
 from distill.train import LoopConfig
 from storage.atomic import validate_name
 from storage.datasets import DatasetConfig
+from storage.errors import ConfigError, NotFound
 
 
 def default_work_dir() -> Path:
@@ -125,15 +126,23 @@ class RunConfig(BaseModel):
 
 
 def load_config(path: Path | None, **overrides: object) -> RunConfig:
-    """Read a YAML config (safe loader) and apply top-level overrides."""
+    """Read a YAML config (safe loader) and apply top-level overrides. Raises ConfigError (or
+    NotFound) naming the file and what is wrong."""
     data: dict = {}
+    where = f"config file {path}" if path is not None else "config"
     if path is not None:
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"config file {path} not found")
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
+            raise NotFound(f"config file {path} not found")
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where} is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
-            raise ValueError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+            raise ConfigError(f"{where} must hold a mapping, not {type(data).__name__}")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    return RunConfig.model_validate(data)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from pipelines.config import RunnerConfig
 from storage.atomic import atomic_write_text
+from storage.errors import KdrecError
 
 CONNECT_TIMEOUT_S = 30
 
 
-class ClusterError(RuntimeError):
+class ClusterError(KdrecError, RuntimeError):
     """The Dask cluster cannot run kdrec's tasks (unreachable, no workers, no shared work_dir)."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.errors import ConfigError
 from storage.faults import crash_point
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ TMP_PREFIX = ".tmp-"
 def validate_name(name: str, *, what: str = "name") -> str:
     """Reject names that could escape a folder when used as a path component."""
     if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
-        raise ValueError(
+        raise ConfigError(
             f"invalid {what} {name!r}: use letters, digits, '.', '_', '-', '@' "
             "(no path separators, no '..', at most 128 characters)"
         )

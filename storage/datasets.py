@@ -31,7 +31,7 @@ from storage.atomic import (
     validate_name,
     write_parquet,
 )
-from storage.errors import DataError, IntegrityError
+from storage.errors import DataError, IntegrityError, NotFound
 from storage.faults import crash_point
 from storage.schema import (
     INTERACTION_REQUIRED,
@@ -318,7 +318,7 @@ def resolve_version(work_dir: Path, name: str, version: str = "latest") -> str:
     if version == "latest":
         latest = root / "LATEST"
         if not latest.exists():
-            raise FileNotFoundError(
+            raise NotFound(
                 f"no dataset '{name}' under {root.parent}; run `kdrec data ingest` first"
             )
         version = latest.read_text().strip()
@@ -329,5 +329,5 @@ def load_dataset(work_dir: Path, name: str, version: str = "latest") -> Dataset:
     version = resolve_version(work_dir, name, version)
     path = WorkDir(work_dir).data / name / version
     if not (path / "dataset.json").exists():
-        raise FileNotFoundError(f"dataset version {name}@{version} not found at {path}")
+        raise NotFound(f"dataset version {name}@{version} not found at {path}")
     return Dataset(path)

@@ -6,7 +6,20 @@ from collections.abc import Sequence
 from typing import Any
 
 
-class DataError(ValueError):
+class KdrecError(Exception):
+    """Something the user can fix (input, config, stored state, environment). The CLI prints the
+    message and exits 2; any other exception is a bug and shows its traceback (exit 1)."""
+
+
+class ConfigError(KdrecError, ValueError):
+    """A config file or option that cannot be used; names the file and the key."""
+
+
+class NotFound(KdrecError, FileNotFoundError):
+    """A dataset, model, config file or cache the command needs does not exist yet."""
+
+
+class DataError(KdrecError, ValueError):
     """Input that cannot be ingested: names the file, column, affected row count and examples."""
 
     def __init__(
@@ -42,5 +55,5 @@ class DataError(ValueError):
         super().__init__(msg)
 
 
-class IntegrityError(RuntimeError):
+class IntegrityError(KdrecError, RuntimeError):
     """Stored data that does not match its manifest (missing, truncated or altered file)."""

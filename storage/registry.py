@@ -41,7 +41,7 @@ from storage.atomic import (
     staging_dir,
     validate_name,
 )
-from storage.errors import IntegrityError
+from storage.errors import IntegrityError, KdrecError, NotFound
 from storage.faults import crash_point
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ GATE_METRIC = "ndcg@10"  # validation metric the regression gate compares
 GATE_TOLERANCE = 0.02  # refuse a model more than 2% below the current one
 
 
-class GateRefused(RuntimeError):
+class GateRefused(KdrecError, RuntimeError):
     """Publishing refused by the regression gate."""
 
 
@@ -183,11 +183,11 @@ class Registry:
         if version == "current":
             current = self.current_version()
             if current is None:
-                raise FileNotFoundError(f"no published model in {self.root}; run `make run`")
+                raise NotFound(f"no published model in {self.root}; run `make run`")
             version = current
         path = self.root / validate_name(version, what="version")
         if not (path / MANIFEST).exists():
-            raise FileNotFoundError(
+            raise NotFound(
                 f"no version {version!r} of model {self.model!r} in {self.root}"
                 f"; known: {self.versions()[-5:]}"
             )

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.atomic import TMP_PREFIX, atomic_write_json, read_json, sha256_file
-from storage.errors import IntegrityError
+from storage.errors import IntegrityError, NotFound
 from storage.faults import crash_point
 
 MANIFEST = "manifest.json"
@@ -121,7 +121,7 @@ class ShardStore:
     def manifest(self) -> dict:
         path = self.root / MANIFEST
         if not path.exists():
-            raise FileNotFoundError(f"no committed shards at {self.root} (manifest.json missing)")
+            raise NotFound(f"no committed shards at {self.root} (manifest.json missing)")
         return read_json(path)
 
     def shards(self) -> list[ShardInfo]:
@@ -160,7 +160,7 @@ class ShardStore:
         """Lazy polars scan across all committed shards."""
         paths = self.paths(verify=verify)
         if not paths:
-            raise FileNotFoundError(f"shard store {self.root} has no shards")
+            raise NotFound(f"shard store {self.root} has no shards")
         return pl.scan_parquet(paths)
 
     def read_shard(self, key: str, *, verify: bool = True) -> pl.DataFrame:

@@ -66,3 +66,33 @@ def test_ingest_and_baselines_on_files(tiny_files, work):
     for model in ("Popularity", "ItemKNN", "EASE"):
         assert model in baselines.output
     assert "ndcg@10" in baselines.output
+
+
+def test_main_exits_2_on_user_errors_and_lets_bugs_show_their_traceback(monkeypatch, capsys):
+    """Only kdrec's own error types are the user's to fix; a KeyError is a bug, not bad input."""
+    import signal
+
+    from pipelines import cli
+    from storage.errors import ConfigError
+
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # main() installs handlers
+    monkeypatch.setattr(cli, "app", lambda: (_ for _ in ()).throw(ConfigError("bad key 'x'")))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 2 and "error: bad key 'x'" in capsys.readouterr().out
+    monkeypatch.setattr(cli, "app", lambda: {}["ndcg@10"])
+    with pytest.raises(KeyError, match="ndcg@10"):  # the interpreter prints it and exits 1
+        cli.main()
+
+
+def test_a_bad_config_names_the_file_and_is_a_user_error(tmp_path):
+    from pipelines.config import load_config
+    from storage.errors import KdrecError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {max_epochs: -1}\n")
+    with pytest.raises(KdrecError, match=f"(?s)config file {bad}: .*train.max_epochs"):
+        load_config(bad)
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(KdrecError, match="is not valid YAML"):
+        load_config(bad)

@@ -14,11 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from distill.texts import TextConfig
+from storage.errors import KdrecError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
-class TeacherError(RuntimeError):
+class TeacherError(KdrecError, RuntimeError):
     """A teacher that cannot run: bad model path, unsupported architecture, non-finite outputs."""
 
 
