@@ -18,12 +18,34 @@ import yaml
 from storage.workdir import WorkDir
 from tests.conftest import synthetic_tables, write_tables
 
+ARGS = {
+    "quality": ["quality", "--seeds", "1"],
+    "run": ["run"],
+    "nightly": ["nightly"],
+    "backfill": ["backfill", "--start", "1970-01-02", "--end", "1970-01-02"],  # data: 1970-01-01
+}
+SLOW = pytest.mark.slow  # one subprocess run each: the fast suite covers `quality` only
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+
+@pytest.mark.parametrize(
+    ("command", "signum"),
+    [
+        ("quality", signal.SIGINT),
+        ("quality", signal.SIGTERM),
+        pytest.param("run", signal.SIGINT, marks=SLOW),
+        pytest.param("run", signal.SIGTERM, marks=SLOW),
+        pytest.param("nightly", signal.SIGINT, marks=SLOW),
+        pytest.param("nightly", signal.SIGTERM, marks=SLOW),
+        pytest.param("backfill", signal.SIGINT, marks=SLOW),
+        pytest.param("backfill", signal.SIGTERM, marks=SLOW),
+    ],
+    ids=lambda v: v.name if isinstance(v, signal.Signals) else v,
+)
 def test_interrupt_mid_training_stops_fast_and_leaves_no_children(
-    tmp_path, tiny_encoder_path, signum
+    tmp_path, tiny_encoder_path, command, signum
 ):
-    paths = write_tables(tmp_path / "syn", synthetic_tables())
+    tables = synthetic_tables()
+    paths = write_tables(tmp_path / "syn", tables)
     work = tmp_path / "work"
     config = {
         "work_dir": str(work),
@@ -48,9 +70,16 @@ def test_interrupt_mid_training_stops_fast_and_leaves_no_children(
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "PYTHONUNBUFFERED": "1",
     }
+    if command == "nightly":  # new interactions in the inbox: the night has work to do
+        inbox = work / "inbox" / "syn"
+        inbox.mkdir(parents=True)
+        later = tables["interactions"].with_columns(
+            timestamp=tables["interactions"]["timestamp"] + 10_000
+        )
+        later.head(20).write_csv(inbox / "interactions-next.csv")
     kdrec = Path(sys.executable).parent / "kdrec"
     proc = subprocess.Popen(
-        [str(kdrec), "quality", "--seeds", "1", "--config", str(cfg)],
+        [str(kdrec), *ARGS[command], "--config", str(cfg)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
