@@ -221,6 +221,38 @@ def test_whole_soft_labels_equal_the_shards_joined(synthetic, teacher_cache):
         SoftLabels(teacher_cache, cache_bytes=0).whole()
 
 
+def test_soft_labels_on_candidate_shards_hold_exactly_the_scored_pairs(
+    synthetic, work, tiny_encoder_path
+):
+    """pairs: candidates: each user's dense row has the shard's scores at its candidates and NaN
+    everywhere else (the KD term drops NaN columns); train items are scored too (mask_seen
+    decides whether they count)."""
+    import polars as pl
+
+    dataset, split = synthetic
+    cfg = TeacherConfig(
+        model_path=tiny_encoder_path,
+        users_per_shard=8,
+        pairs="candidates",
+        candidates_top_k=5,
+        candidates_random=3,
+        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2, heads=1),
+    )
+    labels = SoftLabels(
+        run_teacher(cfg, dataset, split, work_dir=work, progress=False).plan.cache_dir
+    )
+    train = split.matrix("train").toarray() > 0
+    for key, start, end in labels.shards:
+        block = labels.block(key).numpy()
+        rows = labels.store.read_shard(key).filter(pl.col("position") == -1)
+        expected = np.full_like(block, np.nan)
+        expected[rows["user_idx"].to_numpy() - start, rows["item_idx"].to_numpy()] = rows["score"]
+        np.testing.assert_array_equal(block, expected)  # NaN where not scored, equal elsewhere
+        scored = np.isfinite(block)
+        assert (scored.sum(axis=1) >= 5).all() and (scored.sum(axis=1) < split.n_items).all()
+        assert scored[train[start:end]].all()
+
+
 def test_faiss_matches_exact_search_with_ties():
     rng = np.random.default_rng(0)
     items = rng.normal(size=(200, 16)).astype(np.float32)
