@@ -202,8 +202,12 @@ def embedded_images(folder: Path) -> list[tuple[str, str]]:
     ]
 
 
-def markdown(report: dict, images: Sequence[tuple[str, str]] = ()) -> str:
-    """The report as markdown; `images` are (caption, src) pairs shown at the end.
+def markdown(
+    report: dict, images: Sequence[tuple[str, str]] = (), publish: str | None = None
+) -> str:
+    """The report as markdown; `images` are (caption, src) pairs shown at the end; `publish` is
+    the regression gate's decision once known (it is not part of report.json, which the bundle
+    carries and which is written before publishing).
 
     Tables stay narrow (at most 7 columns) so that they fit a browser window without scrolling:
     quality and cost are separate tables, and breakdowns have one row per model."""
@@ -279,14 +283,27 @@ def markdown(report: dict, images: Sequence[tuple[str, str]] = ()) -> str:
         prev = report["previous_model"]
         deltas = ", ".join(f"{k} {v:+.4f}" for k, v in report["delta_vs_previous"].items())
         lines += ["", f"Validation vs the current model {prev['version']}: {deltas}"]
-    if report.get("publish"):
-        lines += ["", f"Publish (regression gate): {report['publish']}"]
+    if publish:
+        lines += ["", f"Publish (regression gate): {publish}"]
     for caption, src in images:
         lines += ["", f"![{caption}]({src})"]
     return "\n".join(lines) + "\n"
 
 
+def versus_current(current: str | None, previous: dict[str, float], validation: dict) -> dict:
+    """Report keys comparing this run's validation metrics with the served model's."""
+    if current is None:
+        return {}
+    return {
+        "previous_model": {"version": current, "validation": previous},
+        "delta_vs_previous": {
+            k: validation[k] - previous[k] for k in sorted(validation) if k in previous
+        },
+    }
+
+
 def save_report(report: dict, folder: Path, rows: list[ModelRow]) -> None:
+    """report.json (written once per run: the bundle carries the same bytes), plots, report.md."""
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "report.json", report)
     _plots(report, folder, rows)

@@ -63,24 +63,16 @@ def publish_task(params: RunConfig, run_dir: str, manifest: dict, set_current: b
     }
 
 
-def _previous_model(params: RunConfig, validation: dict[str, float]) -> dict:
-    """The current model's validation metrics and this run's deltas against them."""
-    registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
-    current = registry.current_version()
-    if current is None:
-        return {}
-    previous = registry.bundle(current).manifest.get("validation", {})
-    return {
-        "previous_model": {"version": current, "validation": previous},
-        "delta_vs_previous": {
-            k: validation[k] - previous[k] for k in sorted(validation) if k in previous
-        },
-    }
+def publish_line(publish: dict) -> str:
+    return publish["reason"] + (f" ({publish['version']})" if publish["version"] else "")
 
 
-def save_report_files(report: dict, run_dir: Path) -> None:
-    atomic_write_json(run_dir / "report.json", report)
-    atomic_write_text(run_dir / "report.md", markdown(report, relative_images(run_dir)))
+def write_publish(run_dir: Path, report: dict, publish: dict) -> None:
+    """The gate's decision beside the report (publish.json) and in report.md; report.json, which
+    the bundle carries byte for byte, is not rewritten."""
+    atomic_write_json(run_dir / "publish.json", publish)
+    text = markdown(report, relative_images(run_dir), publish=publish_line(publish))
+    atomic_write_text(run_dir / "report.md", text)
 
 
 def _start_sasrec(params: RunConfig, dataset_path: str) -> InBackground:
@@ -112,7 +104,9 @@ def _artifacts(report: dict, publish: dict, run_dir: Path) -> None:
     ]
     create_table_artifact(rows, key="kdrec-eval-table", description="Test metrics, every model")
     create_markdown_artifact(
-        markdown(report, embedded_images(run_dir)), key="kdrec-report", description="Run report"
+        markdown(report, embedded_images(run_dir), publish=publish_line(publish)),
+        key="kdrec-report",
+        description="Run report",
     )
     create_table_artifact(
         bundle_rows(publish), key="kdrec-bundle", description="The bundle this run published"
@@ -177,7 +171,6 @@ def distill(
     finally:
         sasrec.stop()
     report = read_json(Path(run_dir) / "report.json")
-    report.update(_previous_model(params, read_json(Path(run_dir) / "validation.json")))
     dataset = Dataset(Path(dataset_path))
     publish = {"published": False, "version": None, "reason": "publishing disabled", "path": None}
     if params.publish:
@@ -195,10 +188,7 @@ def distill(
             set_current,
         )
     (log.info if publish["published"] else log.warning)("publish: %s", publish["reason"])
-    report["publish"] = publish["reason"] + (
-        f" ({publish['version']})" if publish["version"] else ""
-    )
-    save_report_files(report, Path(run_dir))
+    write_publish(Path(run_dir), report, publish)
     timings["total"] = time.perf_counter() - t0
     log.info("stage timings (s): %s", {k: round(v, 1) for k, v in timings.items()})
     _artifacts(report, publish, Path(run_dir))

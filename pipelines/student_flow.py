@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from distill.report import save_report
+from distill.report import save_report, versus_current
 from distill.student import stage
 from distill.student.warm_start import warm_start_from
 from distill.train import available_cores
@@ -17,6 +17,7 @@ from pipelines.progress import TrainingProgress
 from storage.atomic import atomic_write_bytes
 from storage.datasets import Dataset
 from storage.pseudonyms import id_key
+from storage.registry import Registry
 from storage.split import Split, make_split
 from storage.workdir import WorkDir
 
@@ -37,6 +38,10 @@ def train_evaluate_task(
     best = result.best
     cost = stage.serving_cost(Path(teacher_cache), best, result.sasrec, split)
     report = stage.finish_report(result.report, cost)
+    registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
+    current = registry.current_version()
+    previous = registry.bundle(current).manifest.get("validation", {}) if current else {}
+    report.update(versus_current(current, previous, best.valid))
     save_report(report, out, result.rows)
     for name, data in stage.bundle_files(
         best,

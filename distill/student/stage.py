@@ -29,7 +29,7 @@ from distill.student.fit import DistillConfig, UserData, student_scorer, train_s
 from distill.student.warm_start import WarmStart, previous_state
 from distill.teacher.stage import head_state, read_vectors, vector_scorer
 from distill.train import LoopConfig, TrainResult, config_hash
-from storage.atomic import parquet_bytes, read_json
+from storage.atomic import dumps_json, parquet_bytes, read_json
 from storage.datasets import Dataset
 from storage.embeddings import embedding_column
 from storage.pseudonyms import SCHEME, key_id, pseudonym
@@ -433,7 +433,7 @@ def bundle_files(
         "items.faiss": exact_bytes,
         "items.parquet": parquet_bytes(items_table),
         "users.parquet": parquet_bytes(users_table),
-        "report.json": json.dumps(report, indent=2, sort_keys=True, default=str).encode(),
+        "report.json": dumps_json(report).encode(),  # the run folder's bytes exactly
     }
 
 

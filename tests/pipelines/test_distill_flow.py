@@ -11,6 +11,7 @@ from distill.train import LoopConfig
 from pipelines.config import RunConfig, RunnerConfig
 from pipelines.distill_flow import bundle_rows, distill
 from pipelines.monitor_flow import monitor
+from storage.atomic import read_json
 from storage.datasets import DatasetConfig
 from storage.registry import Registry
 from storage.workdir import WorkDir
@@ -49,6 +50,11 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
     assert {"kd_vs_no_kd", "bars", "breakdown", "cost"} <= set(report)
     bundle = Registry(WorkDir(work).registry, "kdrec").bundle()
     bundle.verify()
+    # one report per run: the run folder's report.json is the bundle's, byte for byte; the gate's
+    # decision is beside it and in report.md
+    assert (run_dir / "report.json").read_bytes() == (bundle.path / "report.json").read_bytes()
+    assert read_json(run_dir / "publish.json")["version"] == bundle.version
+    assert f"Publish (regression gate): {publish['reason']}" in (run_dir / "report.md").read_text()
     assert set(bundle.manifest["files"]) == {
         "student.safetensors",
         "config.json",

@@ -60,6 +60,9 @@ def test_nightly_with_new_file_publishes_and_moves_it(
     _drop_inbox_file(cfg, night=2)  # the second night starts from the first night's student
     second = nightly(cfg)
     assert second["status"] == "processed", second
+    report = read_json(Path(second["run_dir"]) / "report.json")  # against the first night's model
+    assert report["previous_model"]["version"] == result["publish"]["version"]
+    assert set(report["delta_vs_previous"]) == set(report["previous_model"]["validation"])
 
 
 def test_failed_nightly_leaves_the_inbox_file(
