@@ -7,7 +7,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
+from distill.parallel import InBackground
 from distill.report import save_report, versus_current
 from distill.student import stage
 from distill.student.warm_start import warm_start_from
@@ -20,6 +22,53 @@ from storage.pseudonyms import id_key
 from storage.registry import Registry
 from storage.split import Split, make_split
 from storage.workdir import WorkDir
+
+
+@task(
+    name="student-job",
+    retries=1,
+    retry_delay_seconds=5,
+    cache_policy=NO_CACHE,
+    task_run_name="{label}",
+)
+def job_task(
+    job: stage.TrainJob, split: Split, teacher_cache: Path | None, label: str, in_process: bool
+) -> stage.StudentRun:
+    """One arm x seed of the report, in its own one-thread process unless `in_process`; a retry
+    resumes from the job's checkpoint."""
+    if in_process:
+        return stage.run_job(job, split, teacher_cache)
+    background = InBackground(stage.run_job, (job, split, teacher_cache))
+    try:
+        return background.result()
+    finally:
+        background.stop()
+
+
+def job_tasks(workers: int) -> stage.JobRunner:
+    """Run the jobs as `student-job` tasks, `workers` at a time: each is its own task run in the
+    UI, retried on its own."""
+
+    def run(
+        jobs: list[stage.TrainJob], split: Split, teacher_cache: Path | None
+    ) -> list[stage.StudentRun]:
+        with ThreadPoolTaskRunner(max_workers=max(workers, 1)) as runner:
+            futures = [
+                runner.submit(
+                    job_task,
+                    parameters={
+                        "job": job,
+                        "split": split,
+                        "teacher_cache": teacher_cache,
+                        "label": job.label,
+                        "in_process": workers <= 1,
+                    },
+                )
+                for job in jobs
+            ]
+            return [future.result() for future in futures]
+
+    return run
 
 
 @task(name="student-train-evaluate", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -76,7 +125,7 @@ def _train_students(
         loop=params.train,
         seeds=params.seeds,
         checkpoint_root=WorkDir(params.work_dir).students,
-        workers=params.train_workers or available_cores(),
+        run=job_tasks(params.train_workers or available_cores()),
         warm=warm_start_from(
             WorkDir(params.work_dir).registry,
             params.model_name,

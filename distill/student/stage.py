@@ -150,9 +150,14 @@ class TrainJob:
     loop: LoopConfig  # its seed is the job's seed
     checkpoint_dir: Path | None
     warm: WarmStart | None = None  # kd.init "previous": the published model to start from
+    name: str = ""  # its report row
+
+    @property
+    def label(self) -> str:
+        return f"{self.name or self.config.kind} seed {self.loop.seed}"
 
 
-def _run_job(job: TrainJob, split: Split, teacher_cache: Path | None) -> StudentRun:
+def run_job(job: TrainJob, split: Split, teacher_cache: Path | None) -> StudentRun:
     """One job; it reads the teacher cache only for what it uses (soft labels, a head to start
     from, LM item embeddings), so a plain ID-only job runs with `teacher_cache` None."""
     soft_labels = init = text_emb = None
@@ -182,9 +187,10 @@ def run_jobs(
     jobs: list[TrainJob], split: Split, teacher_cache: Path | None, *, workers: int
 ) -> list[StudentRun]:
     """Train every job, in order here (workers <= 1) or in `workers` processes side by side."""
-    return map_in_processes(
-        _run_job, [(job, split, teacher_cache) for job in jobs], workers=workers
-    )
+    return map_in_processes(run_job, [(job, split, teacher_cache) for job in jobs], workers=workers)
+
+
+JobRunner = Callable[[list[TrainJob], Split, Path | None], list[StudentRun]]
 
 
 SASREC_ROW = "SASRec (no teacher)"
@@ -224,6 +230,7 @@ def train_job(
     seed: int,
     checkpoint_root: Path | None,
     warm: WarmStart | None = None,
+    name: str = "",
 ) -> TrainJob:
     warm = warm if kd.init == "previous" else None
     ckpt = None
@@ -232,7 +239,7 @@ def train_job(
         ckpt = checkpoint_dir(
             checkpoint_root, dataset, split, teacher_fingerprint, config, kd, loop, seed, start
         )
-    return TrainJob(config, kd, loop.model_copy(update={"seed": seed}), ckpt, warm)
+    return TrainJob(config, kd, loop.model_copy(update={"seed": seed}), ckpt, warm, name)
 
 
 def start_sasrec_ahead(
@@ -249,7 +256,7 @@ def start_sasrec_ahead(
     process. The flow runs it beside the teacher stage; `quality` then finds its checkpoint done
     (and must not start before it is: `result()` first)."""
     job = train_job(dataset, split, "", sasrec, plain_kd(kd), loop, seed, checkpoint_root)
-    return InBackground(_run_job, (job, split, None))
+    return InBackground(run_job, (job, split, None))
 
 
 @dataclass
@@ -275,15 +282,17 @@ def quality(
     checkpoint_root: Path | None = None,
     workers: int = 1,
     warm: WarmStart | None = None,
+    run: JobRunner | None = None,
 ) -> Comparison:
     """Every report row on the test fold under the standard protocol. Each (arm, seed) is one
     job; with `workers` > 1 they run in that many processes of one torch thread each (on a small
-    machine, two one-thread trainings finish far sooner than two two-thread ones in a row)."""
+    machine, two one-thread trainings finish far sooner than two two-thread ones in a row).
+    `run` replaces that (the student flow makes each job a Prefect task)."""
     soft = SoftLabels(teacher_cache)
     rows = baseline_rows(split)
     jobs: list[TrainJob] = []
 
-    def submit(config: StudentConfig, this_kd: DistillConfig) -> list[int]:
+    def submit(config: StudentConfig, this_kd: DistillConfig, name: str) -> list[int]:
         first = len(jobs)
         for seed in seeds:
             jobs.append(
@@ -297,23 +306,28 @@ def quality(
                     seed,
                     checkpoint_root,
                     warm,
+                    name,
                 )
             )
         return list(range(first, len(jobs)))
 
     no_kd = plain_kd(kd)
     plain_arms = arms(student, sasrec)
-    plain_jobs = {SASREC_ROW: submit(plain_arms.pop(SASREC_ROW), no_kd)}  # the slowest first
-    kd_jobs = submit(student, kd)
-    plain_jobs |= {name: submit(config, no_kd) for name, config in plain_arms.items()}
-    done = run_jobs(jobs, split, Path(teacher_cache), workers=workers)
+    label = student.kind.replace("_", "-")
+    kd_name = f"Student {label} (KD {kd.loss})"
+    plain_jobs = {SASREC_ROW: submit(plain_arms.pop(SASREC_ROW), no_kd, SASREC_ROW)}  # slowest
+    kd_jobs = submit(student, kd, kd_name)
+    plain_jobs |= {name: submit(config, no_kd, name) for name, config in plain_arms.items()}
+    if run is None:
+        done = run_jobs(jobs, split, Path(teacher_cache), workers=workers)
+    else:
+        done = run(jobs, split, Path(teacher_cache))
     plain = {name: [done[i] for i in ids] for name, ids in plain_jobs.items()}
     distilled = [done[i] for i in kd_jobs]
     rows.append(student_row(plain[SASREC_ROW], SASREC_ROW, role="baseline"))
     rows.append(teacher_row(split, teacher_cache))
     rows += [student_row(runs, name) for name, runs in plain.items() if name != SASREC_ROW]
-    label = student.kind.replace("_", "-")
-    kd_row = student_row(distilled, f"Student {label} (KD {kd.loss})")
+    kd_row = student_row(distilled, kd_name)
     rows.append(kd_row)
     twin = next(r for r in rows if r.model in (f"Student {label} (no KD)", SASREC_ROW))
     plain_rows = [r for r in rows if r.role != "teacher" and not r.distilled]

@@ -71,14 +71,19 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
     assert rows["teacher fingerprint"] == result["teacher"]["fingerprint"]
     assert rows["gate"] == bundle.manifest["gate"] and rows["path"] == str(bundle.path.resolve())
     if runner == "local":
-        check_report_artifact(run_dir)
+        check_report_artifact(run_dir, report)
         check_monitor(cfg, work)
 
 
-def check_report_artifact(run_dir: Path) -> None:
+def check_report_artifact(run_dir: Path, report: dict) -> None:
     """The UI's report shows the plots (data URIs); report.md links the files beside it."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        TaskRunFilter,
+        TaskRunFilterName,
+    )
     from prefect.client.schemas.sorting import ArtifactSort
 
     with get_client(sync_client=True) as client:
@@ -96,6 +101,15 @@ def check_report_artifact(run_dir: Path) -> None:
                 limit=1,
             )
             assert bar.data == 100.0 and "validation" in bar.description, (key, bar.description)
+        # every trained row x seed was its own task run
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=" seed 0")), limit=200
+        )
+    trained = {r["model"] for r in report["rows"] if r["role"] != "teacher" and r["params"] > 0}
+    trained -= {"Popularity", "ItemKNN", "EASE"}
+    names = {r.name for r in runs}
+    assert {f"{model} seed 0" for model in trained} <= names, names
+    assert len(trained) >= 3
     on_disk = (run_dir / "report.md").read_text()
     assert "](val_ndcg.png)" in on_disk and "](activity.png)" in on_disk
 
