@@ -33,7 +33,7 @@ class LocalProcessCluster:
         self.logs: list[Path] = []
         self._start([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                      "--scheduler-file", self.scheduler_file], "scheduler")  # fmt: skip
-        _wait(lambda: self._alive() or self.scheduler_file.exists(), "the scheduler file")
+        self._wait(self.scheduler_file.exists, "the scheduler file")
         self.address = json.loads(self.scheduler_file.read_text())["address"]
 
     def add_worker(self, prefix: list[str] | None = None) -> None:
@@ -42,7 +42,7 @@ class LocalProcessCluster:
         self._start([*(prefix or []), DASK, "worker", "--scheduler-file", self.scheduler_file,
                      "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
                     f"worker{len(self.processes)}")  # fmt: skip
-        _wait(lambda: self._alive() or self.n_workers() > before, "a worker to join")
+        self._wait(lambda: self.n_workers() > before, "a worker to join")
 
     def n_workers(self) -> int:
         return len(self.run(lambda: 1))
@@ -63,11 +63,22 @@ class LocalProcessCluster:
         self.processes.append(process)
         self.logs.append(log)
 
-    def _alive(self) -> None:
-        for process, log in zip(self.processes, self.logs, strict=True):
-            if process.poll() is not None:
-                tail = log.read_text()[-2000:]
-                raise RuntimeError(f"{' '.join(map(str, process.args))} exited: {tail}")
+    def _wait(self, condition: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
+        """Until `condition()`; a process of this cluster that exits meanwhile is an error with
+        the end of its log (instead of a timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for process, log in zip(self.processes, self.logs, strict=True):
+                if process.poll() is not None:
+                    tail = log.read_text()[-2000:]
+                    raise RuntimeError(f"{' '.join(map(str, process.args))} exited: {tail}")
+            try:
+                if condition():
+                    return
+            except OSError:  # the scheduler is not listening yet
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"waited {timeout:.0f} s for {what}")
 
     def __enter__(self) -> LocalProcessCluster:
         return self
@@ -87,15 +98,3 @@ class LocalProcessCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-
-
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"waited {timeout:.0f} s for {what}")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from distill.teacher.stage import TeacherPlan
 from pipelines.config import RunnerConfig
 from pipelines.dask_cluster import LocalProcessCluster
 from pipelines.runners import ClusterError, check_workers_share
 from pipelines.teacher_flow import run_teacher_flow
-from storage.shards import ShardStore
 from tests.pipelines.test_teacher_flow import _config
 
 
@@ -28,8 +28,8 @@ def cluster(tmp_path: Path) -> Iterator[LocalProcessCluster]:
 
 
 def _shard_bytes(cache_dir: str) -> dict[str, bytes]:
-    store = ShardStore(Path(cache_dir) / "soft_labels")
-    return {s["file"]: (store.root / s["file"]).read_bytes() for s in store.manifest()["shards"]}
+    """Every committed shard (verified against its manifest hash), by file name."""
+    return {p.name: p.read_bytes() for p in TeacherPlan.load(Path(cache_dir)).store.paths()}
 
 
 def _can_unshare() -> bool:
