@@ -27,7 +27,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export KDREC_WORK_DIR := $(abspath $(WORK))
 
-.PHONY: help install run quality test test-slow check lint format bench ui ui-stop alerts screenshots clean
+.PHONY: help install run quality test test-slow check lint format bench bench-scale ui ui-stop alerts screenshots clean
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ check: lint test ## lint, format check and fast tests
 
 bench: $(STAMP) ## run the benchmarks; results in bench/results/*.json
 	$(PY) bench/run_all.py
+
+bench-scale: $(STAMP) ## the pipeline on synthetic data at x1, x10, x100 ML-100K -> bench/results/scale.json/.png
+	$(PY) bench/scale.py
 
 UI_DIR := $(abspath $(WORK))/ui
 UI_URL := http://127.0.0.1:$(UI_PORT)

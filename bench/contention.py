@@ -33,7 +33,7 @@ def one(part: str, epochs: int) -> float:
     from bench.common import default_teacher, work_dir
     from distill.student import StudentConfig
     from distill.student.fit import DistillConfig, train_student
-    from distill.teacher.stage import read_vectors
+    from distill.teacher.cache import TeacherCache
     from distill.train import LoopConfig
     from pipelines.config import RunConfig
 
@@ -44,7 +44,7 @@ def one(part: str, epochs: int) -> float:
         "sequential": StudentConfig(),
         "two_tower": StudentConfig(kind="two_tower"),
     }[part]
-    text = read_vectors(cache, "items", "embedding") if config.text_projection else None
+    text = TeacherCache(cache).vectors("items", "embedding") if config.text_projection else None
     loop = LoopConfig(max_epochs=epochs, patience=epochs)
     t0 = time.perf_counter()
     train_student(

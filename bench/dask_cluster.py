@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import default_teacher, save, work_dir  # noqa: E402
-from distill.teacher.stage import TeacherPlan  # noqa: E402
+from distill.teacher.cache import TeacherCache  # noqa: E402
 from pipelines.config import RunConfig, RunnerConfig, load_config  # noqa: E402
 from pipelines.dask_cluster import LocalProcessCluster  # noqa: E402
 from pipelines.teacher_flow import run_teacher_flow  # noqa: E402
@@ -45,7 +45,7 @@ def fresh_copy(source: Path, cache_dir: Path, target: Path) -> None:
 
 def shard_bytes(cache_dir: Path) -> dict[str, bytes]:
     """Every committed shard (verified against its manifest hash), by file name."""
-    return {p.name: p.read_bytes() for p in TeacherPlan.load(cache_dir).store.paths()}
+    return {p.name: p.read_bytes() for p in TeacherCache(cache_dir).store.paths()}
 
 
 def one(config: RunConfig, dataset: Dataset, source: Path, cache: Path, runner: RunnerConfig,

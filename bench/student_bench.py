@@ -23,7 +23,7 @@ from bench.common import default_teacher, save, work_dir  # noqa: E402
 from distill.recommend import Recommender  # noqa: E402
 from distill.soft_labels import SoftLabels  # noqa: E402
 from distill.student import stage  # noqa: E402
-from distill.teacher.stage import read_vectors  # noqa: E402
+from distill.teacher.cache import TeacherCache  # noqa: E402
 from pipelines.config import RunConfig  # noqa: E402
 from storage.registry import Registry  # noqa: E402
 
@@ -40,7 +40,7 @@ def main() -> None:
         cfg.distill,
         cfg.train.model_copy(update={"seed": 0}),
         soft_labels=soft,
-        text_emb=read_vectors(cache, "items", "embedding"),
+        text_emb=TeacherCache(cache).vectors("items", "embedding"),
     )
     wall_s = time.perf_counter() - t0
     cost = stage.serving_cost(cache, run, run, split)  # the default student is the SASRec model

@@ -8,6 +8,7 @@ train + validation items for test).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from distill.evaluate import EvalResult, Scorer, evaluate
 from storage.split import Split
 
 EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 500.0, 1000.0)
+DENSE_ITEM_LIMIT = 20_000  # ItemKNN and EASE hold an (items x items) float32 matrix
+log = logging.getLogger(__name__)
 
 
 class Popularity:
@@ -130,11 +133,21 @@ class BaselineRun:
 def run_baselines(split: Split, *, fold: str = "test") -> list[BaselineRun]:
     """Fit and evaluate every baseline with the shared harness."""
     runs = []
-    for make in (
-        lambda: (Popularity().fit(split.train), ""),
-        lambda: (ItemKNN().fit(split.train), "cosine, all neighbours"),
-        lambda: _tuned_ease(split),
-    ):
+    makers = [lambda: (Popularity().fit(split.train), "")]
+    if split.n_items <= DENSE_ITEM_LIMIT:
+        makers += [
+            lambda: (ItemKNN().fit(split.train), "cosine, all neighbours"),
+            lambda: _tuned_ease(split),
+        ]
+    else:
+        log.warning(
+            "ItemKNN and EASE skipped: %d items is over %d (their item x item matrix would take "
+            "%.1f GiB)",
+            split.n_items,
+            DENSE_ITEM_LIMIT,
+            split.n_items**2 * 4 / 2**30,
+        )
+    for make in makers:
         t0 = time.perf_counter()
         model, detail = make()
         fit_s = time.perf_counter() - t0

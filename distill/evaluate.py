@@ -28,6 +28,24 @@ Scorer = Callable[[np.ndarray, str], "np.ndarray | torch.Tensor"]  # (users, fol
 PRIMARY_METRIC = "ndcg@10"
 DEFAULT_KS = (10, 20)
 EVAL_FOLDS = ("valid", "test")  # the folds a scorer is asked to score
+MAX_BATCH_CELLS = 1 << 26  # users x items scored at once (256 MiB of float32)
+
+
+UserVectors = Callable[[np.ndarray, str], "np.ndarray | torch.Tensor"]  # (users, fold) -> (B, D)
+
+
+def vector_scorer(user_vectors: UserVectors, item_vecs: np.ndarray | torch.Tensor) -> Scorer:
+    """The scorer of every model that has user and item vectors (students, the teacher's head,
+    cached teacher vectors): scores = user vector from the fold's input · item vectors. NumPy
+    vectors are multiplied in NumPy, tensors in torch (without gradients)."""
+
+    def scores(users: np.ndarray, fold: str) -> np.ndarray | torch.Tensor:
+        if isinstance(item_vecs, np.ndarray):
+            return torch.as_tensor(np.asarray(user_vectors(users, fold)) @ item_vecs.T)
+        with torch.no_grad():
+            return user_vectors(users, fold) @ item_vecs.T
+
+    return scores
 
 
 @dataclass
@@ -54,8 +72,12 @@ def ranks_of_targets(
     scores: torch.Tensor,
     exclude: tuple[np.ndarray, np.ndarray],
     targets: tuple[np.ndarray, np.ndarray],
+    *,
+    chunk: int = 256,
 ) -> torch.Tensor:
-    """0-based rank of every item per row after masking `exclude` (targets are never masked)."""
+    """(T,) 0-based rank of every target in its row after masking `exclude` (targets are never
+    masked), ties broken by item index as a stable descending sort would: the items scoring
+    higher plus the tied items of lower index. O(T x I), no sort."""
     scores = scores.to(torch.float32).clone()
     t_rows, t_cols = (torch.as_tensor(a, dtype=torch.long) for a in targets)
     e_rows, e_cols = (torch.as_tensor(a, dtype=torch.long) for a in exclude)
@@ -63,20 +85,27 @@ def ranks_of_targets(
     scores[e_rows, e_cols] = -torch.inf
     scores[t_rows, t_cols] = target_scores
     scores = torch.nan_to_num(scores, nan=-torch.inf)
-    order = torch.argsort(scores, dim=1, descending=True, stable=True)
-    ranks = torch.empty_like(order)
-    positions = torch.arange(scores.shape[1]).expand_as(order)
-    ranks.scatter_(1, order, positions)
-    return ranks
+    items = torch.arange(scores.shape[1])
+    ranks = []
+    for i in range(0, len(t_rows), chunk):
+        rows, cols = t_rows[i : i + chunk], t_cols[i : i + chunk]
+        row_scores = scores[rows]  # (chunk, I)
+        mine = row_scores.gather(1, cols[:, None])  # (chunk, 1)
+        higher = (row_scores > mine).sum(1)
+        tied_before = ((row_scores == mine) & (items < cols[:, None])).sum(1)
+        ranks.append(higher + tied_before)
+    return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
 
 
 def metrics_from_ranks(
-    ranks: torch.Tensor, targets: tuple[np.ndarray, np.ndarray], n_rows: int, ks: Sequence[int]
+    target_rank: torch.Tensor,
+    targets: tuple[np.ndarray, np.ndarray],
+    n_rows: int,
+    ks: Sequence[int],
 ) -> dict[str, np.ndarray]:
-    """Per-row metrics from the full rank matrix and the (row, item) target pairs."""
+    """Per-row metrics from the (T,) ranks of the (row, item) target pairs."""
     t_rows = torch.as_tensor(targets[0], dtype=torch.long)
-    t_cols = torch.as_tensor(targets[1], dtype=torch.long)
-    target_rank = ranks[t_rows, t_cols].to(torch.float64)  # (T,)
+    target_rank = target_rank.to(torch.float64)  # (T,)
     n_targets = torch.zeros(n_rows, dtype=torch.float64).index_add_(
         0, t_rows, torch.ones_like(target_rank)
     )
@@ -114,7 +143,7 @@ def evaluate(
         raise ValueError(f"fold must be 'valid' or 'test', not {fold!r}")
     target_matrix = split.matrix(fold)
     exclude_matrix = split.inputs(fold)
-    all_users = split.users_with(fold)
+    all_users = split.evaluated_users(fold)
     eval_users = all_users if users is None else np.intersect1d(all_users, users)
     if len(eval_users) == 0:
         raise ValueError(
@@ -122,6 +151,7 @@ def evaluate(
             "(too little data before the cut-off?)"
         )
     per_user: dict[str, list[np.ndarray]] = {}
+    batch_size = max(1, min(batch_size, MAX_BATCH_CELLS // split.n_items))  # bounded memory
     for start in range(0, len(eval_users), batch_size):
         batch = eval_users[start : start + batch_size]
         scores = scorer(batch, fold)

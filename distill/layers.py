@@ -29,12 +29,14 @@ class ItemTower(nn.Module):
         text_dim: int = 0,
         id_embeddings: bool = True,
         hidden: int | None = None,
+        sparse: bool = False,
     ) -> None:
         super().__init__()
         if not id_embeddings and text_dim == 0:
             raise ValueError("an item tower needs ID embeddings, text embeddings or both")
         self.n_items = n_items
-        self.ids = nn.Embedding(n_items, dim) if id_embeddings else None
+        # sparse: gradients only for the rows looked up (`at`), for a SparseAdam over big tables
+        self.ids = nn.Embedding(n_items, dim, sparse=sparse) if id_embeddings else None
         if self.ids is not None:
             nn.init.normal_(self.ids.weight, std=0.05)
         self.text: nn.Module | None = None
@@ -56,3 +58,14 @@ class ItemTower(nn.Module):
                 raise ValueError("this item tower needs text embeddings")
             out = out + self.text(text_emb)
         return out  # (I, D)
+
+    def at(self, ids: Tensor, text_emb: Tensor | None = None) -> Tensor:
+        """(N, D) vectors of items `ids` only (a lookup: sparse gradients with `sparse`)."""
+        out = 0
+        if self.ids is not None:
+            out = self.ids(ids)
+        if self.text is not None:
+            if text_emb is None:
+                raise ValueError("this item tower needs text embeddings")
+            out = out + self.text(text_emb[ids])
+        return out

@@ -95,3 +95,49 @@ def kd_topk_rank(
     log_q = F.log_softmax(logits, dim=-1) if log_q is None else log_q
     logp = log_q.gather(-1, t_items)  # (N, K)
     return -(logp * (weights / weights.sum())).sum(-1).mean()
+
+
+# -- ragged (per-user lists of items): for catalogs where (batch x items) is too large ----------
+def segment_logsumexp(values: Tensor, owner: Tensor, n: int) -> Tensor:
+    """(n,) log-sum-exp of `values` (N,) grouped by `owner` (N,) in 0..n-1; -inf for a group with
+    no values."""
+    top = torch.full((n,), -torch.inf, dtype=values.dtype, device=values.device)
+    top = top.scatter_reduce(0, owner, values.detach(), reduce="amax")
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    sums = torch.zeros(n, dtype=values.dtype, device=values.device)
+    sums = sums.index_add(0, owner, torch.exp(values - top[owner]))
+    return top + torch.log(sums)
+
+
+def ragged_kd_kl(student: Tensor, teacher: Tensor, owner: Tensor, n: int, t: float) -> Tensor:
+    """KL(teacher || student) at temperature t (scaled by t**2) where each of n rows has its own
+    item list: `student` and `teacher` (N,) logits of (row `owner`, item) pairs. Equals `kd_kl`
+    on dense rows masked to those lists; averaged over the n rows, as `batchmean` is."""
+    log_p = teacher / t - segment_logsumexp(teacher / t, owner, n)[owner]
+    log_q = student / t - segment_logsumexp(student / t, owner, n)[owner]
+    per_pair = log_p.exp() * (log_p - log_q)
+    return torch.zeros(n, dtype=student.dtype).index_add(0, owner, per_pair).sum() / n * t * t
+
+
+def ragged_kd_mse(student: Tensor, teacher: Tensor) -> Tensor:
+    """Mean squared error over the (row, item) pairs given: `kd_mse` on those pairs."""
+    return ((student - teacher) ** 2).mean()
+
+
+def sampled_multi_positive_ce(
+    positive_logits: Tensor, owner: Tensor, shared_logits: Tensor
+) -> Tensor:
+    """`multi_positive_ce` over a sampled softmax: row u's softmax runs over its own positives
+    (`positive_logits` (P,), rows `owner`) and the negatives shared by the batch
+    (`shared_logits` (B, N), -inf where a negative is one of the row's positives)."""
+    n = shared_logits.shape[0]
+    log_z = torch.logaddexp(
+        torch.logsumexp(shared_logits, dim=1), segment_logsumexp(positive_logits, owner, n)
+    )
+    per_positive = log_z[owner] - positive_logits
+    counts = torch.zeros(n, dtype=per_positive.dtype).index_add(
+        0, owner, torch.ones_like(per_positive)
+    )
+    per_user = torch.zeros(n, dtype=per_positive.dtype).index_add(0, owner, per_positive)
+    has = counts > 0
+    return (per_user[has] / counts[has]).mean()

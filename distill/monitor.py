@@ -115,7 +115,7 @@ def validation_trend(registry: Registry, config: MonitorConfig) -> Check:
 
 
 def teacher_overlap(work_dir: Path, model: str, config: MonitorConfig) -> Check:
-    from distill.teacher.stage import read_vectors
+    from distill.teacher.cache import TeacherCache
 
     name = "teacher vs student overlap@10"
     try:
@@ -125,11 +125,11 @@ def teacher_overlap(work_dir: Path, model: str, config: MonitorConfig) -> Check:
     fingerprint = rec.manifest.get("teacher_fingerprint")
     if not fingerprint:
         return Check(name, "-", "-", None, "the bundle records no teacher fingerprint")
-    cache = WorkDir(work_dir).teachers / fingerprint
-    if not (cache / "users.parquet").exists():
-        return Check(name, "-", "-", None, f"teacher cache {cache.name} not on disk")
-    teacher_users = read_vectors(cache, "users", "test_vector")
-    teacher_items = read_vectors(cache, "items")
+    cache = TeacherCache(WorkDir(work_dir).teachers / fingerprint)
+    if not cache.is_prepared():
+        return Check(name, "-", "-", None, f"teacher cache {fingerprint} not on disk")
+    teacher_users = cache.vectors("users", "test_vector")
+    teacher_items = cache.vectors("items")
     if teacher_users.shape[0] != rec.user_vecs.shape[0] or teacher_items.shape[0] != rec.n_items:
         return Check(name, "-", "-", None, "teacher cache and model cover different users/items")
     rng = np.random.default_rng(0)  # the same users every hour
@@ -149,7 +149,7 @@ def teacher_overlap(work_dir: Path, model: str, config: MonitorConfig) -> Check:
         f"{mean:.3f}",
         f"≥ {config.min_teacher_overlap}",
         mean >= config.min_teacher_overlap,
-        f"{len(users)} sampled users, model {rec.version}, teacher {cache.name}",
+        f"{len(users)} sampled users, model {rec.version}, teacher {fingerprint}",
     )
 
 

@@ -112,26 +112,114 @@ def breakdown(rows: list[ModelRow], labels: np.ndarray, metric: str = "ndcg@10")
     return out
 
 
+SETTINGS = ("teacher_fingerprint", "student", "sasrec", "distill", "loop")
+TESTS = ("kd_vs_no_kd", "kd_vs_best_plain")
+SERVED = ("previous_model", "delta_vs_previous")
+
+
+@dataclass
+class Report:
+    """One run's comparison of every model on the test fold (standard protocol).
+
+    Built by `build_report` (the student stage's `quality`), finished once by `finish` (serving
+    cost, the comparison with the served model, the product's bars), written once by
+    `save_report` (report.json, which the bundle carries byte for byte, plots, report.md) and
+    rendered by one function, `markdown`, for report.md, the Prefect artifact and the terminal.
+    `as_json()` is report.json's contract (flat keys, which scripts read)."""
+
+    dataset: str
+    split: str
+    seeds: list[int]
+    rows: list[dict]  # ModelRow.as_json() per model
+    breakdown: dict
+    settings: dict = field(default_factory=dict)  # SETTINGS: what the students were trained with
+    tests: dict = field(default_factory=dict)  # TESTS: paired tests of the distilled student
+    protocol: str = "standard"  # at test a model reads everything before the test item
+    cost: dict | None = None  # serving cost per user (distill.student.stage.serving_cost)
+    served: dict = field(default_factory=dict)  # SERVED: vs the model being served
+    bars: dict = field(default_factory=dict)  # the product's quality bars (`bars`)
+
+    def finish(self, cost: dict | None, served: dict) -> Report:
+        """Add what is known once every model is trained; evaluates the bars. Once."""
+        if self.bars:
+            raise ValueError("report already finished")
+        self.cost, self.served = cost, dict(served)
+        self.bars = bars(self.as_json())
+        return self
+
+    def as_json(self) -> dict:
+        out = {
+            "dataset": self.dataset,
+            "split": self.split,
+            "protocol": self.protocol,
+            "seeds": self.seeds,
+            "rows": self.rows,
+            "breakdown": self.breakdown,
+            **self.settings,
+            **self.tests,
+            **self.served,
+        }
+        if self.cost is not None:
+            out["cost"] = self.cost
+        if self.bars:
+            out["bars"] = self.bars
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> Report:
+        """A report read back from report.json (unknown keys are kept, under settings)."""
+        core = ("dataset", "split", "protocol", "seeds", "rows", "breakdown", "cost", "bars")
+        return cls(
+            dataset=data["dataset"],
+            split=data["split"],
+            seeds=data["seeds"],
+            rows=data["rows"],
+            breakdown=data["breakdown"],
+            settings={k: v for k, v in data.items() if k not in core + TESTS + SERVED},
+            tests={k: data[k] for k in TESTS if k in data},
+            protocol=data.get("protocol", "standard"),
+            cost=data.get("cost"),
+            served={k: data[k] for k in SERVED if k in data},
+            bars=data.get("bars", {}),
+        )
+
+    def summary_rows(self) -> list[dict]:
+        """One flat row per model (mean test metrics, params): the Prefect table artifact."""
+        return [
+            {
+                "model": r["model"],
+                "role": r["role"],
+                **{m: round(v["mean"], 4) for m, v in r["metrics"].items()},
+                "params": r["params"],
+            }
+            for r in self.rows
+        ]
+
+
 def build_report(
-    *, dataset: str, split: Split, seeds: list[int], rows: list[ModelRow], extra: dict | None = None
-) -> dict:
+    *,
+    dataset: str,
+    split: Split,
+    seeds: list[int],
+    rows: list[ModelRow],
+    settings: dict | None = None,
+    tests: dict | None = None,
+) -> Report:
     users = rows[0].results[0].users
     activity, thresholds = activity_buckets(split, users)
-    report = {
-        "dataset": dataset,
-        "split": "leave-one-out" if split.name == "loo" else split.name,
-        # at test a model reads everything before the test item (train + validation items)
-        "protocol": "standard",
-        "seeds": seeds,
-        "rows": [r.as_json() for r in rows],
-        "breakdown": {
+    return Report(
+        dataset=dataset,
+        split="leave-one-out" if split.name == "loo" else split.name,
+        seeds=seeds,
+        rows=[r.as_json() for r in rows],
+        breakdown={
             "activity": breakdown(rows, activity),
             "activity_thresholds": thresholds,
             "popularity": breakdown(rows, popularity_buckets(split, users)),
         },
-        **(extra or {}),
-    }
-    return report
+        settings=dict(settings or {}),
+        tests=dict(tests or {}),
+    )
 
 
 def bars(report: dict) -> dict[str, dict]:
@@ -203,7 +291,7 @@ def embedded_images(folder: Path) -> list[tuple[str, str]]:
 
 
 def markdown(
-    report: dict, images: Sequence[tuple[str, str]] = (), publish: str | None = None
+    report: Report | dict, images: Sequence[tuple[str, str]] = (), publish: str | None = None
 ) -> str:
     """The report as markdown; `images` are (caption, src) pairs shown at the end; `publish` is
     the regression gate's decision once known (it is not part of report.json, which the bundle
@@ -211,6 +299,8 @@ def markdown(
 
     Tables stay narrow (at most 7 columns) so that they fit a browser window without scrolling:
     quality and cost are separate tables, and breakdowns have one row per model."""
+    if isinstance(report, Report):
+        report = report.as_json()
     lines = [
         f"# kdrec report — {report['dataset']}",
         "",
@@ -291,7 +381,7 @@ def markdown(
 
 
 def versus_current(current: str | None, previous: dict[str, float], validation: dict) -> dict:
-    """Report keys comparing this run's validation metrics with the served model's."""
+    """The report's comparison of this run's validation metrics with the served model's."""
     if current is None:
         return {}
     return {
@@ -302,15 +392,15 @@ def versus_current(current: str | None, previous: dict[str, float], validation: 
     }
 
 
-def save_report(report: dict, folder: Path, rows: list[ModelRow]) -> None:
+def save_report(report: Report, folder: Path, rows: list[ModelRow]) -> None:
     """report.json (written once per run: the bundle carries the same bytes), plots, report.md."""
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "report.json", report)
+    atomic_write_json(folder / "report.json", report.as_json())
     _plots(report, folder, rows)
     atomic_write_text(folder / "report.md", markdown(report, relative_images(folder)))
 
 
-def _plots(report: dict, folder: Path, rows: list[ModelRow]) -> None:
+def _plots(report: Report, folder: Path, rows: list[ModelRow]) -> None:
     import io
 
     import matplotlib
@@ -335,7 +425,7 @@ def _plots(report: dict, folder: Path, rows: list[ModelRow]) -> None:
     plt.close(fig)
     atomic_write_bytes(folder / "val_ndcg.png", buf.getvalue())
 
-    part = report["breakdown"]["activity"]
+    part = report.breakdown["activity"]
     if part:
         models = [c for c in next(iter(part.values())) if c != "users"]
         fig, ax = plt.subplots(figsize=(8, 4))

@@ -1,9 +1,11 @@
 """Read the teacher's soft labels shard by shard.
 
 Two shapes per user range (see `distill.teacher.stage.score_shard`): the label after the whole
-train history as a dense (users x items) block, where pairs the teacher did not score (candidate
-policy) are NaN; and the teacher's top-K after every prefix of the history (`positions`).
-Memory stays bounded by one shard (plus an optional cache of decoded shards up to `cache_bytes`).
+train history, kept sparse as each user's scored items and their scores (`users`: every item
+under `pairs: all`, the candidates under `pairs: candidates`), and the teacher's top-K after
+every prefix of the history (`positions`). Nothing is ever (users x items) dense unless a caller
+asks for `block` on a small catalog, so memory stays bounded by one shard's pairs (plus an
+optional cache of decoded shards up to `cache_bytes`).
 When everything decoded fits in that budget (MovieLens scale), `whole()` joins the shards into one,
 so a student can shuffle all its examples together.
 """
@@ -18,7 +20,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from distill.teacher.stage import TeacherPlan
+from distill.teacher.cache import TeacherCache
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,42 @@ class PositionLabels:
         return self.items[rows], self.scores[rows]
 
 
+@dataclass(frozen=True)
+class UserLabels:
+    """The teacher's label after each user's whole train history, sparse (CSR): shard-local user
+    r scored items[indptr[r]:indptr[r + 1]] with those scores (items sorted per user)."""
+
+    indptr: np.ndarray  # (shard users + 1,) int64
+    items: Tensor  # (N,) int64 item indices
+    scores: Tensor  # (N,) float32 teacher logits
+
+    @property
+    def nbytes(self) -> int:
+        return self.items.numel() * 12 + self.indptr.nbytes
+
+    def gather(self, rows: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+        """(row in `rows`, item, score) of every scored pair of these shard-local users."""
+        starts, counts = self.indptr[rows], np.diff(self.indptr)[rows]
+        owner = np.repeat(np.arange(len(rows)), counts)
+        offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        index = torch.as_tensor(np.repeat(starts, counts) + offsets)
+        return torch.as_tensor(owner), self.items[index], self.scores[index]
+
+    def dense(self, rows: np.ndarray, columns: Tensor | None, n_items: int) -> Tensor:
+        """(len(rows), C) teacher scores on `columns` (sorted item indices; None = every item),
+        NaN where the teacher did not score the pair."""
+        owner, items, scores = self.gather(rows)
+        if columns is None:
+            out = torch.full((len(rows), n_items), float("nan"))
+            out[owner, items] = scores
+            return out
+        out = torch.full((len(rows), len(columns)), float("nan"))
+        at = torch.searchsorted(columns, items).clamp(max=len(columns) - 1)
+        hit = columns[at] == items
+        out[owner[hit], at[hit]] = scores[hit]
+        return out
+
+
 def _first_rows(local_users: np.ndarray, n_users: int) -> np.ndarray:
     """Row of each user's first position, given the user of every row (sorted, contiguous)."""
     first = np.full(n_users, -1, dtype=np.int64)
@@ -44,8 +82,9 @@ def _first_rows(local_users: np.ndarray, n_users: int) -> np.ndarray:
 
 
 class SoftLabels:
-    def __init__(self, cache_dir: Path, *, cache_bytes: int = 512 << 20) -> None:
-        self.plan = TeacherPlan.load(Path(cache_dir))
+    def __init__(self, cache: TeacherCache | Path, *, cache_bytes: int = 512 << 20) -> None:
+        cache = cache if isinstance(cache, TeacherCache) else TeacherCache(Path(cache))
+        self.plan = cache.plan
         self.store = self.plan.store
         self.store.verify()  # a damaged shard is a clear error before training starts
         self.n_items = self.plan.n_items
@@ -65,21 +104,31 @@ class SoftLabels:
     def shards(self) -> list[tuple[str, int, int]]:
         return self.plan.shards
 
-    def block(self, key: str) -> Tensor:
-        """(end - start, I) float32 teacher scores for the shard's users; NaN = not scored."""
+    def users(self, key: str) -> UserLabels:
+        """The whole-history labels of the shard's users, sparse."""
         if key in self._cache:
             return self._cache[key]
         _, start, end = next(s for s in self.shards if s[0] == key)
-        frame = self.store.read_shard(key, verify=False).filter(pl.col("position") == -1)
-        dense = np.full((end - start, self.n_items), np.nan, dtype=np.float32)
-        dense[
-            frame.get_column("user_idx").to_numpy() - start, frame.get_column("item_idx").to_numpy()
-        ] = frame.get_column("score").to_numpy()
-        block = torch.from_numpy(dense)
-        used = self._cached_bytes()
-        if used + block.numel() * 4 <= self.cache_bytes:
-            self._cache[key] = block
-        return block
+        frame = (
+            self.store.read_shard(key, verify=False)
+            .filter(pl.col("position") == -1)
+            .sort("user_idx", "item_idx")
+        )
+        counts = np.bincount(frame.get_column("user_idx").to_numpy() - start, minlength=end - start)
+        labels = UserLabels(
+            indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            items=torch.as_tensor(frame.get_column("item_idx").to_numpy().astype(np.int64)),
+            scores=torch.as_tensor(frame.get_column("score").to_numpy().copy()),
+        )
+        if self._cached_bytes() + labels.nbytes <= self.cache_bytes:
+            self._cache[key] = labels
+        return labels
+
+    def block(self, key: str) -> Tensor:
+        """(end - start, I) float32 teacher scores for the shard's users; NaN = not scored.
+        Dense: for small catalogs and tests; training reads `users`."""
+        _, start, end = next(s for s in self.shards if s[0] == key)
+        return self.users(key).dense(np.arange(end - start), None, self.n_items)
 
     def positions(self, key: str) -> PositionLabels:
         """The teacher's top-K after every prefix, for the shard's users."""
@@ -113,10 +162,9 @@ class SoftLabels:
         return labels
 
     def decoded_bytes(self) -> int:
-        """What decoding every shard takes in memory: the dense whole-history blocks (4 bytes a
-        cell) and the per-position labels (12 bytes a row)."""
-        rows = int(self.store.manifest().get("total_rows", 0))
-        return self.plan.n_users * self.n_items * 4 + rows * 12
+        """What decoding every shard takes in memory: 12 bytes a scored pair (item, score), for
+        the whole-history labels and the per-position ones alike."""
+        return int(self.store.manifest().get("total_rows", 0)) * 12
 
     def fits_in_memory(self) -> bool:
         """Whether every shard decoded fits in `cache_bytes` (then `whole()` may be used)."""
@@ -134,9 +182,9 @@ class SoftLabels:
         return _Whole(self)
 
     def _cached_bytes(self) -> int:
-        """Bytes held by decoded shards: dense blocks and per-position labels alike."""
+        """Bytes held by decoded shards: whole-history and per-position labels alike."""
         return sum(
-            v.numel() * 4 if torch.is_tensor(v) else v.items.numel() * 12
+            v.nbytes if isinstance(v, UserLabels) else v.items.numel() * 12
             for v in self._cache.values()
         )
 
@@ -157,11 +205,19 @@ class _Whole(SoftLabels):
     def is_whole(self) -> bool:
         return True
 
-    def block(self, key: str) -> Tensor:
-        if "block" not in self._cache:
-            self._cache["block"] = torch.cat([self._parts.block(k) for k, _, _ in self._ordered()])
+    def users(self, key: str) -> UserLabels:
+        if "users" not in self._cache:
+            parts = [self._parts.users(k) for k, _, _ in self._ordered()]
+            offsets = np.cumsum([0] + [len(p.items) for p in parts[:-1]])
+            self._cache["users"] = UserLabels(
+                indptr=np.concatenate(
+                    [[0]] + [p.indptr[1:] + o for p, o in zip(parts, offsets, strict=True)]
+                ).astype(np.int64),
+                items=torch.cat([p.items for p in parts]),
+                scores=torch.cat([p.scores for p in parts]),
+            )
             self._parts._cache.clear()  # noqa: SLF001 (held once, here)
-        return self._cache["block"]
+        return self._cache["users"]
 
     def positions(self, key: str) -> PositionLabels:
         if "positions" not in self._cache:

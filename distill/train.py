@@ -54,7 +54,73 @@ class TrainResult:
     resumed_from: int | None = None
 
 
-def _state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> bytes:
+class JointOptimizer:
+    """Several optimizers stepped, zeroed, saved and restored as one (their parameter indices
+    follow each other in `state_dict`, as in a single optimizer's)."""
+
+    def __init__(self, parts: list[torch.optim.Optimizer]) -> None:
+        self.parts = parts
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.parts:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.parts:
+            o.step()
+
+    def _sizes(self) -> list[int]:
+        return [sum(len(g["params"]) for g in o.param_groups) for o in self.parts]
+
+    def state_dict(self) -> dict:
+        state, offset = {}, 0
+        for o, size in zip(self.parts, self._sizes(), strict=True):
+            state.update({offset + i: v for i, v in o.state_dict()["state"].items()})
+            offset += size
+        return {"state": state, "param_groups": []}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        offset = 0
+        for o, size in zip(self.parts, self._sizes(), strict=True):
+            mine = o.state_dict()
+            mine["state"] = {
+                i - offset: v
+                for i, v in state_dict["state"].items()
+                if offset <= int(i) < offset + size
+            }
+            o.load_state_dict(mine)
+            offset += size
+
+
+Optimizer = torch.optim.Optimizer | JointOptimizer
+
+
+def make_optimizer(model: nn.Module, config: LoopConfig) -> Optimizer:
+    """AdamW; embedding tables built with `sparse=True` (the two-tower on a sampled softmax,
+    whose steps touch a few rows of tables as large as the catalog) get SparseAdam instead, so
+    a step costs the rows it used rather than the whole table."""
+    sparse = [
+        p
+        for mod in model.modules()
+        if isinstance(mod, nn.Embedding) and mod.sparse
+        for p in mod.parameters()
+    ]
+    if not sparse:
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.weight_decay:
+        raise ValueError(
+            "sparse embedding tables (student.sampled_negatives) train with SparseAdam, which has "
+            "no weight decay: set train.weight_decay to 0"
+        )
+    taken = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if id(p) not in taken]
+    parts: list[torch.optim.Optimizer] = [torch.optim.SparseAdam(sparse, lr=config.lr)]
+    if dense:
+        parts.insert(0, torch.optim.AdamW(dense, lr=config.lr, weight_decay=config.weight_decay))
+    return JointOptimizer(parts)
+
+
+def _state_bytes(model: nn.Module, optimizer: Optimizer | None) -> bytes:
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if optimizer is not None:
         for idx, state in optimizer.state_dict()["state"].items():
@@ -63,7 +129,7 @@ def _state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> b
     return save(tensors)
 
 
-def _restore(model: nn.Module, optimizer: torch.optim.Optimizer | None, blob: bytes) -> None:
+def _restore(model: nn.Module, optimizer: Optimizer | None, blob: bytes) -> None:
     tensors = load(blob)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     if optimizer is not None:
@@ -71,6 +137,8 @@ def _restore(model: nn.Module, optimizer: torch.optim.Optimizer | None, blob: by
         for key, value in tensors.items():
             if key.startswith("optim."):
                 _, idx, name = key.split(".", 2)
+                if value.ndim == 0 and not value.is_floating_point():
+                    value = int(value)  # a plain-int step counter (SparseAdam) stays an int
                 state.setdefault(int(idx), {})[name] = value
         sd = optimizer.state_dict()
         sd["state"] = state
@@ -83,7 +151,7 @@ LOG_EVERY_S = 30.0  # an epoch summary in the log at most this often
 
 
 def _checkpoint_bytes(
-    model: nn.Module, optimizer: torch.optim.Optimizer, best_blob: bytes, progress: dict
+    model: nn.Module, optimizer: Optimizer, best_blob: bytes, progress: dict
 ) -> bytes:
     tensors = load(_state_bytes(model, optimizer))
     tensors.update({f"best.{k}": v for k, v in load(best_blob).items()})
@@ -143,9 +211,7 @@ def _fit(
     desc: str,
     run_key: str,
 ) -> TrainResult:
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimizer = make_optimizer(model, config)
     key = hashlib.sha256((config.model_dump_json() + run_key).encode()).hexdigest()[:16]
     history: list[dict] = []
     best_score, best_epoch, smoothed, start_epoch, resumed = -1.0, -1, None, 0, None

@@ -18,7 +18,7 @@ import typer  # noqa: E402
 from rich.console import Console
 from rich.table import Table
 
-from distill.report import REPORT_METRICS, TRAIN_SECONDS_NOTE
+from distill.report import REPORT_METRICS
 from pipelines.config import RunConfig, load_config
 from storage.errors import KdrecError
 from storage.workdir import WorkDir
@@ -131,7 +131,7 @@ def print_baselines(cfg: RunConfig) -> None:
 
     result = ingest(cfg.dataset, work_dir=cfg.work_dir)
     dataset = load_dataset(cfg.work_dir, result.name, result.version)
-    split = make_split(dataset, cutoff=cfg.split.as_of)
+    split = make_split(dataset, cutoff=cfg.split.as_of, eval_users=cfg.split.eval_users)
     rows = []
     for run in run_baselines(split):
         rows.append(
@@ -149,34 +149,12 @@ def print_baselines(cfg: RunConfig) -> None:
 
 
 def print_report(report: dict) -> None:
-    cols = ["hr@10", "ndcg@10", "mrr", "recall@20", "params", "train s†"]
-    rows = []
-    for r in report["rows"]:
-        m = r["metrics"]
-        rows.append(
-            {
-                "model": r["model"],
-                **{k: m[k]["mean"] for k in REPORT_METRICS},
-                "params": f"{r['params']:,}",
-                "train s†": round(r["train_seconds"], 1),
-            }
-        )
-    console.print(
-        metric_table(
-            f"{report['dataset']} — test, full ranking, seeds {report['seeds']}", rows, cols
-        )
-    )
-    console.print(TRAIN_SECONDS_NOTE, highlight=False)
-    for key, title in (("kd_vs_no_kd", "without the teacher"), ("kd_vs_best_plain", "best plain")):
-        if key in report:
-            k = report[key]
-            console.print(
-                f"distilled vs {title} ({k['control']}): {k['relative_gain']:+.1%} NDCG@10, "
-                f"paired p = {k['p_value']:.3g} over {k['n_pairs']} user-seed pairs"
-            )
-    for name, bar in report.get("bars", {}).items():
-        mark = "[green]holds[/]" if bar["holds"] else "[red]NOT met[/]"
-        console.print(f"  bar {name}: {bar['target']}: {bar['value']} {mark}")
+    """The report as the terminal shows it: the same markdown as report.md and the UI."""
+    from rich.markdown import Markdown
+
+    from distill.report import markdown
+
+    console.print(Markdown(markdown(report)))
 
 
 def _run_flow(cfg: RunConfig) -> dict:
@@ -323,57 +301,57 @@ def teacher_run(
     result = ingest(cfg.dataset, work_dir=cfg.work_dir)
     dataset = load_dataset(cfg.work_dir, result.name, result.version)
     if local:
-        run = run_teacher(
-            cfg.teacher, dataset, make_split(dataset, cutoff=cfg.split.as_of), work_dir=cfg.work_dir
-        )
-        stats, cache = run.stats, run.plan.cache_dir
+        split = make_split(dataset, cutoff=cfg.split.as_of, eval_users=cfg.split.eval_users)
+        summary = run_teacher(cfg.teacher, dataset, split, work_dir=cfg.work_dir).summary()
     else:
-        stats = run_teacher_flow(
-            cfg.teacher, dataset, cfg.split.as_of, cfg.work_dir.resolve(), cfg.runner
+        summary = run_teacher_flow(
+            cfg.teacher,
+            dataset,
+            cfg.split.as_of,
+            cfg.work_dir.resolve(),
+            cfg.runner,
+            cfg.split.eval_users,
         )
-        cache = stats["cache_dir"]
-    console.print(f"teacher cache: {cache}")
-    console.print({k: round(v, 2) if isinstance(v, float) else v for k, v in stats.items()})
+    console.print(f"teacher cache: {summary['cache_dir']}")
+    console.print({k: round(v, 2) if isinstance(v, float) else v for k, v in summary.items()})
 
 
 @teacher_app.command("repair")
 def teacher_repair(work_dir: WorkOpt = None) -> None:
     """Verify every committed teacher shard; recompute only missing or damaged ones."""
+    from distill.teacher.cache import TeacherCache
     from distill.teacher.stage import repair
 
     cfg = _config(None, work_dir)
-    for plan_path in sorted(WorkDir(cfg.work_dir).teachers.glob("*/plan.json")):
-        if (plan_path.parent / "soft_labels" / "manifest.json").exists():
-            fixed = repair(plan_path.parent, work_dir=cfg.work_dir)
+    for cache in TeacherCache.all(cfg.work_dir):
+        if cache.is_complete():
+            fixed = repair(cache.folder, work_dir=cfg.work_dir)
             console.print(
-                f"{plan_path.parent.name}: "
-                + (f"recomputed {fixed}" if fixed else "all shards intact")
+                f"{cache.folder.name}: " + (f"recomputed {fixed}" if fixed else "all shards intact")
             )
 
 
 @teacher_app.command("status")
 def teacher_status(work_dir: WorkOpt = None) -> None:
     """List teacher caches: fingerprint, shards done, size, quality."""
-    from storage.atomic import read_json
-    from storage.shards import ShardStore
+    from distill.teacher.cache import TeacherCache
 
     cfg = _config(None, work_dir)
     root = WorkDir(cfg.work_dir).teachers
     table = Table(title=f"teacher caches in {root}")
     for col in ("fingerprint", "kind", "dataset", "shards", "complete", "MB", "NDCG@10"):
         table.add_column(col)
-    for plan_path in sorted(root.glob("*/plan.json")):
-        plan, folder = read_json(plan_path), plan_path.parent
-        store = ShardStore(folder / "soft_labels")
+    for cache in TeacherCache.all(cfg.work_dir):
+        plan, store = cache.plan, cache.store
         done = len(store.shards()) if store.exists() else len(store.pending())
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
-        report = read_json(folder / "report.json")
+        size = sum(p.stat().st_size for p in cache.folder.rglob("*") if p.is_file()) / 1e6
+        report = cache.report()
         quality = report.get("adapted", report.get("zero_shot", {})).get("test", {})
         table.add_row(
-            plan["fingerprint"],
-            plan["config"]["kind"],
-            Path(plan["dataset_path"]).name,
-            f"{done}/{len(plan['shards'])}",
+            plan.fingerprint,
+            plan.config["kind"],
+            Path(plan.dataset_path).name,
+            f"{done}/{len(plan.shards)}",
             "yes" if store.exists() else "no",
             f"{size:.1f}",
             f"{quality.get('ndcg@10', float('nan')):.4f}",

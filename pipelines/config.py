@@ -30,6 +30,9 @@ class SplitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     as_of: int | None = Field(None, ge=0)  # epoch seconds; None = leave-one-out on everything
+    # evaluate on a seeded sample of this many users per fold (None = all): full ranking costs
+    # users x items, so a large catalog samples users to keep evaluation linear in the catalog
+    eval_users: int | None = Field(None, ge=1)
 
 
 class RunnerConfig(BaseModel):
@@ -96,6 +99,11 @@ class RunConfig(BaseModel):
             raise ValueError("sasrec must be kind: sequential with text_projection: false")
         if self.student.kind == "sequential" and self.distill.loss == "mse":
             raise ValueError("the sequential student distils top-K labels: loss kl or rank")
+        sampled_two_tower = self.student.kind == "two_tower" and self.student.sampled_negatives
+        if sampled_two_tower and self.distill.loss == "rank":
+            raise ValueError(
+                "the two-tower with sampled_negatives distils with loss kl or mse, not rank"
+            )
         if self.distill.init in ("teacher", "previous"):  # previous falls back to a head
             self._check_student_fits_head()
         return self

@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from distill.parallel import InBackground
-from distill.report import embedded_images, markdown, relative_images
+from distill.report import Report, embedded_images, markdown, relative_images
 from distill.student import stage
 from distill.train import apply_threads
 from pipelines.config import RunConfig
@@ -67,7 +67,7 @@ def publish_line(publish: dict) -> str:
     return publish["reason"] + (f" ({publish['version']})" if publish["version"] else "")
 
 
-def write_publish(run_dir: Path, report: dict, publish: dict) -> None:
+def write_publish(run_dir: Path, report: Report, publish: dict) -> None:
     """The gate's decision beside the report (publish.json) and in report.md; report.json, which
     the bundle carries byte for byte, is not rewritten."""
     atomic_write_json(run_dir / "publish.json", publish)
@@ -79,7 +79,7 @@ def _start_sasrec(params: RunConfig, dataset_path: str) -> InBackground:
     dataset = Dataset(Path(dataset_path))
     return stage.start_sasrec_ahead(
         dataset,
-        make_split(dataset, cutoff=params.split.as_of),
+        make_split(dataset, cutoff=params.split.as_of, eval_users=params.split.eval_users),
         params.sasrec,
         params.distill,
         params.train,
@@ -92,17 +92,10 @@ def new_run_dir(work_dir: Path) -> Path:
     return WorkDir(work_dir).new_run()
 
 
-def _artifacts(report: dict, publish: dict, run_dir: Path) -> None:
-    rows = [
-        {
-            "model": r["model"],
-            "role": r["role"],
-            **{m: round(v["mean"], 4) for m, v in r["metrics"].items()},
-            "params": r["params"],
-        }
-        for r in report["rows"]
-    ]
-    create_table_artifact(rows, key="kdrec-eval-table", description="Test metrics, every model")
+def _artifacts(report: Report, publish: dict, run_dir: Path) -> None:
+    create_table_artifact(
+        report.summary_rows(), key="kdrec-eval-table", description="Test metrics, every model"
+    )
     create_markdown_artifact(
         markdown(report, embedded_images(run_dir), publish=publish_line(publish)),
         key="kdrec-report",
@@ -155,7 +148,11 @@ def distill(
     try:
         runner = task_runner(params.runner, params.work_dir)
         teacher = teacher_flow.with_options(task_runner=runner)(
-            params.teacher, dataset_path, params.split.as_of, str(params.work_dir)
+            params.teacher,
+            dataset_path,
+            params.split.as_of,
+            str(params.work_dir),
+            params.split.eval_users,
         )
         timings["teacher"] = time.perf_counter() - t1
         t2 = time.perf_counter()
@@ -170,7 +167,7 @@ def distill(
             log.warning("SASRec trained beside the teacher failed: %s", exc)
     finally:
         sasrec.stop()
-    report = read_json(Path(run_dir) / "report.json")
+    report = Report.from_json(read_json(Path(run_dir) / "report.json"))
     dataset = Dataset(Path(dataset_path))
     publish = {"published": False, "version": None, "reason": "publishing disabled", "path": None}
     if params.publish:
@@ -181,7 +178,7 @@ def distill(
                 "dataset": dataset.ref,
                 "split": split_name,
                 "teacher_fingerprint": teacher["fingerprint"],
-                "metrics": {r["model"]: r["metrics"] for r in report["rows"]},
+                "metrics": {r["model"]: r["metrics"] for r in report.rows},
                 "config": json.loads(params.model_dump_json()),
                 **(manifest_extra or {}),
             },
@@ -194,7 +191,7 @@ def distill(
     _artifacts(report, publish, Path(run_dir))
     return {
         "run_dir": run_dir,
-        "report": report,
+        "report": report.as_json(),
         "publish": publish,
         "teacher": teacher,
         "timings": timings,

@@ -79,18 +79,17 @@ def train_evaluate_task(
     Their epochs show in the UI as the `student-progress` artifact."""
     log = get_run_logger()
     dataset = Dataset(Path(dataset_path))
-    split = make_split(dataset, cutoff=params.split.as_of)
+    split = make_split(dataset, cutoff=params.split.as_of, eval_users=params.split.eval_users)
     out = Path(run_dir)
     students = WorkDir(params.work_dir).students
     with TrainingProgress(students, "student-progress", "students (arms x seeds)"):
         result = _train_students(params, dataset, split, Path(teacher_cache))
     best = result.best
     cost = stage.serving_cost(Path(teacher_cache), best, result.sasrec, split)
-    report = stage.finish_report(result.report, cost)
     registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
     current = registry.current_version()
     previous = registry.bundle(current).manifest.get("validation", {}) if current else {}
-    report.update(versus_current(current, previous, best.valid))
+    report = result.report.finish(cost, versus_current(current, previous, best.valid))
     save_report(report, out, result.rows)
     for name, data in stage.bundle_files(
         best,
@@ -101,7 +100,7 @@ def train_evaluate_task(
     ).items():
         atomic_write_bytes(out / "bundle" / name, data)
     atomic_write_bytes(out / "validation.json", json.dumps(best.valid).encode())
-    for name, bar in report["bars"].items():
+    for name, bar in report.bars.items():
         log.info(
             "bar %s: %s -> %s (%s)",
             name,

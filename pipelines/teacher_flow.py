@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from distill.teacher import stage
 from distill.teacher.base import TeacherConfig
+from distill.teacher.cache import TeacherCache
 from pipelines.config import RunnerConfig
 from pipelines.progress import TrainingProgress
 from pipelines.runners import task_runner
@@ -25,12 +26,16 @@ from storage.workdir import WorkDir
 
 @task(name="teacher-prepare", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def prepare_task(
-    config: TeacherConfig, dataset_path: str, cutoff: int | None, work_dir: str
+    config: TeacherConfig,
+    dataset_path: str,
+    cutoff: int | None,
+    work_dir: str,
+    eval_users: int | None = None,
 ) -> tuple[str, dict]:
     """Texts, LM embeddings (only new texts are encoded) and the adapted head."""
     dataset = Dataset(Path(dataset_path))
     stats: dict = {}
-    split = make_split(dataset, cutoff=cutoff)
+    split = make_split(dataset, cutoff=cutoff, eval_users=eval_users)
     heads = TrainingProgress(WorkDir(work_dir).adapters, "teacher-head-progress", "teacher heads")
     with heads:  # head epochs in the UI
         plan = stage.prepare(config, dataset, split, work_dir=Path(work_dir), stats=stats)
@@ -62,27 +67,27 @@ def commit_task(cache_dir: str, infos: list[dict]) -> dict:
 
 @flow(name="teacher", log_prints=True)
 def teacher_flow(
-    config: TeacherConfig, dataset_path: str, cutoff: int | None = None, work_dir: str = "work"
+    config: TeacherConfig,
+    dataset_path: str,
+    cutoff: int | None = None,
+    work_dir: str = "work",
+    eval_users: int | None = None,
 ) -> dict:
-    """Run the teacher once over all (user, item) pairs. Returns the cache dir and stats."""
+    """Run the teacher once over all (user, item) pairs. Returns `TeacherRun.summary()`."""
     log = get_run_logger()
     t0 = time.perf_counter()
-    cache_dir, stats = prepare_task(config, dataset_path, cutoff, work_dir)
-    plan = stage.TeacherPlan.load(Path(cache_dir))
-    if stage.is_complete(Path(cache_dir)):
+    cache_dir, stats = prepare_task(config, dataset_path, cutoff, work_dir, eval_users)
+    cache = TeacherCache(Path(cache_dir))
+    plan = cache.plan
+    if cache.is_complete():
         repaired = repair_task(cache_dir, work_dir)
         log.info(
             "teacher cache %s is complete: no teacher work%s",
             plan.fingerprint,
             f" (recomputed damaged shards {repaired})" if repaired else "",
         )
-        return {
-            "cache_dir": cache_dir,
-            "fingerprint": plan.fingerprint,
-            "reused": True,
-            "repaired": repaired,
-            **stats,
-        }
+        stats.update(reused=True, repaired=repaired)
+        return stage.TeacherRun(plan, cache.store.manifest(), stats).summary()
     progress = create_progress_artifact(
         0.0, key="teacher-progress", description=f"teacher shards of {plan.fingerprint}"
     )
@@ -110,14 +115,8 @@ def teacher_flow(
         pairs_per_s,
         time.perf_counter() - t0,
     )
-    return {
-        "cache_dir": cache_dir,
-        "fingerprint": plan.fingerprint,
-        "reused": False,
-        "pairs": manifest["total_rows"],
-        "pairs_per_second": pairs_per_s,
-        **stats,
-    }
+    stats.update(reused=False, score_seconds=score_s, pairs_per_second=pairs_per_s)
+    return stage.TeacherRun(plan, manifest, stats).summary()
 
 
 def run_teacher_flow(
@@ -126,7 +125,8 @@ def run_teacher_flow(
     cutoff: int | None,
     work_dir: Path,
     runner: RunnerConfig,
+    eval_users: int | None = None,
 ) -> dict:
-    """Call the flow with the configured task runner."""
+    """Call the flow with the configured task runner; returns `TeacherRun.summary()`."""
     configured = teacher_flow.with_options(task_runner=task_runner(runner, work_dir))
-    return configured(config, str(dataset.path), cutoff, str(work_dir))
+    return configured(config, str(dataset.path), cutoff, str(work_dir), eval_users)

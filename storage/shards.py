@@ -66,10 +66,12 @@ class ShardStore:
             raise
         return ShardInfo(key=key, file=final.name, rows=table.num_rows, sha256=digest)
 
-    def pending(self) -> dict[str, ShardInfo]:
-        """Shards on disk whose content matches the hash in their name, by key (newest wins)."""
+    def pending(self, key: str | None = None) -> dict[str, ShardInfo]:
+        """Shards on disk whose content matches the hash in their name, by key (newest wins);
+        only `key`'s files when given (so a task checks its own shard, not every shard)."""
         found: dict[str, ShardInfo] = {}
-        for path in sorted(self.root.glob("shard-*.parquet"), key=lambda p: p.stat().st_mtime):
+        pattern = "shard-*.parquet" if key is None else f"shard-{key}-*.parquet"
+        for path in sorted(self.root.glob(pattern), key=lambda p: p.stat().st_mtime):
             m = _SHARD_RE.match(path.name)
             if not m:
                 continue

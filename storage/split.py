@@ -20,6 +20,7 @@ from storage.datasets import Dataset
 from storage.schema import SPLIT
 
 MIN_INTERACTIONS_FOR_HOLDOUT = 3
+EVAL_SAMPLE_SEED = 20_240_601
 
 
 def leave_one_out(interactions: pl.DataFrame) -> pl.DataFrame:
@@ -55,12 +56,16 @@ def split_id(cutoff: int | None) -> str:
 
 @dataclass(frozen=True)
 class Split:
-    """Folds of one dataset version as index arrays and sparse matrices."""
+    """Folds of one dataset version as index arrays and sparse matrices. `eval_users`: evaluate
+    on a fixed seeded sample of at most this many users per fold (None = every user), which keeps
+    full-ranking evaluation linear in the catalog on large datasets."""
 
     frame: pl.DataFrame
     n_users: int
     n_items: int
     name: str = "loo"
+    eval_users: int | None = None
+    cutoff: int | None = None  # as-of cut-off (epoch seconds); None = leave-one-out on everything
 
     def fold(self, name: str) -> pl.DataFrame:
         return self.frame.filter(pl.col("fold") == name)
@@ -82,6 +87,15 @@ class Split:
 
     def users_with(self, fold: str) -> np.ndarray:
         return np.unique(self.fold(fold).get_column("user_idx").to_numpy())
+
+    def evaluated_users(self, fold: str) -> np.ndarray:
+        """The users a fold is evaluated on: every user with a target there, or a seeded sample
+        of `eval_users` of them (the same sample every time, sorted)."""
+        users = self.users_with(fold)
+        if self.eval_users is None or len(users) <= self.eval_users:
+            return users
+        rng = np.random.default_rng([EVAL_SAMPLE_SEED, len(users)])
+        return np.sort(rng.choice(users, size=self.eval_users, replace=False))
 
     def train_sequences(self) -> list[np.ndarray]:
         """Per user, train item indices in chronological order (oldest first)."""
@@ -111,14 +125,16 @@ class Split:
     def _sequences(self, *folds: str) -> list[np.ndarray]:
         rows = self.frame.filter(pl.col("fold").is_in(list(folds)))
         rows = rows.sort("user_idx", "timestamp", "item_idx")
-        seqs: list[np.ndarray] = [np.empty(0, dtype=np.int64) for _ in range(self.n_users)]
-        for (user,), group in rows.group_by(["user_idx"], maintain_order=True):
-            seqs[int(user)] = group.get_column("item_idx").to_numpy().astype(np.int64)
-        return seqs
+        users = rows.get_column("user_idx").to_numpy()
+        items = rows.get_column("item_idx").to_numpy().astype(np.int64)
+        bounds = np.searchsorted(users, np.arange(self.n_users + 1))
+        return [items[bounds[u] : bounds[u + 1]] for u in range(self.n_users)]
 
 
-def make_split(dataset: Dataset, *, cutoff: int | None = None) -> Split:
-    """Build (or load the stored) split for a dataset version."""
+def make_split(
+    dataset: Dataset, *, cutoff: int | None = None, eval_users: int | None = None
+) -> Split:
+    """Build (or load the stored) split for a dataset version; `eval_users` as in `Split`."""
     name = split_id(cutoff)
     path = dataset.path / "splits" / f"{name}.parquet"
     if path.exists():
@@ -128,4 +144,11 @@ def make_split(dataset: Dataset, *, cutoff: int | None = None) -> Split:
         frame = leave_one_out(inter) if cutoff is None else as_of(inter, cutoff)
         write_parquet(path, frame.to_arrow().cast(SPLIT))
         frame = pl.read_parquet(path)
-    return Split(frame=frame, n_users=dataset.n_users, n_items=dataset.n_items, name=name)
+    return Split(
+        frame=frame,
+        n_users=dataset.n_users,
+        n_items=dataset.n_items,
+        name=name,
+        eval_users=eval_users,
+        cutoff=None if cutoff is None else int(cutoff),
+    )

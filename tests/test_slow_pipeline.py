@@ -68,7 +68,7 @@ def default_report(ml) -> dict:
         loop=cfg.train,
         seeds=[0],
         workers=available_cores(),
-    ).report
+    ).report.as_json()
 
 
 def test_default_report_has_a_correct_plain_sasrec(default_report):

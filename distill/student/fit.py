@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from distill import losses
-from distill.evaluate import EVAL_FOLDS, Scorer, evaluate
+from distill.evaluate import EVAL_FOLDS, Scorer, evaluate, vector_scorer
 from distill.layers import left_padded
 from distill.sasrec import window_targets, windows
 from distill.soft_labels import SoftLabels
@@ -87,15 +87,19 @@ def student_scorer(model: nn.Module, data: UserData) -> Scorer:
     with torch.no_grad():
         item_vecs = model.item_vectors()
 
-    def scores(users: np.ndarray, fold: str) -> Tensor:
-        with torch.no_grad():
-            u = torch.as_tensor(users)
-            return model.user_vectors(u, data.hist[fold][u], item_vecs) @ item_vecs.T
+    def user_vectors(users: np.ndarray, fold: str) -> Tensor:
+        u = torch.as_tensor(users)
+        return model.user_vectors(u, data.hist[fold][u], item_vecs)
 
-    return scores
+    return vector_scorer(user_vectors, item_vecs)
 
 
-Batch = tuple[str, int, np.ndarray]  # (shard key, shard's first user, users or window rows)
+class Batch(NamedTuple):
+    """One training step's examples, all from one soft-label shard."""
+
+    key: str  # the shard
+    start: int  # the shard's first user (labels are indexed from it)
+    rows: np.ndarray  # users (two-tower) or training windows (sequential)
 
 
 def _batches(examples_of: Callable[[int, int], np.ndarray], shards, batch_size: int):
@@ -107,7 +111,7 @@ def _batches(examples_of: Callable[[int, int], np.ndarray], shards, batch_size: 
             examples = examples_of(start, end)
             examples = examples[torch.randperm(len(examples)).numpy()]
             for i in range(0, len(examples), batch_size):
-                yield key, start, examples[i : i + batch_size]
+                yield Batch(key, start, examples[i : i + batch_size])
 
     return batches
 
@@ -127,17 +131,72 @@ def kd_term(config: DistillConfig, student: Tensor, teacher: Tensor, seen: Tenso
 def user_loss(
     m: nn.Module, data: UserData, kd: DistillConfig, soft_labels: SoftLabels | None, batch: Batch
 ) -> tuple[Tensor, dict[str, float]]:
-    """Two-tower: CE over each user's train items (+ KD to the whole-history label)."""
+    """Two-tower: CE over each user's train items (+ KD to the whole-history label).
+
+    With `sampled_negatives` (large catalogs) nothing is (batch x catalog): each user's softmax
+    runs over its own train items plus negatives shared by the batch, and the KD term over the
+    user's teacher-scored items (the candidates), both as ragged per-user lists
+    (`sampled_user_loss`). Without, both terms run over every item."""
+    if m.n_negatives:
+        return sampled_user_loss(m, data, kd, soft_labels, batch)
     key, start, users = batch
     u = torch.as_tensor(users)
-    positives = data.positives(users)
     item_vecs = m.item_vectors()
     user_vecs = m.user_vectors(u, data.hist["valid"][u], item_vecs)
+    positives = data.positives(users)
     l_c = m.ce_loss(positives, item_vecs, user_vecs)
     if soft_labels is None:
         return l_c, {"l_c": l_c.item()}
-    teacher = soft_labels.block(key)[users - start]
+    teacher = soft_labels.users(key).dense(users - start, None, data.n_items)
     l_k = kd_term(kd, user_vecs @ item_vecs.T, teacher, positives)
+    return l_c + kd.alpha * l_k, {"l_c": l_c.item(), "l_k": l_k.item()}
+
+
+def sampled_user_loss(
+    m: nn.Module, data: UserData, kd: DistillConfig, soft_labels: SoftLabels | None, batch: Batch
+) -> tuple[Tensor, dict[str, float]]:
+    """The two-tower loss over ragged per-user item lists: the cost of a step is its users'
+    histories, train items and candidates plus the shared negatives, whatever the catalog's
+    size. Only the item rows the step uses are looked up (sparse gradients, SparseAdam). KD at a
+    user covers its scored items (minus its train items when `mask_seen`), which is what the
+    dense term leaves unmasked, so the two agree on the KD term."""
+    key, start, users = batch
+    n = len(users)
+    u = torch.as_tensor(users)
+    hist = data.hist["valid"][u]  # (B, L), padded with n_items
+    train = data.train[users]
+    owner = torch.as_tensor(np.repeat(np.arange(n), np.diff(train.indptr)))
+    pos_items = torch.as_tensor(train.indices, dtype=torch.long)
+    negatives = torch.randint(data.n_items, (m.n_negatives,))
+    rows = items = scores = None
+    if soft_labels is not None:
+        rows, items, scores = soft_labels.users(key).gather(users - start)
+        if kd.mask_seen:  # drop (user, train item) pairs: keys row * I + item, looked up sorted
+            seen = owner.numpy() * data.n_items + pos_items.numpy()
+            keep = ~np.isin(rows.numpy() * data.n_items + items.numpy(), seen)
+            rows, items, scores = rows[keep], items[keep], scores[keep]
+    needed = [hist[hist < data.n_items], pos_items, negatives]
+    ids = torch.unique(torch.cat(needed if items is None else [*needed, items]))  # sorted
+    vecs = m.item_vectors_at(ids)  # (K, D): the rows this step uses
+
+    def local(item_idx: Tensor) -> Tensor:
+        return torch.searchsorted(ids, item_idx)
+
+    user_vecs = m.user_vectors(u, torch.where(hist < data.n_items, local(hist), hist), vecs)
+    shared = user_vecs @ vecs[local(negatives)].T  # (B, N)
+    # a negative that is one of the user's positives leaves that user's partition
+    hits = torch.from_numpy(train[:, negatives.numpy()].toarray() > 0)
+    pos_logits = (user_vecs[owner] * vecs[local(pos_items)]).sum(-1)
+    l_c = losses.sampled_multi_positive_ce(pos_logits, owner, shared.masked_fill(hits, -torch.inf))
+    if items is None:
+        return l_c, {"l_c": l_c.item()}
+    student = (user_vecs[rows] * vecs[local(items)]).sum(-1)
+    if kd.loss == "kl":
+        l_k = losses.ragged_kd_kl(student, scores, rows, n, kd.temperature)
+    elif kd.loss == "mse":
+        l_k = losses.ragged_kd_mse(student, scores)
+    else:
+        raise ValueError("the two-tower with sampled_negatives distils with loss kl or mse")
     return l_c + kd.alpha * l_k, {"l_c": l_c.item(), "l_k": l_k.item()}
 
 

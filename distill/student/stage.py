@@ -22,14 +22,14 @@ from distill.baselines import run_baselines
 from distill.evaluate import EvalResult, evaluate
 from distill.layers import left_padded
 from distill.parallel import InBackground, map_in_processes
-from distill.report import ModelRow, bars, build_report, paired_test
+from distill.report import ModelRow, Report, build_report, paired_test
 from distill.soft_labels import SoftLabels
 from distill.student import StudentConfig, n_params
 from distill.student.fit import DistillConfig, UserData, student_scorer, train_student
 from distill.student.warm_start import WarmStart, previous_state
-from distill.teacher.stage import head_state, read_vectors, vector_scorer
+from distill.teacher.cache import TeacherCache
 from distill.train import LoopConfig, TrainResult, config_hash
-from storage.atomic import dumps_json, parquet_bytes, read_json
+from storage.atomic import dumps_json, parquet_bytes
 from storage.datasets import Dataset
 from storage.embeddings import embedding_column
 from storage.pseudonyms import SCHEME, key_id, pseudonym
@@ -80,14 +80,13 @@ def fit_and_evaluate(
 def teacher_row(split: Split, teacher_cache: Path) -> ModelRow:
     """The teacher as a recommender: its head's user vectors from each fold's input (standard
     protocol) against its item vectors; params = LM + head, train time = adaptation."""
-    info = read_json(Path(teacher_cache) / "report.json")
-    params = sum(info.get("params", {}).values())
-    seconds = float(info.get("adapt_seconds") or 0.0)
-    users = {c: read_vectors(teacher_cache, "users", c) for c in ("vector", "test_vector")}
+    cache = TeacherCache(teacher_cache)
+    cost = cache.cost()
+    scorer = cache.scorer()
     t0 = time.perf_counter()
-    result = evaluate(vector_scorer(users, read_vectors(teacher_cache, "items")), split)
+    result = evaluate(scorer, split)
     speed = len(result.users) / max(time.perf_counter() - t0, 1e-9)
-    return ModelRow("Teacher", "teacher", False, [result], params, [seconds], speed)
+    return ModelRow("Teacher", "teacher", False, [result], cost.params, [cost.adapt_seconds], speed)
 
 
 def baseline_rows(split: Split) -> list[ModelRow]:
@@ -137,6 +136,8 @@ def checkpoint_dir(
         loop.model_dump(),
         seed,
     ]
+    if split.eval_users is not None:  # validation on a sample picks other epochs
+        parts.append(f"eval_users={split.eval_users}")
     key = config_hash(*parts, start) if start else config_hash(*parts)
     return Path(root) / key[:20]
 
@@ -164,13 +165,14 @@ def run_job(job: TrainJob, split: Split, teacher_cache: Path | None) -> StudentR
     if job.kd.uses_teacher or job.config.text_projection:
         if teacher_cache is None:
             raise ValueError("this student reads the teacher: pass its cache folder")
-        soft_labels = SoftLabels(teacher_cache) if job.kd.alpha > 0 else None
-        text_emb = read_vectors(teacher_cache, "items", "embedding")
+        cache = TeacherCache(teacher_cache)
+        soft_labels = cache.soft_labels() if job.kd.alpha > 0 else None
+        text_emb = cache.vectors("items", "embedding")
         if job.kd.init == "previous" and job.warm is not None:
             init = previous_state(job.warm, job.config, job.loop.seed)
         if job.kd.init in ("teacher", "previous") and init is None:
             fold = not job.config.text_projection
-            init = head_state(teacher_cache, job.loop.seed, fold_text=fold)
+            init = cache.head_state(job.loop.seed, fold_text=fold)
     return fit_and_evaluate(
         split,
         job.config,
@@ -211,7 +213,9 @@ def arms(student: StudentConfig, sasrec: StudentConfig) -> dict[str, StudentConf
             kind="two_tower", text_projection=True, dropout=0.3
         )
     elif StudentConfig(kind="sequential") not in plain.values():
-        plain["Student sequential (no KD)"] = StudentConfig(kind="sequential")
+        plain["Student sequential (no KD)"] = StudentConfig(
+            kind="sequential", sampled_negatives=student.sampled_negatives
+        )
     return plain
 
 
@@ -263,7 +267,7 @@ def start_sasrec_ahead(
 class Comparison:
     """Every report row plus the runs the bundle and the cost measurement need."""
 
-    report: dict
+    report: Report
     rows: list[ModelRow]
     best: StudentRun  # the distilled run with the best validation NDCG@10 (what is published)
     sasrec: StudentRun  # seed 0 of the plain SASRec
@@ -288,7 +292,7 @@ def quality(
     job; with `workers` > 1 they run in that many processes of one torch thread each (on a small
     machine, two one-thread trainings finish far sooner than two two-thread ones in a row).
     `run` replaces that (the student flow makes each job a Prefect task)."""
-    soft = SoftLabels(teacher_cache)
+    soft = TeacherCache(teacher_cache).soft_labels()
     rows = baseline_rows(split)
     jobs: list[TrainJob] = []
 
@@ -337,25 +341,20 @@ def quality(
         split=split,
         seeds=seeds,
         rows=rows,
-        extra={
+        settings={
             "teacher_fingerprint": soft.fingerprint,
             "student": student.model_dump(),
             "sasrec": sasrec.model_dump(),
             "distill": kd.model_dump(),
             "loop": loop.model_dump(),
+        },
+        tests={
             "kd_vs_no_kd": paired_test(kd_row, twin),
             "kd_vs_best_plain": paired_test(kd_row, best_plain),
         },
     )
     best = max(distilled, key=lambda r: r.valid["ndcg@10"])
     return Comparison(report, rows, best, plain[SASREC_ROW][0])
-
-
-def finish_report(report: dict, cost: dict | None) -> dict:
-    if cost is not None:
-        report["cost"] = cost
-    report["bars"] = bars(report)
-    return report
 
 
 def serving_vectors(
@@ -365,9 +364,10 @@ def serving_vectors(
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """User vectors from each user's whole known history (serving time), and the seen items."""
     inter = dataset.interactions().sort("user_idx", "timestamp", "item_idx")
-    seqs: list[np.ndarray] = [np.empty(0, np.int64)] * dataset.n_users
-    for (user,), group in inter.group_by(["user_idx"], maintain_order=True):
-        seqs[int(user)] = group.get_column("item_idx").to_numpy().astype(np.int64)
+    users = inter.get_column("user_idx").to_numpy()
+    items = inter.get_column("item_idx").to_numpy().astype(np.int64)
+    bounds = np.searchsorted(users, np.arange(dataset.n_users + 1))
+    seqs = [items[bounds[u] : bounds[u + 1]] for u in range(dataset.n_users)]
     hist = torch.as_tensor(left_padded(seqs, history_len, dataset.n_items))
     model.eval()
     with torch.no_grad():
@@ -385,7 +385,7 @@ def serving_vectors(
 def bundle_files(
     run: StudentRun,
     dataset: Dataset,
-    report: dict,
+    report: Report | dict,
     *,
     quantized: bool = True,
     user_key: bytes | None = None,
@@ -419,7 +419,10 @@ def bundle_files(
                 [pseudonym(user_key, u) if user_key else u for u in users["user_id"].to_list()],
                 pa.string(),
             ),
-            "seen": pa.array([s.astype(np.int32).tolist() for s in seen], pa.list_(pa.int32())),
+            "seen": pa.ListArray.from_arrays(
+                np.concatenate([[0], np.cumsum([len(s) for s in seen])]).astype(np.int32),
+                pa.array(np.concatenate(seen).astype(np.int32), pa.int32()),
+            ),
             "vector": embedding_column(user_vecs),
         }
     )
@@ -447,7 +450,9 @@ def bundle_files(
         "items.faiss": exact_bytes,
         "items.parquet": parquet_bytes(items_table),
         "users.parquet": parquet_bytes(users_table),
-        "report.json": dumps_json(report).encode(),  # the run folder's bytes exactly
+        "report.json": dumps_json(  # the run folder's bytes exactly
+            report.as_json() if isinstance(report, Report) else report
+        ).encode(),
     }
 
 
@@ -492,18 +497,16 @@ def serving_cost(
     teacher serves from its head over the cached LM item embeddings (it never re-encodes texts
     to serve). Its one-time nightly cost (LM pass over new texts, adaptation, soft labels) is
     reported separately, from the teacher cache's report."""
-    from distill.teacher.stage import TeacherPlan, head_user_vectors
-
     users = torch.arange(min(n_users, split.n_users))
     seconds = {
         "student": _student_seconds(student, split, users, repeats),
         "sasrec": _student_seconds(sasrec, split, users, repeats),
     }
-    plan = TeacherPlan.load(teacher_cache)
-    if plan.adapter_path is not None:
-        user_vectors, item_vecs = head_user_vectors(plan, split, "test")
+    cache = TeacherCache(teacher_cache)
+    if cache.plan.adapter_path is not None:
+        user_vectors, item_vecs = cache.head_user_vectors(split, "test")
         seconds["teacher"] = _per_user_seconds(user_vectors, item_vecs, users, repeats)
-    info = read_json(Path(teacher_cache) / "report.json")
+    info = cache.report()
     return {
         "seconds_per_user": seconds,
         "student_vs_sasrec": seconds["student"] / seconds["sasrec"],

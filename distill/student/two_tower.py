@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.layers import ItemTower
-from distill.losses import multi_positive_ce, sample_columns
+from distill.losses import multi_positive_ce
 from distill.student import StudentConfig
 
 
@@ -19,8 +19,11 @@ class TwoTower(nn.Module):
         super().__init__()
         self.n_items, self.n_negatives = n_items, config.sampled_negatives
         text_dim = 0 if text_emb is None else text_emb.shape[1]
-        self.items = ItemTower(n_items, config.dim, text_dim=text_dim, hidden=0)
-        self.users = nn.Embedding(n_users, config.dim)
+        # with a sampled softmax (large catalogs) a step touches only the rows it looks up:
+        # sparse gradients, trained by SparseAdam (distill.train.make_optimizer)
+        sparse = config.sampled_negatives > 0
+        self.items = ItemTower(n_items, config.dim, text_dim=text_dim, hidden=0, sparse=sparse)
+        self.users = nn.Embedding(n_users, config.dim, sparse=sparse)
         nn.init.normal_(self.users.weight, std=0.05)
         self.drop = nn.Dropout(config.dropout)
         emb = torch.zeros(0) if text_emb is None else torch.as_tensor(text_emb, dtype=torch.float32)
@@ -28,6 +31,10 @@ class TwoTower(nn.Module):
 
     def item_vectors(self) -> Tensor:
         return self.items(self.text_emb if self.text_emb.numel() else None)  # (I, D)
+
+    def item_vectors_at(self, ids: Tensor) -> Tensor:
+        """(N, D) vectors of the items `ids` only."""
+        return self.items.at(ids, self.text_emb if self.text_emb.numel() else None)
 
     def user_vectors(self, users: Tensor, hist: Tensor, item_vecs: Tensor) -> Tensor:
         """users (B,), hist (B, L) padded with n_items -> (B, D)."""
@@ -40,14 +47,13 @@ class TwoTower(nn.Module):
 
     def history_vectors(self, hist: Tensor, item_vecs: Tensor) -> Tensor:
         """(B, D) from the histories alone: the mean of their item vectors (anonymous users get
-        no ID term, the mean of a trained user embedding's prior)."""
+        no ID term, the mean of a trained user embedding's prior). `hist` indexes `item_vecs`
+        (every item, or the rows a step looked up); the padding is always n_items."""
         keep = (hist != self.n_items).unsqueeze(-1).float()  # (B, L, 1)
-        vecs = item_vecs[hist.clamp(max=self.n_items - 1)] * keep
+        vecs = item_vecs[hist.clamp(max=len(item_vecs) - 1)] * keep
         return vecs.sum(1) / keep.sum(1).clamp(min=1.0)  # (B, D)
 
     def ce_loss(self, positives: Tensor, item_vecs: Tensor, user_vecs: Tensor) -> Tensor:
-        """CE over each user's train items: full softmax, or sampled (`sampled_negatives`)."""
-        if self.n_negatives == 0:
-            return multi_positive_ce(user_vecs @ item_vecs.T, positives)
-        cols = sample_columns(positives.nonzero()[:, 1], self.n_items, self.n_negatives)
-        return multi_positive_ce(user_vecs @ item_vecs[cols].T, positives[:, cols])
+        """CE over each user's train items, full softmax (the sampled one, for
+        `sampled_negatives`, runs on ragged lists in `distill.student.fit.sampled_user_loss`)."""
+        return multi_positive_ce(user_vecs @ item_vecs.T, positives)

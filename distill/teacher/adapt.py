@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distill.evaluate import EVAL_FOLDS, Scorer, evaluate
+from distill.evaluate import EVAL_FOLDS, Scorer, evaluate, vector_scorer
 from distill.layers import left_padded
 from distill.parallel import map_in_processes
 from distill.sasrec import SASRec, windows
@@ -148,12 +148,9 @@ def scorer(model: AdaptedTeacher, split: Split, length: int) -> Scorer:
     with torch.no_grad():
         item_vecs = model.item_vectors()
     hist = {fold: torch.as_tensor(history_matrix(split, length, fold)) for fold in EVAL_FOLDS}
-
-    def scores(users: np.ndarray, fold: str) -> Tensor:
-        with torch.no_grad():
-            return model.user_vectors(hist[fold][users], item_vecs) @ item_vecs.T
-
-    return scores
+    return vector_scorer(
+        lambda users, fold: model.user_vectors(hist[fold][users], item_vecs), item_vecs
+    )
 
 
 def train_heads(

@@ -1,4 +1,5 @@
-"""What every teacher shares: its config, errors, model-folder checks and weight hashing."""
+"""What every teacher shares: the `Teacher` protocol, its config, errors, model-folder checks and
+weight hashing."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import hashlib
 import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -21,6 +22,31 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 class TeacherError(KdrecError, RuntimeError):
     """A teacher that cannot run: bad model path, unsupported architecture, non-finite outputs."""
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """What the teacher stage asks of a language model (`EncoderTeacher`, `CausalLMTeacher`;
+    `distill.teacher.stage.load_teacher` returns one). Scoring candidate pairs by prompting is
+    the causal teacher's own `score_shared`."""
+
+    path: Path  # the model folder (its weights are hashed into the cache fingerprint)
+    forward_passes: int  # model invocations so far (a re-run that changes nothing makes none)
+
+    @property
+    def model(self) -> torch.nn.Module: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, D) float32 L2-normalised text embeddings, in input order."""
+        ...
+
+    def embed(
+        self, texts: Sequence[str], model: torch.nn.Module | None = None, *, grad: bool = False
+    ) -> torch.Tensor:
+        """One batch of pooled embeddings, optionally through a trainable copy of the LM."""
+        ...
 
 
 class AdaptConfig(BaseModel):

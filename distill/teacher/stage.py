@@ -4,9 +4,8 @@ prepare():     texts -> LM embeddings (once per text hash) -> adapted head -> ca
 score_shard(): one user range -> soft labels written as one shard (skipped if already done)
 commit():      the manifest, written last
 
-Cache: <work>/cache/teacher/<fingerprint>/ with plan.json, texts (items_texts/users_texts.parquet),
-items.parquet / users.parquet (index, text_hash, embedding, vector), report.json and
-soft_labels/ (the shard store). The fingerprint covers everything that changes outputs: model
+The cache folder and its files belong to `distill/teacher/cache.py` (TeacherCache); this module
+writes it through that object. The fingerprint covers everything that changes outputs: model
 weights, dataset version and split, templates, adaptation config and adapted weights, tau, pairs.
 """
 
@@ -14,73 +13,44 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from distill.evaluate import Scorer, evaluate
+from distill.evaluate import evaluate, vector_scorer
 from distill.sasrec import window_targets, windows
 from distill.teacher import adapt
 from distill.teacher.base import (
+    Teacher,
     TeacherConfig,
     TeacherError,
     check_finite,
     count_params,
     weights_hash,
 )
+from distill.teacher.cache import TeacherCache, TeacherPlan, cached_scorer, vectors_table
 from distill.texts import item_texts, user_texts
 from distill.train import available_cores, config_hash, load_weights, save_weights
-from storage.atomic import atomic_write_json, read_json, sha256_file, write_parquet
+from storage.atomic import atomic_write_json, read_json, sha256_file
 from storage.datasets import Dataset
-from storage.embeddings import EmbeddingCache, embedding_column, embedding_matrix
+from storage.embeddings import EmbeddingCache
 from storage.faults import crash_point
-from storage.shards import ShardInfo, ShardStore
+from storage.shards import ShardInfo
 from storage.split import Split
 from storage.workdir import WorkDir
 
 log = logging.getLogger(__name__)
 _TEACHERS: dict[str, object] = {}  # one loaded model per process (Dask workers reuse it)
+_LOADED: dict[str, object] = {}  # what every shard task reads (split, item vectors), per process
 
 
-@dataclass(frozen=True)
-class TeacherPlan:
-    fingerprint: str
-    cache_dir: str
-    config: dict
-    model_path: str
-    dataset_path: str
-    split_cutoff: int | None
-    n_users: int
-    n_items: int
-    shards: list[tuple[str, int, int]]  # (key, first user, end user)
-    adapter_path: str | None = None  # the adapted head's weights (None: zero-shot or causal)
-
-    @property
-    def store(self) -> ShardStore:
-        return ShardStore(Path(self.cache_dir) / "soft_labels")
-
-    @classmethod
-    def load(cls, cache_dir: Path) -> TeacherPlan:
-        """The plan in `cache_dir`. Paths it recorded inside its work dir are re-rooted on the
-        work dir it is read from, so a moved or copied work dir reads and writes its own files
-        (never the folder it was copied from)."""
-        cache_dir = Path(cache_dir).absolute()
-        data = read_json(cache_dir / "plan.json")
-        data["shards"] = [tuple(s) for s in data["shards"]]
-        old_root, new_root = Path(data["cache_dir"]).parents[2], cache_dir.parents[2]
-        for name in ("dataset_path", "adapter_path"):
-            if data.get(name) and Path(data[name]).is_relative_to(old_root):
-                data[name] = str(new_root / Path(data[name]).relative_to(old_root))
-        data["cache_dir"] = str(cache_dir)
-        return cls(**data)
-
-
-def load_teacher(config: TeacherConfig, work_dir: Path):
+def load_teacher(config: TeacherConfig, work_dir: Path) -> Teacher:
     """The LM teacher for `config` (memoised per process; weights load lazily on first use)."""
     key = config_hash(config.model_dump(mode="json"), str(work_dir))
     if key not in _TEACHERS:
@@ -95,31 +65,20 @@ def load_teacher(config: TeacherConfig, work_dir: Path):
     return _TEACHERS[key]
 
 
-def _model_key(teacher, config: TeacherConfig) -> str:
+def _model_key(teacher: Teacher, config: TeacherConfig) -> str:
     digest = weights_hash(teacher.path)[:16]
     return f"{config.kind}-{digest}-{config.dtype}-{config.max_length}"
 
 
-def _vectors_table(
-    index_name: str, texts: pl.DataFrame, emb: np.ndarray, vectors: dict[str, np.ndarray]
-) -> pa.Table:
-    return pa.table(
-        {
-            index_name: pa.array(texts.get_column(index_name).to_numpy(), pa.int32()),
-            "text_hash": pa.array(texts.get_column("text_hash").to_list(), pa.string()),
-            "embedding": embedding_column(emb),
-            **{name: embedding_column(v) for name, v in vectors.items()},
-        }
-    )
+@dataclass
+class _Encoded:
+    """The LM's view of the data: texts and their embeddings."""
 
-
-def read_vectors(cache_dir: Path, which: str, column: str = "vector") -> np.ndarray:
-    """(N, D) float32 from items.parquet / users.parquet of a teacher cache. Users have `vector`
-    (read from the train items: what soft labels and validation use) and `test_vector` (train +
-    validation items: the test input under the standard protocol)."""
-    return embedding_matrix(
-        pq.read_table(Path(cache_dir) / f"{which}.parquet", columns=[column]).column(column)
-    )
+    model_key: str
+    item_texts: pl.DataFrame
+    user_texts: pl.DataFrame
+    item_emb: np.ndarray
+    user_emb: np.ndarray
 
 
 def prepare(
@@ -130,15 +89,63 @@ def prepare(
     work_dir: Path,
     stats: dict | None = None,
 ) -> TeacherPlan:
-    """Texts, embeddings and adaptation; writes the cache dir and plan.json. Idempotent."""
+    """Texts -> embeddings -> adaptation -> the cache folder (plan.json last). Idempotent."""
     stats = stats if stats is not None else {}
     teacher = load_teacher(config, work_dir)
+    enc = _encode(teacher, config, dataset, split, work_dir, stats)
+    base = config_hash(
+        enc.model_key,
+        dataset.version,
+        split.name,
+        config.texts.model_dump(),
+        config.adapt.model_dump(),
+        config.kind,
+    )
+    adapted = config.adapt.mode != "none" and config.kind == "embedding"
+    adapter_dir = WorkDir(work_dir).adapters / base[:20]
+    model = None
+    if adapted:
+        model = _teacher_model(
+            teacher, config, split, enc.item_texts["text"].to_list(), enc.item_emb
+        )
+        if not (adapter_dir / "adapter.safetensors").exists():
+            stats["adapt_seconds"] = _train_adapter(model, config, split, adapter_dir)
+    adapter_hash = sha256_file(adapter_dir / "adapter.safetensors") if adapted else "none"
+    fingerprint = config_hash(
+        base,
+        adapter_hash,
+        config.tau,
+        config.pairs,
+        config.candidates_top_k,
+        config.candidates_random,
+        config.users_per_shard,
+        config.position_top_k,
+    )[:20]
+    cache = TeacherCache(WorkDir(work_dir).teachers / fingerprint)
+    plan = _plan(config, teacher, dataset, split, cache, adapter_dir if adapted else None)
+    if not cache.is_prepared():
+        _write_cache(cache, plan, config, split, enc, model, adapter_dir, stats, teacher.path)
+    return plan
+
+
+def _encode(
+    teacher: Teacher,
+    config: TeacherConfig,
+    dataset: Dataset,
+    split: Split,
+    work_dir: Path,
+    stats: dict,
+) -> _Encoded:
+    """Item and user texts, embedded by the LM (only texts not in the embedding cache)."""
     items = dataset.items()
     titles = items.get_column("title").to_list()
-    seqs = split.train_sequences()
     itexts = item_texts(items, config.texts)
     utexts = user_texts(
-        dataset.users(), seqs, titles, config.texts, count_tokens=teacher.count_tokens
+        dataset.users(),
+        split.train_sequences(),
+        titles,
+        config.texts,
+        count_tokens=teacher.count_tokens,
     )
     model_key = _model_key(teacher, config)
     cache = EmbeddingCache(WorkDir(work_dir).embeddings, model_key)
@@ -162,60 +169,57 @@ def prepare(
             stats["encode_seconds"],
             (n_items_enc + n_users_enc) / max(stats["encode_seconds"], 1e-9),
         )
+    return _Encoded(model_key, itexts, utexts, item_emb, user_emb)
 
-    base = config_hash(
-        model_key,
-        dataset.version,
-        split.name,
-        config.texts.model_dump(),
-        config.adapt.model_dump(),
-        config.kind,
-    )
-    adapted = config.adapt.mode != "none" and config.kind == "embedding"
-    adapter_dir = WorkDir(work_dir).adapters / base[:20]
-    model = None
-    if adapted:
-        model = _teacher_model(teacher, config, split, itexts["text"].to_list(), item_emb)
-        if not (adapter_dir / "adapter.safetensors").exists():
-            stats["adapt_seconds"] = _train_adapter(model, config, split, adapter_dir)
-    adapter_hash = sha256_file(adapter_dir / "adapter.safetensors") if adapted else "none"
-    fingerprint = config_hash(
-        base,
-        adapter_hash,
-        config.tau,
-        config.pairs,
-        config.candidates_top_k,
-        config.candidates_random,
-        config.users_per_shard,
-        config.position_top_k,
-    )[:20]
-    cache_dir = WorkDir(work_dir).teachers / fingerprint
+
+def _plan(
+    config: TeacherConfig,
+    teacher: Teacher,
+    dataset: Dataset,
+    split: Split,
+    cache: TeacherCache,
+    adapter_dir: Path | None,
+) -> TeacherPlan:
     step = config.users_per_shard
-    plan = TeacherPlan(
-        fingerprint=fingerprint,
-        cache_dir=str(cache_dir),
+    return TeacherPlan(
+        fingerprint=cache.folder.name,
+        cache_dir=str(cache.folder),
         config=config.model_dump(mode="json"),
         model_path=str(teacher.path),
         dataset_path=str(dataset.path),
-        split_cutoff=None if split.name == "loo" else int(split.name.split("-", 1)[1]),
+        split_cutoff=split.cutoff,
         n_users=split.n_users,
         n_items=split.n_items,
         shards=[
             (f"{s:06d}", s, min(s + step, split.n_users)) for s in range(0, split.n_users, step)
         ],
-        adapter_path=str(adapter_dir / "adapter.safetensors") if adapted else None,
+        adapter_path=None if adapter_dir is None else str(adapter_dir / "adapter.safetensors"),
     )
-    if (cache_dir / "plan.json").exists():
-        return plan
+
+
+def _write_cache(
+    cache: TeacherCache,
+    plan: TeacherPlan,
+    config: TeacherConfig,
+    split: Split,
+    enc: _Encoded,
+    model: adapt.AdaptedTeacher | None,
+    adapter_dir: Path,
+    stats: dict,
+    lm_path: Path,
+) -> None:
+    """The teacher's vectors (zero-shot, or from the adapted head), its report, texts and
+    candidate index; plan.json last."""
+    item_emb, user_emb = enc.item_emb, enc.user_emb
     head_params = count_params(adapter_dir / "adapter.safetensors") if model is not None else 0
     report: dict = {
-        "fingerprint": fingerprint,
-        "model_key": model_key,
-        "params": {"lm": count_params(teacher.path), "head": head_params},
+        "fingerprint": plan.fingerprint,
+        "model_key": enc.model_key,
+        "params": {"lm": count_params(lm_path), "head": head_params},
         "adapt_seconds": read_json(adapter_dir / "training.json")["seconds"] if model else 0.0,
         "encode_seconds": stats.get("encode_seconds", 0.0),
         "zero_shot": {
-            "test": evaluate(lambda u, f: torch.as_tensor(user_emb[u] @ item_emb.T), split).metrics
+            "test": evaluate(vector_scorer(lambda u, f: user_emb[u], item_emb), split).metrics
         },
     }
     if model is None:
@@ -226,24 +230,20 @@ def prepare(
         item_emb, item_vec, user_vec = _head_vectors(model, config, split, item_emb)
         report["adaptation"] = read_json(adapter_dir / "training.json")
         report["adapted"] = {
-            "test": evaluate(vector_scorer(user_vec, item_vec), split).metrics,
+            "test": evaluate(cached_scorer(user_vec, item_vec), split).metrics,
         }
-    write_parquet(cache_dir / "items_texts.parquet", itexts.to_arrow())
-    write_parquet(cache_dir / "users_texts.parquet", utexts.to_arrow())
-    write_parquet(
-        cache_dir / "items.parquet",
-        _vectors_table("item_idx", itexts, item_emb, {"vector": item_vec}),
-    )
-    write_parquet(
-        cache_dir / "users.parquet", _vectors_table("user_idx", utexts, user_emb, user_vec)
-    )
-    atomic_write_json(cache_dir / "report.json", report)
-    atomic_write_json(cache_dir / "plan.json", asdict(plan))  # last: marks prepare done
-    return plan
+    cache.write_texts(enc.item_texts, enc.user_texts)
+    items = vectors_table("item_idx", enc.item_texts, item_emb, {"vector": item_vec})
+    cache.write_vectors("items", items)
+    cache.write_vectors("users", vectors_table("user_idx", enc.user_texts, user_emb, user_vec))
+    if config.pairs == "candidates":
+        cache.candidate_index(item_vec)
+    cache.write_report(report)
+    cache.write_plan(plan)  # last: marks prepare done
 
 
 def _teacher_model(
-    teacher, config: TeacherConfig, split: Split, texts: list[str], item_emb: np.ndarray
+    teacher: Teacher, config: TeacherConfig, split: Split, texts: list[str], item_emb: np.ndarray
 ) -> adapt.AdaptedTeacher:
     """The head on a frozen (cached) or partly trainable (top layers / LoRA) LM."""
     if config.adapt.mode == "frozen":
@@ -287,12 +287,6 @@ def _train_adapter(
     return wall
 
 
-def vector_scorer(user_vec: dict[str, np.ndarray], item_vec: np.ndarray) -> Scorer:
-    """Scores from cached teacher vectors: `vector` for validation, `test_vector` for test."""
-    column = {"valid": "vector", "test": "test_vector"}
-    return lambda users, fold: torch.as_tensor(user_vec[column[fold]][users] @ item_vec.T)
-
-
 def _head_vectors(
     model: adapt.AdaptedTeacher, config: TeacherConfig, split: Split, item_emb: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -315,21 +309,21 @@ def _head_vectors(
 
 
 def candidates(
-    scores: np.ndarray,
+    top: np.ndarray,
     train_rows: list[np.ndarray],
-    top_k: int,
+    n_items: int,
     n_random: int,
     seed: int,
     users: np.ndarray,
 ) -> list[np.ndarray]:
-    """Per user: top-K by teacher score + the user's train positives + K' random negatives."""
+    """Per user: the teacher's top-K (rows of `top`, -1 = none) + the user's train positives +
+    K' random negatives, sorted and unique."""
     out = []
-    n_items = scores.shape[1]
     for row, user in enumerate(users):
-        top = np.argpartition(-scores[row], min(top_k, n_items - 1))[:top_k]
         rng = np.random.default_rng([seed, int(user)])
         rand = rng.choice(n_items, size=min(n_random, n_items), replace=False)
-        out.append(np.unique(np.concatenate([top, train_rows[row], rand])))
+        found = top[row][top[row] >= 0]
+        out.append(np.unique(np.concatenate([found, train_rows[row], rand])))
     return out
 
 
@@ -340,41 +334,37 @@ def score_shard(cache_dir: Path, key: str, *, work_dir: Path) -> ShardInfo:
     train history (every pair, or the candidates). position t >= 1: the adapted head's top
     `position_top_k` items after the first t train items, for students trained on every prefix.
     """
-    plan = TeacherPlan.load(cache_dir)
+    cache = TeacherCache(cache_dir)
+    plan = cache.plan
     store = plan.store
-    done = store.pending().get(key)
+    done = store.pending(key).get(key)
     if done is not None:
         return done
     _, start, end = next(s for s in plan.shards if s[0] == key)
-    config = TeacherConfig.model_validate(plan.config)
-    user_vec = read_vectors(cache_dir, "users")[start:end]
-    item_vec = read_vectors(cache_dir, "items")
+    config = plan.teacher_config
+    user_vec = _loaded(f"users:{cache.folder}", lambda: cache.vectors("users"))[start:end]
+    item_vec = _loaded(f"items:{cache.folder}", lambda: cache.vectors("items"))
     users = np.arange(start, end)
-    dense = user_vec @ item_vec.T  # (U, I) teacher scores
     split = None
     if config.pairs == "all":
         cands = [np.arange(plan.n_items)] * len(users)
-        labels = list(dense.astype(np.float32))
-    else:
+        labels = list((user_vec @ item_vec.T).astype(np.float32))  # (U, I)
+    else:  # the index finds each user's top-K: no (users x items) matrix
         split = _plan_split(plan)
         train = split.train[start:end]
         train_rows = [
             train.indices[train.indptr[r] : train.indptr[r + 1]] for r in range(len(users))
         ]
+        index = cache.candidate_index(item_vec)
+        k = min(config.candidates_top_k, plan.n_items)
+        _, top = index.search(np.ascontiguousarray(user_vec, dtype=np.float32), k)
         cands = candidates(
-            dense,
-            train_rows,
-            config.candidates_top_k,
-            config.candidates_random,
-            config.adapt.seed,
-            users,
+            top, train_rows, plan.n_items, config.candidates_random, config.adapt.seed, users
         )
-        labels = [dense[row, c].astype(np.float32) for row, c in enumerate(cands)]
+        labels = [(item_vec[c] @ user_vec[row]).astype(np.float32) for row, c in enumerate(cands)]
     if config.kind == "causal" and config.pairs == "candidates":
         teacher = load_teacher(config, work_dir)
-        utexts = pl.read_parquet(Path(cache_dir) / "users_texts.parquet").get_column("text")
-        itexts = pl.read_parquet(Path(cache_dir) / "items_texts.parquet").get_column("text")
-        item_list = itexts.to_list()
+        utexts, item_list = cache.texts("users"), cache.texts("items")
         labels = [
             teacher.score_shared(utexts[int(u)], [item_list[i] for i in c])
             for u, c in zip(users, cands, strict=True)
@@ -382,7 +372,7 @@ def score_shard(cache_dir: Path, key: str, *, work_dir: Path) -> ShardInfo:
     parts = [_label_table(users, np.full(len(users), -1), cands, labels)]
     if plan.adapter_path and config.position_top_k:
         split = split or _plan_split(plan)
-        parts.append(_position_labels(plan, config, split, users))
+        parts.append(_position_labels(cache, config, split, users))
     info = store.write_shard(key, pa.concat_tables(parts))
     crash_point("teacher.after_shard")
     return info
@@ -406,16 +396,30 @@ def _label_table(
 
 
 def _plan_split(plan: TeacherPlan) -> Split:
+    """The plan's split, loaded once per process (every shard task of a worker shares it)."""
     from storage.split import make_split
 
-    return make_split(Dataset(Path(plan.dataset_path)), cutoff=plan.split_cutoff)
+    return _loaded(
+        f"split:{plan.dataset_path}:{plan.split_cutoff}",
+        lambda: make_split(Dataset(Path(plan.dataset_path)), cutoff=plan.split_cutoff),
+    )
+
+
+def _loaded(key: str, load: Callable[[], Any]) -> Any:
+    """`load()`, kept for the next shard task in this process (one plan's data at a time)."""
+    if key not in _LOADED:
+        if len(_LOADED) >= 4:  # a process that moved on to other caches
+            _LOADED.clear()
+        _LOADED[key] = load()
+    return _LOADED[key]
 
 
 def _position_labels(
-    plan: TeacherPlan, config: TeacherConfig, split: Split, users: np.ndarray
+    cache: TeacherCache, config: TeacherConfig, split: Split, users: np.ndarray
 ) -> pa.Table:
     """The head's top-K items after every prefix of each user's train history."""
-    model = _adapted_head(plan, config)
+    plan = cache.plan
+    model = cache.adapted_head()
     seqs = split.train_sequences()
     chunk = [seqs[int(u)] for u in users]
     inputs, _ = windows(chunk, config.adapt.history_len, plan.n_items)
@@ -434,52 +438,8 @@ def _position_labels(
     )
 
 
-def head_user_vectors(plan: TeacherPlan, split: Split, fold: str):
-    """(user indices -> (B, D) head user vectors from the fold's input, item vectors (I, D)):
-    the adapted teacher as it would serve, on the cached LM item embeddings."""
-    config = TeacherConfig.model_validate(plan.config)
-    model = _adapted_head(plan, config)
-    hist = torch.as_tensor(adapt.history_matrix(split, config.adapt.history_len, fold))
-    with torch.no_grad():
-        item_vecs = model.item_vectors()
-    return (lambda users: model.user_vectors(hist[users], item_vecs)), item_vecs.numpy()
-
-
-def head_state(cache_dir: Path, k: int, *, fold_text: bool) -> dict[str, torch.Tensor]:
-    """Head k (mod the number of heads) of an adapted teacher as a plain SASRec state dict, to
-    initialise a student of the same shape. With `fold_text` its item table becomes the head's
-    whole item vectors (ID embedding + projected LM embedding, computed once), so a student with
-    ID embeddings only starts as that head exactly and serves at a plain SASRec's cost."""
-    plan = TeacherPlan.load(cache_dir)
-    if plan.adapter_path is None:
-        raise TeacherError(
-            f"teacher cache {cache_dir} has no adapted head to start a student from: set "
-            "teacher.adapt.mode (not none) or distill.init: random"
-        )
-    model = _adapted_head(plan, TeacherConfig.model_validate(plan.config))
-    head = model.heads[k % len(model.heads)]
-    state = {n: v.detach().clone() for n, v in head.state_dict().items()}
-    if fold_text:
-        with torch.no_grad():
-            state["item_emb.weight"] = head.item_vectors(model.text()).detach().clone()
-        state = {n: v for n, v in state.items() if not n.startswith("text.")}
-    return state
-
-
-def _adapted_head(plan: TeacherPlan, config: TeacherConfig) -> adapt.AdaptedTeacher:
-    """The adapted head on the cached item embeddings (memoised per process)."""
-    key = f"head:{plan.adapter_path}"
-    if key not in _TEACHERS:
-        item_emb = read_vectors(Path(plan.cache_dir), "items", "embedding")
-        model = adapt.build_teacher_model(
-            plan.n_items, item_emb.shape[1], config.adapt, adapt.FrozenText(item_emb)
-        )
-        load_weights(model, Path(plan.adapter_path), strict=False)
-        _TEACHERS[key] = model.eval()
-    return _TEACHERS[key]
-
-
 def commit(cache_dir: Path, infos: list[ShardInfo]) -> dict:
+    _LOADED.clear()  # every shard is written: what they shared is not needed any more
     crash_point("teacher.before_manifest")
     plan = TeacherPlan.load(cache_dir)
     expected = {s[0] for s in plan.shards}
@@ -507,14 +467,25 @@ def repair(cache_dir: Path, *, work_dir: Path) -> list[str]:
 
 
 def is_complete(cache_dir: Path) -> bool:
-    return (Path(cache_dir) / "soft_labels" / "manifest.json").exists()
+    return TeacherCache(cache_dir).is_complete()
 
 
 @dataclass
 class TeacherRun:
+    """What one teacher stage did, wherever it ran (here, or as the Prefect flow's tasks)."""
+
     plan: TeacherPlan
     manifest: dict
-    stats: dict
+    stats: dict  # prepare's (texts encoded, seconds) + reused/repaired or scoring speed
+
+    def summary(self) -> dict:
+        """The run as plain JSON: what the teacher flow returns and `kdrec teacher run` prints."""
+        return {
+            "cache_dir": self.plan.cache_dir,
+            "fingerprint": self.plan.fingerprint,
+            "pairs": int(self.manifest.get("total_rows", 0)),
+            **self.stats,
+        }
 
 
 def run_teacher(

@@ -13,9 +13,36 @@ from storage.split import Split
 
 def test_rank_masking_and_tie_break():
     scores = torch.tensor([[0.4, 0.9, 0.3, 0.5, 0.5]])
-    ranks = ranks_of_targets(scores, (np.array([0]), np.array([1])), (np.array([0]), np.array([4])))
+    targets = (np.zeros(4, dtype=int), np.array([0, 2, 3, 4]))
+    ranks = ranks_of_targets(scores, (np.array([0]), np.array([1])), targets)
     # item 1 masked; items 3 and 4 tie at 0.5 and the lower index wins
-    assert ranks[0].tolist() == [2, 4, 3, 0, 1]
+    assert ranks.tolist() == [2, 3, 0, 1]
+
+
+def _sorted_ranks(scores, exclude, targets):
+    """Reference: each target's position in a stable descending sort of its masked row."""
+    scores = scores.clone()
+    t_rows, t_cols = (torch.as_tensor(a) for a in targets)
+    kept = scores[t_rows, t_cols]
+    scores[torch.as_tensor(exclude[0]), torch.as_tensor(exclude[1])] = -torch.inf
+    scores[t_rows, t_cols] = kept
+    scores = torch.nan_to_num(scores, nan=-torch.inf)
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)
+    full = torch.empty_like(order).scatter_(
+        1, order, torch.arange(scores.shape[1]).expand_as(order)
+    )
+    return full[t_rows, t_cols]
+
+
+def test_ranks_equal_a_stable_sort_with_ties_nan_and_masks():
+    rng = np.random.default_rng(0)
+    scores = torch.as_tensor(rng.integers(0, 6, size=(40, 30)).astype(np.float32))  # many ties
+    scores[rng.random((40, 30)) < 0.05] = float("nan")
+    scores[rng.random((40, 30)) < 0.05] = -torch.inf
+    exclude = (rng.integers(0, 40, size=200), rng.integers(0, 30, size=200))
+    targets = (np.repeat(np.arange(40), 2), rng.integers(0, 30, size=80))
+    got = ranks_of_targets(scores, exclude, targets, chunk=7)
+    assert torch.equal(got, _sorted_ranks(scores, exclude, targets))
 
 
 def test_single_target_metrics_by_hand():

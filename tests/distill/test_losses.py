@@ -107,22 +107,36 @@ def test_sampled_softmax_over_every_item_equals_full_softmax():
     assert loss(3) < loss(0)  # fewer competitors, smaller loss
 
 
-def test_two_tower_sampled_loss_matches_full_when_every_item_is_drawn():
-    from distill.student import StudentConfig
-    from distill.student.two_tower import TwoTower
+def test_ragged_sampled_ce_equals_full_when_every_item_is_a_negative():
+    """Each row's softmax over its positives + the shared negatives (positives among them
+    masked) is the full softmax when the negatives are every item."""
+    from distill.losses import sampled_multi_positive_ce
 
     torch.manual_seed(0)
-    positives = torch.zeros(2, 15)
+    logits = torch.randn(3, 15)
+    positives = torch.zeros(3, 15)
     positives[0, [1, 4]] = 1
-    positives[1, 9] = 1
-    losses = {}
-    for n in (0, 3000):
-        model = TwoTower(3, 15, StudentConfig(dim=8, sampled_negatives=n), None)
-        torch.manual_seed(1)
-        model.load_state_dict(TwoTower(3, 15, StudentConfig(dim=8), None).state_dict())
-        items = model.item_vectors()
-        losses[n] = model.ce_loss(positives, items, items[:2]).item()
-    assert losses[3000] == pytest.approx(losses[0], rel=1e-6)
+    positives[1, 9] = 1  # row 2 has none: left out, as in multi_positive_ce
+    owner, items = positives.nonzero(as_tuple=True)
+    shared = logits.masked_fill(positives > 0, -torch.inf)
+    got = sampled_multi_positive_ce(logits[owner, items], owner, shared)
+    assert got.item() == pytest.approx(multi_positive_ce(logits, positives).item(), rel=1e-6)
+    unmasked = sampled_multi_positive_ce(logits[owner, items], owner, logits)
+    assert unmasked.item() > got.item()  # a positive counted twice in the partition
+
+
+def test_ragged_kd_kl_equals_the_masked_dense_term():
+    from distill.losses import ragged_kd_kl
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(4, 10), torch.randn(4, 10)
+    mask = torch.rand(4, 10) < 0.4
+    mask[:, 0] = False  # every row keeps an item
+    rows, items = (~mask).nonzero(as_tuple=True)
+    for t in (1.0, 2.5):
+        dense = kd_kl(student, teacher, t, mask)
+        ragged = ragged_kd_kl(student[rows, items], teacher[rows, items], rows, 4, t)
+        assert ragged.item() == pytest.approx(dense.item(), rel=1e-5)
 
 
 def test_topk_losses_reuse_a_given_student_log_softmax():

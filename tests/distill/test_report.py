@@ -127,3 +127,36 @@ def test_report_images_link_the_plots_on_disk_and_embed_them_for_the_ui(tmp_path
     assert relative_images(tmp_path) == [(PLOTS[0][1], "val_ndcg.png")]
     [(caption, src)] = embedded_images(tmp_path)
     assert src == "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()
+
+
+def test_report_round_trips_through_report_json_and_finishes_once():
+    from distill.report import Report
+
+    data = _report(gain=0.06, p=0.01, teacher=0.12, student_vs_sasrec=1.0)
+    cost = data.pop("cost")
+    report = Report(
+        dataset="ml@1",
+        split="leave-one-out",
+        seeds=[0, 1],
+        rows=data["rows"],
+        breakdown={"activity": {}, "popularity": {}},
+        settings={"teacher_fingerprint": "abc", "student": {"kind": "sequential"}},
+        tests={"kd_vs_best_plain": data["kd_vs_best_plain"]},
+    )
+    served = {"previous_model": {"version": "v1"}, "delta_vs_previous": {"ndcg@10": 0.01}}
+    report.finish(cost, served)
+    assert set(report.bars) == {"beats_best_plain", "teacher_vs_sasrec", "serving_cost"}
+    assert report.bars == bars(report.as_json())
+    flat = report.as_json()
+    assert flat["teacher_fingerprint"] == "abc" and flat["cost"] == cost
+    assert flat["previous_model"] == {"version": "v1"} and flat["protocol"] == "standard"
+    assert Report.from_json(flat) == report  # report.json read back is the same report
+    with pytest.raises(ValueError, match="already finished"):
+        report.finish(cost, {})
+    for row in report.rows:  # markdown shows every report metric and the cost columns
+        row["metrics"] = {
+            m: {"mean": 0.1, "std": 0.0} for m in ("hr@10", "ndcg@10", "mrr", "recall@20")
+        }
+        row.update(train_seconds=1.0, users_per_second=10.0)
+    report.tests["kd_vs_best_plain"].update(metric="ndcg@10", n_pairs=10)
+    assert markdown(report) == markdown(report.as_json())  # one renderer for both

@@ -13,13 +13,8 @@ from distill.student import StudentConfig, build_student
 from distill.student import stage as student_stage
 from distill.student.fit import DistillConfig, UserData, start_from, student_scorer, train_student
 from distill.teacher.base import AdaptConfig, TeacherConfig
-from distill.teacher.stage import (
-    TeacherPlan,
-    head_state,
-    head_user_vectors,
-    read_vectors,
-    run_teacher,
-)
+from distill.teacher.cache import TeacherCache
+from distill.teacher.stage import run_teacher
 from distill.train import LoopConfig
 from storage.registry import Registry
 from storage.workdir import WorkDir
@@ -50,7 +45,7 @@ def test_students_train_with_every_loss(synthetic, teacher_cache, kind, loss):
             DistillConfig(loss=loss, rank_k=3),
             LOOP,
             soft_labels=SoftLabels(teacher_cache),
-            text_emb=read_vectors(teacher_cache, "items", "embedding"),
+            text_emb=TeacherCache(teacher_cache).vectors("items", "embedding"),
         )
 
     if kind == "sequential" and loss == "mse":  # top-K labels have no logits to regress on
@@ -70,13 +65,13 @@ def test_a_student_started_from_the_teacher_scores_as_its_head(
 ):
     """distill.init: teacher. Folded (ID-only student) or not, the student starts as the head."""
     _, split = synthetic
-    emb = read_vectors(teacher_cache, "items", "embedding")
+    emb = TeacherCache(teacher_cache).vectors("items", "embedding")
     config = StudentConfig(kind="sequential", dim=8, history_len=6, text_projection=text_projection)
     student = build_student(config, split.n_users, split.n_items, emb)
-    start_from(student, head_state(teacher_cache, 0, fold_text=not text_projection))
+    start_from(student, TeacherCache(teacher_cache).head_state(0, fold_text=not text_projection))
     users = np.arange(split.n_users)
     ours = student_scorer(student, UserData(split, 6))(users, "test")
-    head, item_vecs = head_user_vectors(TeacherPlan.load(teacher_cache), split, "test")
+    head, item_vecs = TeacherCache(teacher_cache).head_user_vectors(split, "test")
     with torch.no_grad():
         theirs = head(torch.as_tensor(users)) @ torch.as_tensor(item_vecs).T
     assert torch.allclose(ours, theirs, atol=1e-5)
@@ -88,7 +83,7 @@ def test_a_student_of_another_shape_cannot_start_from_the_head(synthetic, teache
         StudentConfig(dim=16, history_len=6), split.n_users, split.n_items, None
     )
     with pytest.raises(ValueError, match="shaped like the teacher head.*mismatches"):
-        start_from(student, head_state(teacher_cache, 0, fold_text=True))
+        start_from(student, TeacherCache(teacher_cache).head_state(0, fold_text=True))
 
 
 def test_alpha_zero_ignores_the_teacher(synthetic, teacher_cache):
@@ -122,7 +117,7 @@ def test_students_train_with_a_sampled_softmax(synthetic, teacher_cache, kind):
         DistillConfig(),
         LOOP,
         soft_labels=SoftLabels(teacher_cache),
-        text_emb=read_vectors(teacher_cache, "items", "embedding"),
+        text_emb=TeacherCache(teacher_cache).vectors("items", "embedding"),
     )
     assert all(np.isfinite(row["l_c"]) and row["l_c"] > 0 for row in result.history)
 
@@ -134,7 +129,7 @@ def test_resume_from_checkpoint_equals_uninterrupted(
     from distill.student import fit as fit_module
 
     _, split = synthetic
-    soft, emb = SoftLabels(teacher_cache), read_vectors(teacher_cache, "items", "embedding")
+    soft, emb = SoftLabels(teacher_cache), TeacherCache(teacher_cache).vectors("items", "embedding")
     cfg, kd = StudentConfig(kind=kind, dim=8, history_len=6), DistillConfig()
     loop = LOOP.model_copy(update={"patience": 10, "max_epochs": 4})
     full, _ = train_student(split, cfg, kd, loop, soft_labels=soft, text_emb=emb)
@@ -281,7 +276,7 @@ def test_publish_load_and_recommend(synthetic, teacher_cache, work):
         loop=LOOP,
         seeds=[0, 1],
     )
-    report, rows, best = result.report, result.rows, result.best
+    report, rows, best = result.report.as_json(), result.rows, result.best
     assert [r["model"] for r in report["rows"]] == [
         "Popularity",
         "ItemKNN",
@@ -332,7 +327,7 @@ def test_every_student_variant_publishes_and_serves(
         DistillConfig(),
         LOOP.model_copy(update={"max_epochs": 1}),
         soft_labels=SoftLabels(teacher_cache),
-        text_emb=read_vectors(teacher_cache, "items", "embedding"),
+        text_emb=TeacherCache(teacher_cache).vectors("items", "embedding"),
     )
     cost = student_stage.serving_cost(teacher_cache, run, run, split, n_users=4, repeats=1)
     assert cost["seconds_per_user"]["teacher"] > 0 and cost["student_vs_sasrec"] > 0
@@ -360,6 +355,8 @@ def test_jobs_in_worker_processes_match_jobs_in_order(synthetic, teacher_cache):
 def test_soft_labels_cache_counts_both_label_shapes(teacher_cache):
     soft = SoftLabels(teacher_cache)
     key = soft.shards[0][0]
-    positions, block = soft.positions(key), soft.block(key)  # both cached, in either order
-    assert soft._cached_bytes() == positions.items.numel() * 12 + block.numel() * 4
-    soft.block(soft.shards[1][0])  # a cache holding per-position labels still takes blocks
+    positions, users = soft.positions(key), soft.users(key)  # both cached, in either order
+    assert soft._cached_bytes() == positions.items.numel() * 12 + users.nbytes
+    assert users.nbytes == users.items.numel() * 12 + users.indptr.nbytes
+    soft.users(soft.shards[1][0])  # a cache holding per-position labels still takes users
+    assert len(soft._cache) == 3

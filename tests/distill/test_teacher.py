@@ -63,3 +63,20 @@ def test_causal_embeddings(tiny_causal_path, tmp_path):
     emb = CausalLMTeacher(cfg, cache_root=tmp_path).encode(TEXTS)
     assert emb.shape == (4, 32)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_both_teachers_implement_the_teacher_protocol(
+    tiny_encoder_path, tiny_causal_path, tmp_path
+):
+    from distill.teacher.base import Teacher
+    from distill.teacher.stage import load_teacher
+
+    encoder = load_teacher(TeacherConfig(model_path=tiny_encoder_path), tmp_path)
+    causal = load_teacher(
+        TeacherConfig(kind="causal", model_path=tiny_causal_path, pairs="candidates"), tmp_path
+    )
+    for teacher in (encoder, causal):
+        assert isinstance(teacher, Teacher)
+        vectors = teacher.encode(["a film", "another film"])
+        assert vectors.shape[0] == 2 and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert not isinstance(object(), Teacher)

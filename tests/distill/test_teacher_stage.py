@@ -148,8 +148,10 @@ def test_nan_outputs_fail_the_shard_and_write_nothing(
     dataset, split = synthetic
     cfg = _config(tiny_encoder_path, adapt={"mode": "none"})
     plan = stage.prepare(cfg, dataset, split, work_dir=work)
-    real = stage.read_vectors
-    monkeypatch.setattr(stage, "read_vectors", lambda d, w, c="vector": real(d, w, c) * np.nan)
+    from distill.teacher.cache import TeacherCache
+
+    real = TeacherCache.vectors
+    monkeypatch.setattr(TeacherCache, "vectors", lambda *a, **k: real(*a, **k) * np.nan)
     with pytest.raises(TeacherError, match="NaN/inf"):
         stage.score_shard(Path(plan.cache_dir), plan.shards[0][0], work_dir=work)
     assert not list(plan.store.root.glob("shard-*")) if plan.store.root.exists() else True
@@ -244,8 +246,9 @@ def test_two_heads_train_side_by_side_and_cache_concatenated_vectors(
     cache = Path(run.plan.cache_dir)
     training = json.loads((Path(run.plan.adapter_path).parent / "training.json").read_text())
     assert [h["seed"] for h in training["heads"]] == [0, 1]
-    assert stage.read_vectors(cache, "items").shape == (split.n_items, 2 * SMALL_HEAD["dim"])
-    assert stage.read_vectors(cache, "users", "test_vector").shape == (split.n_users, 16)
+    vectors = stage.TeacherCache(cache).vectors
+    assert vectors("items").shape == (split.n_items, 2 * SMALL_HEAD["dim"])
+    assert vectors("users", "test_vector").shape == (split.n_users, 16)
 
 
 def test_a_copied_work_dir_reads_and_writes_its_own_files(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.teacher.stage import TeacherPlan
+from distill.teacher.cache import TeacherCache
 from pipelines.config import RunnerConfig
 from pipelines.dask_cluster import LocalProcessCluster
 from pipelines.runners import ClusterError, check_workers_share
@@ -29,7 +29,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalProcessCluster]:
 
 def _shard_bytes(cache_dir: str) -> dict[str, bytes]:
     """Every committed shard (verified against its manifest hash), by file name."""
-    return {p.name: p.read_bytes() for p in TeacherPlan.load(Path(cache_dir)).store.paths()}
+    return {p.name: p.read_bytes() for p in TeacherCache(Path(cache_dir)).store.paths()}
 
 
 def _can_unshare() -> bool:

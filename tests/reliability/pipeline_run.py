@@ -46,7 +46,7 @@ def main(work: Path, src: Path, model: Path) -> None:
         seeds=[0],
         checkpoint_root=WorkDir(work).students,
     )
-    report, best = result.report, result.best
+    report, best = result.report.as_json(), result.best
     registry = Registry(WorkDir(work).registry, "kdrec")
     if registry.current_version() is None:  # publish once; a re-run after success is a no-op
         files = student_stage.bundle_files(best, dataset, {"rows": report["rows"]})

@@ -1,0 +1,256 @@
+"""The teacher stage's artifact: one folder per fingerprint. This module alone knows its files.
+
+<work>/cache/teacher/<fingerprint>/
+  plan.json                  TeacherPlan: config, dataset, split cut-off, shards, adapter path;
+                             written last by prepare (its presence means "prepared")
+  items_texts.parquet        the texts the LM read (item_idx | user_idx, text, text_hash)
+  users_texts.parquet
+  items.parquet              item_idx, text_hash, embedding (LM), vector (the teacher's scorer)
+  users.parquet              user_idx, text_hash, embedding, vector (train input), test_vector
+                             (train + validation input: the standard protocol's test input)
+  report.json                parameters, adaptation time, zero-shot and adapted metrics
+  candidates.faiss           pairs: candidates — the FAISS index of item vectors
+  soft_labels/               the ShardStore: shards + manifest.json (committed last)
+
+Readers (soft labels, students, the monitor, the CLI) take a `TeacherCache`; the teacher stage
+(`distill/teacher/stage.py`) writes one through the `write_*` methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from distill import index as faiss_index
+from distill.evaluate import Scorer, vector_scorer
+from distill.teacher.base import TeacherConfig, TeacherError
+from storage.atomic import atomic_write_bytes, atomic_write_json, read_json, write_parquet
+from storage.embeddings import embedding_column, embedding_matrix
+from storage.shards import ShardStore
+from storage.workdir import WorkDir
+
+if TYPE_CHECKING:
+    from distill.soft_labels import SoftLabels
+    from distill.teacher import adapt
+    from storage.split import Split
+
+PLAN = "plan.json"
+REPORT = "report.json"
+CANDIDATE_INDEX = "candidates.faiss"
+_HEADS: dict[str, object] = {}  # adapted heads loaded in this process, by adapter path
+
+
+@dataclass(frozen=True)
+class TeacherPlan:
+    fingerprint: str
+    cache_dir: str
+    config: dict
+    model_path: str
+    dataset_path: str
+    split_cutoff: int | None
+    n_users: int
+    n_items: int
+    shards: list[tuple[str, int, int]]  # (key, first user, end user)
+    adapter_path: str | None = None  # the adapted head's weights (None: zero-shot or causal)
+
+    @property
+    def store(self) -> ShardStore:
+        return ShardStore(Path(self.cache_dir) / "soft_labels")
+
+    @property
+    def teacher_config(self) -> TeacherConfig:
+        return TeacherConfig.model_validate(self.config)
+
+    @classmethod
+    def load(cls, cache_dir: Path) -> TeacherPlan:
+        """The plan in `cache_dir`. Paths it recorded inside its work dir are re-rooted on the
+        work dir it is read from, so a moved or copied work dir reads and writes its own files
+        (never the folder it was copied from)."""
+        cache_dir = Path(cache_dir).absolute()
+        data = read_json(cache_dir / PLAN)
+        data["shards"] = [tuple(s) for s in data["shards"]]
+        old_root, new_root = Path(data["cache_dir"]).parents[2], cache_dir.parents[2]
+        for name in ("dataset_path", "adapter_path"):
+            if data.get(name) and Path(data[name]).is_relative_to(old_root):
+                data[name] = str(new_root / Path(data[name]).relative_to(old_root))
+        data["cache_dir"] = str(cache_dir)
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TeacherCost:
+    """What the teacher costs, for the report: parameters (LM + head) and adaptation time."""
+
+    params: int
+    adapt_seconds: float
+
+
+def cached_scorer(user_vec: dict[str, np.ndarray], item_vec: np.ndarray) -> Scorer:
+    """Scores from cached teacher vectors: `vector` for validation, `test_vector` for test."""
+    column = {"valid": "vector", "test": "test_vector"}
+    return vector_scorer(lambda users, fold: user_vec[column[fold]][users], item_vec)
+
+
+def vectors_table(
+    index_name: str, texts: pl.DataFrame, emb: np.ndarray, vectors: dict[str, np.ndarray]
+) -> pa.Table:
+    return pa.table(
+        {
+            index_name: pa.array(texts.get_column(index_name).to_numpy(), pa.int32()),
+            "text_hash": pa.array(texts.get_column("text_hash").to_list(), pa.string()),
+            "embedding": embedding_column(emb),
+            **{name: embedding_column(v) for name, v in vectors.items()},
+        }
+    )
+
+
+class TeacherCache:
+    """One teacher cache folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder).absolute()
+
+    def __repr__(self) -> str:
+        return f"TeacherCache({self.folder})"
+
+    @classmethod
+    def all(cls, work_dir: Path) -> list[TeacherCache]:
+        """Every prepared cache under the work dir, by fingerprint."""
+        root = WorkDir(work_dir).teachers
+        return [cls(p.parent) for p in sorted(root.glob(f"*/{PLAN}"))]
+
+    # -- state ---------------------------------------------------------------------------------
+    @cached_property
+    def plan(self) -> TeacherPlan:
+        return TeacherPlan.load(self.folder)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.plan.fingerprint
+
+    @property
+    def store(self) -> ShardStore:
+        return self.plan.store
+
+    def is_prepared(self) -> bool:
+        return (self.folder / PLAN).exists()
+
+    def is_complete(self) -> bool:
+        """Prepared and every soft-label shard committed."""
+        return (self.folder / "soft_labels" / "manifest.json").exists()
+
+    # -- reading -------------------------------------------------------------------------------
+    def vectors(self, which: str, column: str = "vector") -> np.ndarray:
+        """(N, D) float32 of "items" or "users": `embedding` (the LM's), `vector` (the
+        teacher's; users: from the train input) or, for users, `test_vector` (train +
+        validation input)."""
+        table = pq.read_table(self.folder / f"{which}.parquet", columns=[column])
+        return embedding_matrix(table.column(column))
+
+    def texts(self, which: str) -> list[str]:
+        """The texts the LM read, by index: "items" or "users"."""
+        return pl.read_parquet(self.folder / f"{which}_texts.parquet").get_column("text").to_list()
+
+    def report(self) -> dict:
+        return read_json(self.folder / REPORT)
+
+    def cost(self) -> TeacherCost:
+        info = self.report()
+        return TeacherCost(
+            params=sum(info.get("params", {}).values()),
+            adapt_seconds=float(info.get("adapt_seconds") or 0.0),
+        )
+
+    def scorer(self) -> Scorer:
+        """The teacher as a recommender: its user vectors per fold against its item vectors."""
+        users = {c: self.vectors("users", c) for c in ("vector", "test_vector")}
+        return cached_scorer(users, self.vectors("items"))
+
+    def soft_labels(self, **kwargs) -> SoftLabels:
+        from distill.soft_labels import SoftLabels
+
+        return SoftLabels(self, **kwargs)
+
+    def candidate_index(self, item_vec: np.ndarray | None = None):
+        """The FAISS index of the teacher's item vectors (written once by prepare; a cache made
+        before the index existed gets it on first use)."""
+        path = self.folder / CANDIDATE_INDEX
+        if path.exists():
+            return faiss_index.from_bytes(path.read_bytes())
+        index = faiss_index.candidate_index(self.vectors("items") if item_vec is None else item_vec)
+        atomic_write_bytes(path, faiss_index.to_bytes(index))
+        return index
+
+    # -- the adapted head ----------------------------------------------------------------------
+    def adapted_head(self) -> adapt.AdaptedTeacher:
+        """The adapted head on the cached LM item embeddings (memoised per process)."""
+        from distill.teacher import adapt
+        from distill.train import load_weights
+
+        plan = self.plan
+        if plan.adapter_path is None:
+            raise TeacherError(
+                f"teacher cache {self.folder} has no adapted head: set teacher.adapt.mode "
+                "(not none) or distill.init: random"
+            )
+        if plan.adapter_path not in _HEADS:
+            item_emb = self.vectors("items", "embedding")
+            model = adapt.build_teacher_model(
+                plan.n_items,
+                item_emb.shape[1],
+                plan.teacher_config.adapt,
+                adapt.FrozenText(item_emb),
+            )
+            load_weights(model, Path(plan.adapter_path), strict=False)
+            _HEADS[plan.adapter_path] = model.eval()
+        return _HEADS[plan.adapter_path]
+
+    def head_state(self, k: int, *, fold_text: bool) -> dict[str, torch.Tensor]:
+        """Head k (mod the number of heads) as a plain SASRec state dict, to initialise a
+        student of the same shape. With `fold_text` its item table becomes the head's whole item
+        vectors (ID embedding + projected LM embedding, computed once), so a student with ID
+        embeddings only starts as that head exactly and serves at a plain SASRec's cost."""
+        model = self.adapted_head()
+        head = model.heads[k % len(model.heads)]
+        state = {n: v.detach().clone() for n, v in head.state_dict().items()}
+        if fold_text:
+            with torch.no_grad():
+                state["item_emb.weight"] = head.item_vectors(model.text()).detach().clone()
+            state = {n: v for n, v in state.items() if not n.startswith("text.")}
+        return state
+
+    def head_user_vectors(self, split: Split, fold: str):
+        """(user indices -> (B, D) head user vectors from the fold's input, item vectors
+        (I, D)): the adapted teacher as it would serve, on the cached LM item embeddings."""
+        from distill.teacher import adapt
+
+        model = self.adapted_head()
+        history_len = self.plan.teacher_config.adapt.history_len
+        hist = torch.as_tensor(adapt.history_matrix(split, history_len, fold))
+        with torch.no_grad():
+            item_vecs = model.item_vectors()
+        return (lambda users: model.user_vectors(hist[users], item_vecs)), item_vecs.numpy()
+
+    # -- writing (the teacher stage) -----------------------------------------------------------
+    def write_texts(self, items: pl.DataFrame, users: pl.DataFrame) -> None:
+        write_parquet(self.folder / "items_texts.parquet", items.to_arrow())
+        write_parquet(self.folder / "users_texts.parquet", users.to_arrow())
+
+    def write_vectors(self, which: str, table: pa.Table) -> None:
+        write_parquet(self.folder / f"{which}.parquet", table)
+
+    def write_report(self, report: dict) -> None:
+        atomic_write_json(self.folder / REPORT, report)
+
+    def write_plan(self, plan: TeacherPlan) -> None:
+        """Last of prepare's writes: the cache is prepared once this file exists."""
+        atomic_write_json(self.folder / PLAN, asdict(plan))
+        self.__dict__.pop("plan", None)
