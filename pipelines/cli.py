@@ -7,8 +7,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 # torch's OpenMP threads spin-wait for each other; on a busy machine that makes training 20-30x
 # slower. Passive waiting must be set before torch loads (every command imports it lazily below).
@@ -35,6 +37,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(teacher_app, name="teacher")
 app.add_typer(models_app, name="models")
 console = Console(width=None if sys.stdout.isatty() else 120)
+T = TypeVar("T")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config.")]
 ModelOpt = Annotated[str, typer.Option("--model", help="Model name in the registry.")]
@@ -160,7 +163,19 @@ def print_report(report: dict) -> None:
 def _run_flow(cfg: RunConfig) -> dict:
     from pipelines.distill_flow import distill
 
-    return distill(cfg)
+    return _off_main_thread(distill, cfg)
+
+
+def _off_main_thread(flow: Callable[..., T], *args: object) -> T:
+    """flow(*args) on a worker thread while the main thread waits for it.
+
+    On the main thread Prefect's flow engine swaps SIGTERM for a handler that raises inside the
+    flow; the exception then unwinds through the task runner, which waits for its threads, which
+    wait for the training processes: the command outlived SIGTERM (seen: about half the runs
+    still going 5 s later). Only the main thread may install signal handlers, so off it the
+    engine leaves `_interrupt` in charge of SIGINT and SIGTERM alike."""
+    with ThreadPoolExecutor(1, thread_name_prefix="flow") as pool:
+        return pool.submit(flow, *args).result()
 
 
 @app.command("run")
@@ -211,7 +226,7 @@ def nightly_cmd(config: ConfigOpt = None, work_dir: WorkOpt = None) -> None:
     from pipelines.nightly_flow import nightly
 
     t0 = time.perf_counter()
-    result = nightly(_config(config, work_dir))
+    result = _off_main_thread(nightly, _config(config, work_dir))
     if result["status"] == "no new data":
         console.print("inbox empty: no teacher work, nothing trained, nothing published")
     else:
@@ -263,7 +278,9 @@ def backfill_cmd(
 
     from pipelines.backfill_flow import backfill
 
-    result = backfill(date.fromisoformat(start), date.fromisoformat(end), _config(config, work_dir))
+    result = _off_main_thread(
+        backfill, date.fromisoformat(start), date.fromisoformat(end), _config(config, work_dir)
+    )
     for built in result["built"]:
         console.print(f"{built['day']}: built {built['version']}")
     for day in result["skipped"]:
@@ -304,7 +321,8 @@ def teacher_run(
         split = make_split(dataset, cutoff=cfg.split.as_of, eval_users=cfg.split.eval_users)
         summary = run_teacher(cfg.teacher, dataset, split, work_dir=cfg.work_dir).summary()
     else:
-        summary = run_teacher_flow(
+        summary = _off_main_thread(
+            run_teacher_flow,
             cfg.teacher,
             dataset,
             cfg.split.as_of,
