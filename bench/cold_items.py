@@ -34,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import movielens, save, work_dir  # noqa: E402
+from distill.bundle import serving_vectors  # noqa: E402
 from distill.cold_items import NoTextProjection, cold_vectors  # noqa: E402
 from distill.recommend import HistoryEncoder  # noqa: E402
 from distill.student import stage  # noqa: E402
@@ -161,7 +162,7 @@ def main() -> None:
     ]
     for name, run in runs.items():
         model = run.model.eval()
-        user_vecs, _ = stage.serving_vectors(model, dataset, run.config.history_len)
+        user_vecs, _ = serving_vectors(model, dataset, run.config.history_len)
         with torch.no_grad():
             warm_vecs = model.item_vectors().numpy()
         try:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import default_teacher, save, work_dir  # noqa: E402
+from distill.bundle import bundle_files  # noqa: E402
 from distill.soft_labels import SoftLabels  # noqa: E402
 from distill.student import stage  # noqa: E402
 from distill.student.fit import DistillConfig  # noqa: E402
@@ -54,7 +55,7 @@ def main() -> None:
     for student, run in zip(
         students, stage.run_jobs(jobs, split, cache, workers=args.workers), strict=True
     ):
-        files = stage.bundle_files(run, dataset, {})
+        files = bundle_files(run, dataset, {})
         rows.append(
             {
                 "dim": student.dim,

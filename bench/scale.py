@@ -66,6 +66,7 @@ def run_one(scale: float, root: Path) -> dict:
     import torch
 
     from distill import index as faiss_index
+    from distill.bundle import bundle_files, serving_vectors
     from distill.evaluate import evaluate
     from distill.soft_labels import SoftLabels
     from distill.student import StudentConfig
@@ -115,7 +116,7 @@ def run_one(scale: float, root: Path) -> dict:
     )
     with timer(stages, "publish"):
         report = {"benchmark": "scale", "scale": scale, "test": test.metrics}
-        files = student_stage.bundle_files(run, dataset, report)
+        files = bundle_files(run, dataset, report)
         registry = Registry(WorkDir(work).registry, "scale")
         published = registry.publish(
             files, {"dataset": dataset.ref}, validation={"ndcg@10": trained.best_score}
@@ -123,7 +124,7 @@ def run_one(scale: float, root: Path) -> dict:
     config = json.loads(files["config.json"])
     with torch.no_grad():  # the serving index's build alone, timed again (it is inside publish)
         item_vecs = model.item_vectors().numpy()
-    user_vecs, _ = student_stage.serving_vectors(model, dataset, student.history_len)
+    user_vecs, _ = serving_vectors(model, dataset, student.history_len)
     t0 = time.perf_counter()
     faiss_index.build_index(item_vecs, queries=user_vecs)  # as bundle_files builds it
     index_seconds = time.perf_counter() - t0

@@ -20,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import default_teacher, save, work_dir  # noqa: E402
+from distill.bundle import bundle_files  # noqa: E402
 from distill.recommend import Recommender  # noqa: E402
 from distill.soft_labels import SoftLabels  # noqa: E402
 from distill.student import stage  # noqa: E402
@@ -47,7 +48,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         Registry(Path(tmp), "bench").publish(
-            stage.bundle_files(run, dataset, {}), {}, validation=run.valid
+            bundle_files(run, dataset, {}), {}, validation=run.valid
         )
         rec = Recommender.load(Path(tmp), "bench")
         users = list(rec.user_row)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import movielens, save, work_dir  # noqa: E402
+from distill.bundle import bundle_files  # noqa: E402
 from distill.parallel import map_in_processes  # noqa: E402
 from distill.student import stage  # noqa: E402
 from distill.student.fit import DistillConfig  # noqa: E402
@@ -61,9 +62,7 @@ def main() -> None:
     print(f"D: best epoch {run_d.train.best_epoch}, {run_d.train.seconds:.0f} s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         registry = Registry(Path(tmp), "kdrec")
-        published = registry.publish(
-            stage.bundle_files(run_d, dataset, {}), {}, validation=run_d.valid
-        )
+        published = registry.publish(bundle_files(run_d, dataset, {}), {}, validation=run_d.valid)
         item_ids = tuple(dataset.items().get_column("item_id").to_list())
         warm = WarmStart(published.path, published.version, item_ids)
         init = previous_state(warm, cfg.student, loop.seed)

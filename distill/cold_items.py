@@ -10,20 +10,17 @@ are unchanged; the new items start with popularity 0.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import torch
-from safetensors.torch import save
 
-from distill import index as faiss_index
-from distill.recommend import INDEX_FILES, HistoryEncoder
-from storage.atomic import parquet_bytes
-from storage.embeddings import embedding_column, embedding_matrix
+from distill import bundle as bundle_io
+from distill.bundle import StudentBundle
+from distill.recommend import HistoryEncoder
+from storage.embeddings import embedding_matrix
 from storage.errors import ConfigError, DataError, KdrecError
 from storage.registry import Bundle
 
@@ -63,8 +60,8 @@ def cold_vectors(encoder: HistoryEncoder, text_emb: np.ndarray) -> np.ndarray:
 def extend_bundle(bundle: Bundle, new: NewItems) -> tuple[dict[str, bytes], int]:
     """(files of the extended bundle, number of items added). Items already in the catalog
     are skipped (logged); none left is an error."""
-    path = bundle.path
-    items = pl.read_parquet(path / "items.parquet")
+    contents = StudentBundle(bundle.path)
+    items = contents.items()
     known = set(items.get_column("item_id").to_list())
     fresh = [
         i for i, item in enumerate(new.frame.get_column("item_id").to_list()) if item not in known
@@ -79,8 +76,7 @@ def extend_bundle(bundle: Bundle, new: NewItems) -> tuple[dict[str, bytes], int]
         raise DataError(f"none of the {new.frame.height} items is new to {bundle.version}")
     frame = new.frame[fresh]
     item_vecs = embedding_matrix(items.get_column("vector").to_arrow())
-    config = json.loads((path / "config.json").read_text())
-    encoder = HistoryEncoder.from_bundle(path, config, item_vecs)
+    encoder = HistoryEncoder.from_bundle(contents, item_vecs)
     text_dim = encoder.text_dim
     if text_dim is None:
         raise NoTextProjection(NO_PROJECTION)
@@ -92,44 +88,31 @@ def extend_bundle(bundle: Bundle, new: NewItems) -> tuple[dict[str, bytes], int]
     added = cold_vectors(encoder, new.text_emb[fresh])
     all_vecs = np.concatenate([item_vecs, added]).astype(np.float32)
     n_old, n_new = len(item_vecs), len(added)
-    table = pa.table(
-        {
-            "item_idx": pa.array(np.arange(n_old + n_new, dtype=np.int32)),
-            "item_id": pa.array(
-                items.get_column("item_id").to_list() + frame.get_column("item_id").to_list(),
-                pa.string(),
-            ),
-            "title": pa.array(
-                items.get_column("title").to_list() + frame.get_column("title").to_list(),
-                pa.string(),
-            ),
-            "popularity": pa.array(
-                np.concatenate([items.get_column("popularity").to_numpy(), np.zeros(n_new)]).astype(
-                    np.int64
-                )
-            ),
-            "vector": embedding_column(all_vecs),
-        }
-    )
     state = {
         k: torch.cat([v, v.new_zeros(n_new, v.shape[1])]) if k in ID_TABLES else v
         for k, v in encoder.model.state_dict().items()
     }
-    config.update(n_items=n_old + n_new, extended_from=bundle.version, cold_items=n_new)
-    exact, recall = faiss_index.build_index(all_vecs)
-    config.update(index=type(exact).__name__, **{"index_recall@10": recall})
-    files = {
-        "student.safetensors": save({k: v.contiguous() for k, v in state.items()}),
-        "items.parquet": parquet_bytes(table),
-        "items.faiss": faiss_index.to_bytes(exact),
-        "users.parquet": (path / "users.parquet").read_bytes(),
-        "report.json": (path / "report.json").read_bytes(),
+    indexes, index_config = bundle_io.index_files(
+        all_vecs, contents.user_vectors(), quantized=contents.has_index("sq8")
+    )
+    config = {
+        **contents.config,
+        **index_config,
+        "n_items": n_old + n_new,
+        "extended_from": bundle.version,
+        "cold_items": n_new,
     }
-    if (path / INDEX_FILES["sq8"]).exists():
-        users = pl.read_parquet(path / "users.parquet", columns=["vector"])
-        queries = embedding_matrix(users.get_column("vector").to_arrow())
-        files[INDEX_FILES["sq8"]], config["sq8"] = faiss_index.sq8_with_stats(
-            all_vecs, queries, len(files["items.faiss"])
-        )
-    files["config.json"] = json.dumps(config, indent=2, sort_keys=True).encode()
+    files = {
+        **indexes,
+        bundle_io.STUDENT: bundle_io.state_bytes(state),
+        bundle_io.CONFIG: bundle_io.config_bytes(config),
+        bundle_io.ITEMS: bundle_io.items_bytes(
+            items.get_column("item_id").to_list() + frame.get_column("item_id").to_list(),
+            items.get_column("title").to_list() + frame.get_column("title").to_list(),
+            np.concatenate([items.get_column("popularity").to_numpy(), np.zeros(n_new)]),
+            all_vecs,
+        ),
+        bundle_io.USERS: contents.raw(bundle_io.USERS),
+        bundle_io.REPORT: contents.raw(bundle_io.REPORT),
+    }
     return files, n_new

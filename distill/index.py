@@ -1,6 +1,7 @@
 """FAISS inner-product item indexes.
 
-`build_index`: the serving index, exact up to 100K items, HNSW above (recall checked at build).
+`build_index`: the serving index, exact up to 100K items, HNSW above (exact again if its recall
+at build falls short).
 `candidate_index`: the teacher's candidate retrieval, exact up to 5,000 items, HNSW above (a
 query visits a graph neighbourhood instead of the whole catalog).
 Recall checks sample at most `RECALL_QUERIES` queries, so they cost the same at any user count.
@@ -8,8 +9,12 @@ Recall checks sample at most `RECALL_QUERIES` queries, so they cost the same at 
 
 from __future__ import annotations
 
+import logging
+
 import faiss
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 EXACT_LIMIT = 100_000
 MIN_RECALL = 0.98
@@ -24,19 +29,31 @@ def build_index(
     k: int = 10,
     exact_limit: int = EXACT_LIMIT,
 ) -> tuple[faiss.Index, float]:
-    """(index, recall@k vs exact search on `queries`); 1.0 for the exact index."""
+    """(index, recall@k vs exact search on `queries`); 1.0 for the exact index.
+
+    Above `exact_limit` items: HNSW (M 32, efConstruction 40, efSearch 256) if its recall@k
+    reaches MIN_RECALL, else the exact index (a slower search, never a worse answer). On the
+    scale benchmark's 106K student vectors efConstruction 40 builds in half the time of 200 at
+    recall@10 0.995 (against 1.0)."""
     vecs = np.ascontiguousarray(item_vecs, dtype=np.float32)
+    exact = faiss.IndexFlatIP(vecs.shape[1])
+    exact.add(vecs)
     if len(vecs) <= exact_limit:
-        index = faiss.IndexFlatIP(vecs.shape[1])
-        index.add(vecs)
-        return index, 1.0
+        return exact, 1.0
     index = faiss.IndexHNSWFlat(vecs.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 200
+    index.hnsw.efConstruction = 40
     index.hnsw.efSearch = 256
     index.add(vecs)
     recall = approx_recall(index, vecs, queries, k)
     if recall < MIN_RECALL:
-        raise RuntimeError(f"approximate index recall@{k} {recall:.3f} < {MIN_RECALL}")
+        log.warning(
+            "HNSW recall@%d %.3f < %.2f on %d items: serving the exact index",
+            k,
+            recall,
+            MIN_RECALL,
+            len(vecs),
+        )
+        return exact, 1.0
     return index, recall
 
 
@@ -100,9 +117,10 @@ def approx_recall(
     elif len(queries) > RECALL_QUERIES:
         queries = queries[np.sort(rng.choice(len(queries), size=RECALL_QUERIES, replace=False))]
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    scores = queries @ vecs.T
-    k = min(k, scores.shape[1])
-    exact = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # the top k as a set: O(items)
+    k = min(k, len(vecs))
+    flat = faiss.IndexFlatIP(vecs.shape[1])  # FAISS's exact top k: a heap per query, no sort
+    flat.add(np.ascontiguousarray(vecs, dtype=np.float32))
+    _, exact = flat.search(queries, k)
     _, approx = index.search(queries, k)
     hits = [len(set(a) & set(e)) for a, e in zip(approx, exact, strict=True)]
     return float(np.sum(hits) / exact.size)

@@ -7,7 +7,6 @@ student's own user tower, rebuilt from the bundle's weights: no retraining, the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from safetensors.torch import load as load_tensors
 
-from distill.index import from_bytes
+from distill.bundle import INDEX_FILES, StudentBundle
 from distill.layers import left_padded
 from distill.student import StudentConfig, build_student
 from storage.embeddings import embedding_matrix
-from storage.errors import KdrecError, NotFound
+from storage.errors import KdrecError
 from storage.pseudonyms import Pseudonymiser
 from storage.registry import Bundle, Registry
 
@@ -90,9 +88,10 @@ class HistoryEncoder:
         self.text_dim = text_dim  # width of the LM embeddings it projects; None: no projection
 
     @classmethod
-    def from_bundle(cls, path: Path, config: dict, item_vecs: np.ndarray) -> HistoryEncoder:
-        """The student of the bundle at `path`, whose config.json is `config`."""
-        state = load_tensors((path / "student.safetensors").read_bytes())
+    def from_bundle(cls, bundle: StudentBundle, item_vecs: np.ndarray) -> HistoryEncoder:
+        """The bundle's student, over its published item vectors."""
+        state = bundle.state()
+        config = bundle.config
         student = StudentConfig(**config["student"])
         text = next((v for k, v in state.items() if k.endswith("text.weight")), None)
         text_dim = None if text is None else int(text.shape[1])
@@ -112,9 +111,6 @@ class HistoryEncoder:
         hist = torch.as_tensor(left_padded(seqs, self.history_len, self.n_items))
         with torch.no_grad():
             return self.model.history_vectors(hist, self.item_vecs).numpy()
-
-
-INDEX_FILES = {"exact": "items.faiss", "sq8": "items.sq8.faiss"}
 
 
 class Recommender:
@@ -152,25 +148,19 @@ class Recommender:
         index: str = "exact",
     ) -> Recommender:
         """`index`: "exact" (float32) or "sq8" (int8, when the bundle was published with it)."""
-        bundle = Registry(registry, model).bundle(version)
+        published = Registry(registry, model).bundle(version)
         if verify:
-            bundle.verify()
+            published.verify()
         if index not in INDEX_FILES:
             raise BadRequest(f"index must be one of {sorted(INDEX_FILES)}, got {index!r}")
-        if not (bundle.path / INDEX_FILES[index]).exists():
-            raise NotFound(
-                f"bundle {bundle.path} has no {INDEX_FILES[index]} ({index} index); "
-                "publish with quantized_index: true or serve with --index exact"
-            )
-        users = pl.read_parquet(bundle.path / "users.parquet")
-        items = pl.read_parquet(bundle.path / "items.parquet")
-        search_index = from_bytes((bundle.path / INDEX_FILES[index]).read_bytes())
+        bundle = StudentBundle(published.path)
+        search_index = bundle.index(index)
+        users, items = bundle.users(), bundle.items()
         vecs = embedding_matrix(users.to_arrow().column("vector"))
-        config = json.loads((bundle.path / "config.json").read_text())
         encoder = HistoryEncoder.from_bundle(
-            bundle.path, config, embedding_matrix(items.to_arrow().column("vector"))
+            bundle, embedding_matrix(items.to_arrow().column("vector"))
         )
-        ids = config.get("user_ids") or {}
+        ids = bundle.config.get("user_ids") or {}
         pseudo = Pseudonymiser.for_bundle(
             ids.get("scheme"), ids.get("key_id"), Path(registry).parent
         )

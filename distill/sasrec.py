@@ -215,7 +215,7 @@ class SASRec(nn.Module):
             x = block(x, mask)
         return x
 
-    def user_vectors(self, hist: Tensor, item_vecs: Tensor) -> Tensor:
+    def history_vectors(self, hist: Tensor, item_vecs: Tensor) -> Tensor:
         """hist (B, L) right-aligned histories (left-padded with n_items) -> (B, D): the state
         after the newest item. The window is left-aligned first, as in training."""
         seq, lengths = align_left(hist[:, -self.max_len :], self.n_items)

@@ -35,7 +35,7 @@ def backfill(
     params = params or load_config(Path(config_path) if config_path else None)
     apply_threads(params.threads)
     registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
-    dataset_path = ingest_task(params)
+    dataset_path = ingest_task(params.dataset, params.work_dir)
     built, skipped = [], []
     for day in days(start, end):
         if registry.find(as_of_day=day.isoformat()):
@@ -54,9 +54,9 @@ def backfill(
         built.append(
             {
                 "day": day.isoformat(),
-                "version": result["publish"]["version"],
-                "teacher_texts_encoded": result["teacher"].get("item_texts_encoded", 0)
-                + result["teacher"].get("user_texts_encoded", 0),
+                "version": result.publish.version,
+                "teacher_texts_encoded": result.teacher.get("item_texts_encoded", 0)
+                + result.teacher.get("user_texts_encoded", 0),
             }
         )
     return {"built": built, "skipped": skipped}

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 # torch's OpenMP threads spin-wait for each other; on a busy machine that makes training 20-30x
 # slower. Passive waiting must be set before torch loads (every command imports it lazily below).
@@ -20,10 +20,13 @@ import typer  # noqa: E402
 from rich.console import Console
 from rich.table import Table
 
-from distill.report import REPORT_METRICS
+from distill.report import REPORT_METRICS, Report
 from pipelines.config import RunConfig, load_config
 from storage.errors import KdrecError
 from storage.workdir import WorkDir
+
+if TYPE_CHECKING:
+    from pipelines.distill_flow import DistillRun
 
 app = typer.Typer(
     help="kdrec: distill a language-model teacher into a lightweight recommender.",
@@ -151,7 +154,7 @@ def print_baselines(cfg: RunConfig) -> None:
     )
 
 
-def print_report(report: dict) -> None:
+def print_report(report: Report) -> None:
     """The report as the terminal shows it: the same markdown as report.md and the UI."""
     from rich.markdown import Markdown
 
@@ -160,7 +163,7 @@ def print_report(report: dict) -> None:
     console.print(Markdown(markdown(report)))
 
 
-def _run_flow(cfg: RunConfig) -> dict:
+def _run_flow(cfg: RunConfig) -> DistillRun:
     from pipelines.distill_flow import distill
 
     return _off_main_thread(distill, cfg)
@@ -195,14 +198,14 @@ def run_cmd(
     cfg = cfg.model_copy(update=updates)
     t0 = time.perf_counter()
     result = _run_flow(cfg)
-    print_report(result["report"])
-    publish = result["publish"]
-    console.print(f"report: {Path(result['run_dir']) / 'report.md'}")
-    if publish["published"]:
-        console.print(f"published {cfg.model_name}/{publish['version']} at {publish['path']}")
+    print_report(result.report)
+    publish = result.publish
+    console.print(f"report: {result.run_dir / 'report.md'}")
+    if publish.published:
+        console.print(f"published {cfg.model_name}/{publish.version} at {publish.path}")
         _sample_recommendation(cfg)
     else:
-        console.print(f"[yellow]not published:[/] {publish['reason']}")
+        console.print(f"[yellow]not published:[/] {publish.reason}")
     console.print(f"done in {time.perf_counter() - t0:.0f}s")
 
 
@@ -298,8 +301,8 @@ def quality_cmd(
     cfg = _config(config, work_dir)
     cfg = cfg.model_copy(update={"seeds": list(range(seeds)), "publish": False})
     result = _run_flow(cfg)
-    print_report(result["report"])
-    console.print(f"report: {Path(result['run_dir']) / 'report.md'}")
+    print_report(result.report)
+    console.print(f"report: {result.run_dir / 'report.md'}")
 
 
 @teacher_app.command("run")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -20,16 +21,29 @@ from pipelines.runners import task_runner
 from pipelines.student_flow import student_flow
 from pipelines.teacher_flow import teacher_flow
 from storage.atomic import atomic_write_json, atomic_write_text, read_json
-from storage.datasets import Dataset, ingest
-from storage.registry import Registry
+from storage.datasets import Dataset, DatasetConfig, ingest
+from storage.registry import PublishResult, Registry
 from storage.split import make_split
 from storage.workdir import WorkDir
 
 
+@dataclass(frozen=True)
+class DistillRun:
+    """What one `distill` flow run leaves: its run folder (report.{json,md}, plots, the staged
+    bundle, publish.json), the report, the gate's decision, the teacher stage's summary and the
+    stage timings in seconds."""
+
+    run_dir: Path
+    report: Report
+    publish: PublishResult
+    teacher: dict
+    timings: dict[str, float]
+
+
 @task(name="ingest", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def ingest_task(params: RunConfig) -> str:
+def ingest_task(dataset: DatasetConfig, work_dir: Path) -> str:
     """Validate and write the dataset version (a no-op for unchanged input)."""
-    result = ingest(params.dataset, work_dir=params.work_dir)
+    result = ingest(dataset, work_dir=work_dir)
     get_run_logger().info(
         "dataset %s@%s (%s)", result.name, result.version, "new" if result.created else "unchanged"
     )
@@ -37,41 +51,31 @@ def ingest_task(params: RunConfig) -> str:
 
 
 @task(name="split", cache_policy=NO_CACHE)
-def split_task(params: RunConfig, dataset_path: str) -> str:
+def split_task(dataset_path: str, cutoff: int | None) -> str:
     """Build (or reuse) the stored split."""
-    return make_split(Dataset(Path(dataset_path)), cutoff=params.split.as_of).name
+    return make_split(Dataset(Path(dataset_path)), cutoff=cutoff).name
 
 
 @task(name="publish", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def publish_task(params: RunConfig, run_dir: str, manifest: dict, set_current: bool = True) -> dict:
+def publish_task(
+    registry: Registry, run_dir: Path, manifest: dict, *, force: bool, set_current: bool
+) -> PublishResult:
     """Publish the staged bundle through the regression gate; switch CURRENT atomically."""
-    out = Path(run_dir)
-    files = {p.name: p.read_bytes() for p in sorted((out / "bundle").iterdir())}
-    registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
-    result = registry.publish(
+    files = {p.name: p.read_bytes() for p in sorted((run_dir / "bundle").iterdir())}
+    return registry.publish(
         files,
         manifest,
-        validation=read_json(out / "validation.json"),
-        force=params.force_publish,
+        validation=read_json(run_dir / "validation.json"),
+        force=force,
         set_current=set_current,
     )
-    return {
-        "published": result.published,
-        "version": result.version,
-        "reason": result.reason,
-        "path": str(result.path) if result.path else None,
-    }
 
 
-def publish_line(publish: dict) -> str:
-    return publish["reason"] + (f" ({publish['version']})" if publish["version"] else "")
-
-
-def write_publish(run_dir: Path, report: Report, publish: dict) -> None:
+def write_publish(run_dir: Path, report: Report, publish: PublishResult) -> None:
     """The gate's decision beside the report (publish.json) and in report.md; report.json, which
     the bundle carries byte for byte, is not rewritten."""
-    atomic_write_json(run_dir / "publish.json", publish)
-    text = markdown(report, relative_images(run_dir), publish=publish_line(publish))
+    atomic_write_json(run_dir / "publish.json", publish.as_json())
+    text = markdown(report, relative_images(run_dir), publish=publish.line)
     atomic_write_text(run_dir / "report.md", text)
 
 
@@ -92,12 +96,12 @@ def new_run_dir(work_dir: Path) -> Path:
     return WorkDir(work_dir).new_run()
 
 
-def _artifacts(report: Report, publish: dict, run_dir: Path) -> None:
+def _artifacts(report: Report, publish: PublishResult, run_dir: Path) -> None:
     create_table_artifact(
         report.summary_rows(), key="kdrec-eval-table", description="Test metrics, every model"
     )
     create_markdown_artifact(
-        markdown(report, embedded_images(run_dir), publish=publish_line(publish)),
+        markdown(report, embedded_images(run_dir), publish=publish.line),
         key="kdrec-report",
         description="Run report",
     )
@@ -106,20 +110,20 @@ def _artifacts(report: Report, publish: dict, run_dir: Path) -> None:
     )
 
 
-def bundle_rows(publish: dict) -> list[dict]:
+def bundle_rows(publish: PublishResult) -> list[dict]:
     """The published bundle as field/value rows (a file:// link does nothing in a browser)."""
-    if not publish.get("path"):
-        return [{"field": "published", "value": f"no: {publish['reason']}"}]
-    manifest = read_json(Path(publish["path"]) / "manifest.json")
+    if publish.path is None:
+        return [{"field": "published", "value": f"no: {publish.reason}"}]
+    manifest = read_json(publish.path / "manifest.json")
     validation = manifest.get("validation", {})
     rows = {
-        "version": publish["version"],
+        "version": publish.version,
         "dataset": manifest.get("dataset"),
         "teacher fingerprint": manifest.get("teacher_fingerprint"),
         "validation NDCG@10": round(validation["ndcg@10"], 4) if "ndcg@10" in validation else None,
         "gate": manifest.get("gate"),
-        "signed": (Path(publish["path"]) / "manifest.sig").exists(),
-        "path": str(Path(publish["path"]).resolve()),
+        "signed": (publish.path / "manifest.sig").exists(),
+        "path": str(publish.path.resolve()),
     }
     return [{"field": k, "value": str(v)} for k, v in rows.items()]
 
@@ -130,7 +134,7 @@ def distill(
     dataset_path: str | None = None,
     manifest_extra: dict | None = None,
     set_current: bool = True,
-) -> dict:
+) -> DistillRun:
     """Ingest, score with the teacher, train the students, evaluate, publish.
 
     `dataset_path` skips ingest (nightly runs pass the version they built); `set_current=False`
@@ -140,8 +144,8 @@ def distill(
     log.info("threads: %d", apply_threads(params.threads))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    dataset_path = dataset_path or ingest_task(params)
-    split_name = split_task(params, dataset_path)
+    dataset_path = dataset_path or ingest_task(params.dataset, params.work_dir)
+    split_name = split_task(dataset_path, params.split.as_of)
     timings["ingest_split"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     sasrec = _start_sasrec(params, dataset_path)  # needs no teacher: it trains beside it
@@ -169,11 +173,11 @@ def distill(
         sasrec.stop()
     report = Report.from_json(read_json(Path(run_dir) / "report.json"))
     dataset = Dataset(Path(dataset_path))
-    publish = {"published": False, "version": None, "reason": "publishing disabled", "path": None}
+    publish = PublishResult.disabled()
     if params.publish:
         publish = publish_task(
-            params,
-            run_dir,
+            Registry(WorkDir(params.work_dir).registry, params.model_name),
+            Path(run_dir),
             {
                 "dataset": dataset.ref,
                 "split": split_name,
@@ -182,17 +186,12 @@ def distill(
                 "config": json.loads(params.model_dump_json()),
                 **(manifest_extra or {}),
             },
-            set_current,
+            force=params.force_publish,
+            set_current=set_current,
         )
-    (log.info if publish["published"] else log.warning)("publish: %s", publish["reason"])
+    (log.info if publish.published else log.warning)("publish: %s", publish.reason)
     write_publish(Path(run_dir), report, publish)
     timings["total"] = time.perf_counter() - t0
     log.info("stage timings (s): %s", {k: round(v, 1) for k, v in timings.items()})
     _artifacts(report, publish, Path(run_dir))
-    return {
-        "run_dir": run_dir,
-        "report": report.as_json(),
-        "publish": publish,
-        "teacher": teacher,
-        "timings": timings,
-    }
+    return DistillRun(Path(run_dir), report, publish, teacher, timings)

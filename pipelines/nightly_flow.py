@@ -71,14 +71,14 @@ def nightly(params: RunConfig | None = None, config_path: str | None = None) -> 
     moved = processed_task(inbox["files"])
     create_markdown_artifact(
         f"# Nightly run\n\nnew version {inbox['version']} (from {inbox['base']} + "
-        f"{len(moved)} inbox files)\n\npublish: {result['publish']['reason']}\n",
+        f"{len(moved)} inbox files)\n\npublish: {result.publish.reason}\n",
         key="kdrec-nightly",
         description="Nightly re-distillation",
     )
     return {
         "status": "processed",
-        "publish": result["publish"],
+        "publish": result.publish.as_json(),
         "moved": moved,
-        "run_dir": result["run_dir"],
-        "teacher": result["teacher"],
+        "run_dir": str(result.run_dir),
+        "teacher": result.teacher,
     }

@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from distill.bundle import bundle_files
 from distill.parallel import InBackground
 from distill.report import save_report, versus_current
 from distill.student import stage
@@ -91,7 +92,7 @@ def train_evaluate_task(
     previous = registry.bundle(current).manifest.get("validation", {}) if current else {}
     report = result.report.finish(cost, versus_current(current, previous, best.valid))
     save_report(report, out, result.rows)
-    for name, data in stage.bundle_files(
+    for name, data in bundle_files(
         best,
         dataset,
         report,

@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -299,6 +300,10 @@ class Dataset:
     def items(self) -> pl.DataFrame:
         return pl.read_parquet(self.path / "items.parquet")
 
+    def sequences(self) -> list[np.ndarray]:
+        """Per user, every item index in chronological order (the whole known history)."""
+        return user_sequences(self.interactions(), self.n_users)
+
     def users(self) -> pl.DataFrame:
         return pl.read_parquet(self.path / "users.parquet")
 
@@ -311,6 +316,16 @@ class Dataset:
                     f"dataset file {path} is missing or altered "
                     "(hash differs from dataset.json); re-run ingest"
                 )
+
+
+def user_sequences(rows: pl.DataFrame, n_users: int) -> list[np.ndarray]:
+    """Per user index 0..n_users-1, the item indices of its `rows`, oldest first (ties of a
+    timestamp by item index)."""
+    rows = rows.sort("user_idx", "timestamp", "item_idx")
+    users = rows.get_column("user_idx").to_numpy()
+    items = rows.get_column("item_idx").to_numpy().astype(np.int64)
+    bounds = np.searchsorted(users, np.arange(n_users + 1))
+    return [items[bounds[u] : bounds[u + 1]] for u in range(n_users)]
 
 
 def resolve_version(work_dir: Path, name: str, version: str = "latest") -> str:

@@ -138,10 +138,29 @@ class Bundle:
 
 @dataclass(frozen=True)
 class PublishResult:
+    """The regression gate's decision: published or not, why, and where."""
+
     published: bool
     version: str | None
     reason: str
     path: Path | None = None
+
+    @classmethod
+    def disabled(cls) -> PublishResult:
+        return cls(False, None, "publishing disabled")
+
+    @property
+    def line(self) -> str:
+        """The decision in one line, as report.md and the UI show it."""
+        return self.reason + (f" ({self.version})" if self.version else "")
+
+    def as_json(self) -> dict:
+        return {
+            "published": self.published,
+            "version": self.version,
+            "reason": self.reason,
+            "path": str(self.path) if self.path else None,
+        }
 
 
 def git_sha() -> str | None:

@@ -16,7 +16,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from storage.atomic import write_parquet
-from storage.datasets import Dataset
+from storage.datasets import Dataset, user_sequences
 from storage.schema import SPLIT
 
 MIN_INTERACTIONS_FOR_HOLDOUT = 3
@@ -123,12 +123,7 @@ class Split:
         return self._sequences(*self.input_folds(fold))
 
     def _sequences(self, *folds: str) -> list[np.ndarray]:
-        rows = self.frame.filter(pl.col("fold").is_in(list(folds)))
-        rows = rows.sort("user_idx", "timestamp", "item_idx")
-        users = rows.get_column("user_idx").to_numpy()
-        items = rows.get_column("item_idx").to_numpy().astype(np.int64)
-        bounds = np.searchsorted(users, np.arange(self.n_users + 1))
-        return [items[bounds[u] : bounds[u + 1]] for u in range(self.n_users)]
+        return user_sequences(self.frame.filter(pl.col("fold").is_in(list(folds))), self.n_users)
 
 
 def make_split(

@@ -85,6 +85,21 @@ def synthetic_tables(
     return {"interactions": pl.DataFrame(rows), "items": items, "users": users}
 
 
+def candidates_teacher(model_path: Path, adapt):
+    """A `pairs: candidates` teacher on tiny data: 5 retrieved + 3 random candidates per user,
+    8 users a shard; `adapt` is its AdaptConfig."""
+    from distill.teacher.base import TeacherConfig
+
+    return TeacherConfig(
+        model_path=model_path,
+        users_per_shard=8,
+        pairs="candidates",
+        candidates_top_k=5,
+        candidates_random=3,
+        adapt=adapt,
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder_path(tmp_path_factory) -> Path:
     from tests.tiny_models import tiny_encoder
@@ -143,6 +158,7 @@ def prefect_harness(tmp_path_factory):
 def published(tmp_path_factory) -> dict:
     """A registry with two tiny trained bundles of `synthetic_tables()` (no teacher):
     `sequential` (CURRENT) and `two_tower` (stored, not current). Copy it before changing it."""
+    from distill.bundle import bundle_files
     from distill.student import StudentConfig
     from distill.student import stage as student_stage
     from distill.student.fit import DistillConfig
@@ -169,7 +185,7 @@ def published(tmp_path_factory) -> dict:
             soft_labels=None,
             text_emb=None,
         )
-        files = student_stage.bundle_files(run, dataset, {})
+        files = bundle_files(run, dataset, {})
         published = registry.publish(
             files, {"dataset": dataset.ref}, validation=run.valid, set_current=current, tag=kind
         )

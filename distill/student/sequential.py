@@ -26,7 +26,7 @@ class SequentialStudent(nn.Module):
         return self.net.item_vectors(self.text_emb if self.text_emb.numel() else None)  # (I, D)
 
     def user_vectors(self, users: Tensor, hist: Tensor, item_vecs: Tensor) -> Tensor:
-        return self.net.user_vectors(hist, item_vecs)  # (B, D); users unused
+        return self.net.history_vectors(hist, item_vecs)  # (B, D); users unused
 
     def text_vectors(self, text_emb: Tensor) -> Tensor | None:
         """(N, D) vectors of items known by text alone (no trained ID embedding); None without
@@ -35,7 +35,7 @@ class SequentialStudent(nn.Module):
 
     def history_vectors(self, hist: Tensor, item_vecs: Tensor) -> Tensor:
         """(B, D) from the histories alone: a SASRec user is its history."""
-        return self.net.user_vectors(hist, item_vecs)
+        return self.net.history_vectors(hist, item_vecs)
 
     def position_states(self, inputs: Tensor, targets: Tensor, item_vecs: Tensor) -> Tensor:
         """(N, D) user states at every non-padding slot of training windows (B, L)."""

@@ -5,22 +5,18 @@ The Prefect student flow and the CLI call these; nothing here knows about Prefec
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
-from safetensors.torch import save
 from torch import Tensor, nn
 
 from distill import index as faiss_index
 from distill.baselines import run_baselines
 from distill.evaluate import EvalResult, evaluate
-from distill.layers import left_padded
 from distill.parallel import InBackground, map_in_processes
 from distill.report import ModelRow, Report, build_report, paired_test
 from distill.soft_labels import SoftLabels
@@ -29,10 +25,7 @@ from distill.student.fit import DistillConfig, UserData, student_scorer, train_s
 from distill.student.warm_start import WarmStart, previous_state
 from distill.teacher.cache import TeacherCache
 from distill.train import LoopConfig, TrainResult, config_hash
-from storage.atomic import dumps_json, parquet_bytes
 from storage.datasets import Dataset
-from storage.embeddings import embedding_column
-from storage.pseudonyms import SCHEME, key_id, pseudonym
 from storage.split import Split
 
 
@@ -355,105 +348,6 @@ def quality(
     )
     best = max(distilled, key=lambda r: r.valid["ndcg@10"])
     return Comparison(report, rows, best, plain[SASREC_ROW][0])
-
-
-def serving_vectors(
-    model: nn.Module,
-    dataset: Dataset,
-    history_len: int,
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """User vectors from each user's whole known history (serving time), and the seen items."""
-    inter = dataset.interactions().sort("user_idx", "timestamp", "item_idx")
-    users = inter.get_column("user_idx").to_numpy()
-    items = inter.get_column("item_idx").to_numpy().astype(np.int64)
-    bounds = np.searchsorted(users, np.arange(dataset.n_users + 1))
-    seqs = [items[bounds[u] : bounds[u + 1]] for u in range(dataset.n_users)]
-    hist = torch.as_tensor(left_padded(seqs, history_len, dataset.n_items))
-    model.eval()
-    with torch.no_grad():
-        item_vecs = model.item_vectors()
-        users = torch.arange(dataset.n_users)
-        vecs = torch.cat(
-            [
-                model.user_vectors(users[i : i + 1024], hist[i : i + 1024], item_vecs)
-                for i in range(0, dataset.n_users, 1024)
-            ]
-        )
-    return vecs.numpy(), seqs
-
-
-def bundle_files(
-    run: StudentRun,
-    dataset: Dataset,
-    report: Report | dict,
-    *,
-    quantized: bool = True,
-    user_key: bytes | None = None,
-) -> dict[str, bytes]:
-    """The files of a publishable bundle (the registry adds manifest.json); `quantized` adds
-    items.sq8.faiss, an int8 copy of the index that `kdrec serve --index sq8` can search;
-    `user_key` stores HMAC(user_key, user id) instead of raw user ids."""
-    model = run.model
-    with torch.no_grad():
-        item_vecs = model.item_vectors().detach().numpy()  # an ID-only tower is a Parameter
-    user_vecs, seen = serving_vectors(model, dataset, run.config.history_len)
-    index, recall = faiss_index.build_index(item_vecs, queries=user_vecs)
-    items = dataset.items()
-    popularity = np.bincount(
-        dataset.interactions().get_column("item_idx").to_numpy(), minlength=dataset.n_items
-    )
-    items_table = pa.table(
-        {
-            "item_idx": pa.array(np.arange(dataset.n_items, dtype=np.int32)),
-            "item_id": pa.array(items.get_column("item_id").to_list(), pa.string()),
-            "title": pa.array(items.get_column("title").to_list(), pa.string()),
-            "popularity": pa.array(popularity.astype(np.int64)),
-            "vector": embedding_column(item_vecs),
-        }
-    )
-    users = dataset.users()
-    users_table = pa.table(
-        {
-            "user_idx": pa.array(np.arange(dataset.n_users, dtype=np.int32)),
-            "user_id": pa.array(
-                [pseudonym(user_key, u) if user_key else u for u in users["user_id"].to_list()],
-                pa.string(),
-            ),
-            "seen": pa.ListArray.from_arrays(
-                np.concatenate([[0], np.cumsum([len(s) for s in seen])]).astype(np.int32),
-                pa.array(np.concatenate(seen).astype(np.int32), pa.int32()),
-            ),
-            "vector": embedding_column(user_vecs),
-        }
-    )
-    config = {
-        "student": run.config.model_dump(),
-        "distill": run.kd.model_dump(),
-        "seed": run.seed,
-        "n_users": dataset.n_users,
-        "n_items": dataset.n_items,
-        "index": type(index).__name__,
-        "index_recall@10": recall,
-        "user_ids": {"scheme": SCHEME, "key_id": key_id(user_key)} if user_key else None,
-    }
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    exact_bytes = faiss_index.to_bytes(index)
-    extra = {}
-    if quantized:  # config records what the int8 index costs against the exact one
-        extra["items.sq8.faiss"], config["sq8"] = faiss_index.sq8_with_stats(
-            item_vecs, user_vecs, len(exact_bytes)
-        )
-    return {
-        **extra,
-        "student.safetensors": save(state),
-        "config.json": json.dumps(config, indent=2, sort_keys=True).encode(),
-        "items.faiss": exact_bytes,
-        "items.parquet": parquet_bytes(items_table),
-        "users.parquet": parquet_bytes(users_table),
-        "report.json": dumps_json(  # the run folder's bytes exactly
-            report.as_json() if isinstance(report, Report) else report
-        ).encode(),
-    }
 
 
 def _per_user_seconds(

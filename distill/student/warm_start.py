@@ -9,17 +9,15 @@ None, and training starts as configured without it.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
 import torch
-from safetensors.torch import load as load_tensors
 from torch import Tensor
 
+from distill.bundle import StudentBundle
 from distill.student import StudentConfig
 from storage.registry import Registry
 
@@ -38,7 +36,8 @@ class WarmStart:
 
 def previous_state(start: WarmStart, config: StudentConfig, seed: int) -> dict[str, Tensor] | None:
     """The SASRec state (`net.` prefix removed) to start from, or None when shapes differ."""
-    previous = json.loads((start.bundle / "config.json").read_text())["student"]
+    bundle = StudentBundle(start.bundle)
+    previous = bundle.config["student"]
     differ = [k for k in SHAPE if previous.get(k) != getattr(config, k)]
     if differ:
         log.warning(
@@ -47,9 +46,9 @@ def previous_state(start: WarmStart, config: StudentConfig, seed: int) -> dict[s
             ", ".join(differ),
         )
         return None
-    state = load_tensors((start.bundle / "student.safetensors").read_bytes())
+    state = bundle.state()
     net = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
-    old_ids = pl.read_parquet(start.bundle / "items.parquet", columns=["item_id"])["item_id"]
+    old_ids = bundle.items(["item_id"])["item_id"]
     row = {item: r for r, item in enumerate(old_ids.to_list())}
     old = net["item_emb.weight"]  # (I_old, D)
     table = _new_rows(len(start.item_ids), old.shape[1], config.text_projection, seed)

@@ -106,11 +106,11 @@ class AdaptedTeacher(nn.Module):
     def _chunks(self, item_vecs: Tensor) -> tuple[Tensor, ...]:
         return item_vecs.split(item_vecs.shape[1] // len(self.heads), dim=1)
 
-    def user_vectors(self, hist: Tensor, item_vecs: Tensor | None = None) -> Tensor:
+    def history_vectors(self, hist: Tensor, item_vecs: Tensor | None = None) -> Tensor:
         """hist (B, L) right-aligned histories -> (B, H * D)."""
         item_vecs = self.item_vectors() if item_vecs is None else item_vecs
         parts = zip(self.heads, self._chunks(item_vecs), strict=True)
-        return torch.cat([h.user_vectors(hist, v) for h, v in parts], dim=1) / len(self.heads)
+        return torch.cat([h.history_vectors(hist, v) for h, v in parts], dim=1) / len(self.heads)
 
     def states(self, seq: Tensor, item_vecs: Tensor) -> Tensor:
         """seq (B, L) left-aligned windows -> (B, L, H * D) user states after every prefix."""
@@ -149,7 +149,7 @@ def scorer(model: AdaptedTeacher, split: Split, length: int) -> Scorer:
         item_vecs = model.item_vectors()
     hist = {fold: torch.as_tensor(history_matrix(split, length, fold)) for fold in EVAL_FOLDS}
     return vector_scorer(
-        lambda users, fold: model.user_vectors(hist[fold][users], item_vecs), item_vecs
+        lambda users, fold: model.history_vectors(hist[fold][users], item_vecs), item_vecs
     )
 
 

@@ -31,6 +31,7 @@ import torch
 
 from distill import index as faiss_index
 from distill.evaluate import Scorer, vector_scorer
+from distill.memo import PerProcess
 from distill.teacher.base import TeacherConfig, TeacherError
 from storage.atomic import atomic_write_bytes, atomic_write_json, read_json, write_parquet
 from storage.embeddings import embedding_column, embedding_matrix
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 PLAN = "plan.json"
 REPORT = "report.json"
 CANDIDATE_INDEX = "candidates.faiss"
-_HEADS: dict[str, object] = {}  # adapted heads loaded in this process, by adapter path
+_HEADS: PerProcess[adapt.AdaptedTeacher] = PerProcess(limit=4)  # by adapter path
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,8 @@ class TeacherCache:
                 f"teacher cache {self.folder} has no adapted head: set teacher.adapt.mode "
                 "(not none) or distill.init: random"
             )
-        if plan.adapter_path not in _HEADS:
+
+        def load() -> adapt.AdaptedTeacher:
             item_emb = self.vectors("items", "embedding")
             model = adapt.build_teacher_model(
                 plan.n_items,
@@ -210,8 +212,9 @@ class TeacherCache:
                 adapt.FrozenText(item_emb),
             )
             load_weights(model, Path(plan.adapter_path), strict=False)
-            _HEADS[plan.adapter_path] = model.eval()
-        return _HEADS[plan.adapter_path]
+            return model.eval()
+
+        return _HEADS.get(plan.adapter_path, load)
 
     def head_state(self, k: int, *, fold_text: bool) -> dict[str, torch.Tensor]:
         """Head k (mod the number of heads) as a plain SASRec state dict, to initialise a
@@ -237,7 +240,7 @@ class TeacherCache:
         hist = torch.as_tensor(adapt.history_matrix(split, history_len, fold))
         with torch.no_grad():
             item_vecs = model.item_vectors()
-        return (lambda users: model.user_vectors(hist[users], item_vecs)), item_vecs.numpy()
+        return (lambda users: model.history_vectors(hist[users], item_vecs)), item_vecs.numpy()
 
     # -- writing (the teacher stage) -----------------------------------------------------------
     def write_texts(self, items: pl.DataFrame, users: pl.DataFrame) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pyarrow as pa
 import torch
 
 from distill.evaluate import evaluate, vector_scorer
+from distill.memo import PerProcess
 from distill.sasrec import window_targets, windows
 from distill.teacher import adapt
 from distill.teacher.base import (
@@ -46,23 +46,24 @@ from storage.split import Split
 from storage.workdir import WorkDir
 
 log = logging.getLogger(__name__)
-_TEACHERS: dict[str, object] = {}  # one loaded model per process (Dask workers reuse it)
-_LOADED: dict[str, object] = {}  # what every shard task reads (split, item vectors), per process
+_TEACHERS: PerProcess[Teacher] = PerProcess(limit=2)  # loaded LMs (Dask workers reuse them)
+_SHARED: PerProcess[Any] = PerProcess(limit=8)  # what shard tasks share: split, vectors, index
 
 
 def load_teacher(config: TeacherConfig, work_dir: Path) -> Teacher:
     """The LM teacher for `config` (memoised per process; weights load lazily on first use)."""
     key = config_hash(config.model_dump(mode="json"), str(work_dir))
-    if key not in _TEACHERS:
-        if config.kind == "embedding":
-            from distill.teacher.encoder import EncoderTeacher
+    return _TEACHERS.get(key, lambda: _new_teacher(config, work_dir))
 
-            _TEACHERS[key] = EncoderTeacher(config)
-        else:
-            from distill.teacher.causal import CausalLMTeacher
 
-            _TEACHERS[key] = CausalLMTeacher(config, cache_root=WorkDir(work_dir).models)
-    return _TEACHERS[key]
+def _new_teacher(config: TeacherConfig, work_dir: Path) -> Teacher:
+    if config.kind == "embedding":
+        from distill.teacher.encoder import EncoderTeacher
+
+        return EncoderTeacher(config)
+    from distill.teacher.causal import CausalLMTeacher
+
+    return CausalLMTeacher(config, cache_root=WorkDir(work_dir).models)
 
 
 def _model_key(teacher: Teacher, config: TeacherConfig) -> str:
@@ -301,7 +302,7 @@ def _head_vectors(
             hist = torch.as_tensor(adapt.history_matrix(split, config.adapt.history_len, fold))
             user_vec[column] = torch.cat(
                 [
-                    model.user_vectors(hist[i : i + 512], item_vec)
+                    model.history_vectors(hist[i : i + 512], item_vec)
                     for i in range(0, split.n_users, 512)
                 ]
             ).numpy()
@@ -342,8 +343,8 @@ def score_shard(cache_dir: Path, key: str, *, work_dir: Path) -> ShardInfo:
         return done
     _, start, end = next(s for s in plan.shards if s[0] == key)
     config = plan.teacher_config
-    user_vec = _loaded(f"users:{cache.folder}", lambda: cache.vectors("users"))[start:end]
-    item_vec = _loaded(f"items:{cache.folder}", lambda: cache.vectors("items"))
+    user_vec = _SHARED.get(f"users:{cache.folder}", lambda: cache.vectors("users"))[start:end]
+    item_vec = _SHARED.get(f"items:{cache.folder}", lambda: cache.vectors("items"))
     users = np.arange(start, end)
     split = None
     if config.pairs == "all":
@@ -355,7 +356,7 @@ def score_shard(cache_dir: Path, key: str, *, work_dir: Path) -> ShardInfo:
         train_rows = [
             train.indices[train.indptr[r] : train.indptr[r + 1]] for r in range(len(users))
         ]
-        index = cache.candidate_index(item_vec)
+        index = _SHARED.get(f"candidates:{cache.folder}", lambda: cache.candidate_index(item_vec))
         k = min(config.candidates_top_k, plan.n_items)
         _, top = index.search(np.ascontiguousarray(user_vec, dtype=np.float32), k)
         cands = candidates(
@@ -399,19 +400,10 @@ def _plan_split(plan: TeacherPlan) -> Split:
     """The plan's split, loaded once per process (every shard task of a worker shares it)."""
     from storage.split import make_split
 
-    return _loaded(
+    return _SHARED.get(
         f"split:{plan.dataset_path}:{plan.split_cutoff}",
         lambda: make_split(Dataset(Path(plan.dataset_path)), cutoff=plan.split_cutoff),
     )
-
-
-def _loaded(key: str, load: Callable[[], Any]) -> Any:
-    """`load()`, kept for the next shard task in this process (one plan's data at a time)."""
-    if key not in _LOADED:
-        if len(_LOADED) >= 4:  # a process that moved on to other caches
-            _LOADED.clear()
-        _LOADED[key] = load()
-    return _LOADED[key]
 
 
 def _position_labels(
@@ -439,7 +431,7 @@ def _position_labels(
 
 
 def commit(cache_dir: Path, infos: list[ShardInfo]) -> dict:
-    _LOADED.clear()  # every shard is written: what they shared is not needed any more
+    _SHARED.clear()  # every shard is written: what they shared is not needed any more
     crash_point("teacher.before_manifest")
     plan = TeacherPlan.load(cache_dir)
     expected = {s[0] for s in plan.shards}

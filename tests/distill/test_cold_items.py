@@ -12,6 +12,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from distill.bundle import bundle_files
 from distill.cold_items import NewItems, NoTextProjection, extend_bundle
 from distill.recommend import Recommender
 from distill.student import StudentConfig
@@ -55,7 +56,7 @@ def text_bundle(synthetic, work, tiny_encoder_path):
         text_emb=encode(tiny_encoder_path, dataset.items()),
     )
     registry = Registry(WorkDir(work).registry)
-    registry.publish(student_stage.bundle_files(run, dataset, {}), {}, validation=run.valid)
+    registry.publish(bundle_files(run, dataset, {}), {}, validation=run.valid)
     return registry, run
 
 

@@ -13,21 +13,15 @@ from distill.evaluate import evaluate
 from distill.soft_labels import SoftLabels, UserLabels
 from distill.student import StudentConfig, build_student
 from distill.student.fit import DistillConfig, UserData, user_loss
-from distill.teacher.base import AdaptConfig, TeacherConfig
+from distill.teacher.base import AdaptConfig
 from distill.teacher.stage import run_teacher
+from tests.conftest import candidates_teacher
 
 
 @pytest.fixture
 def candidate_cache(synthetic, work, tiny_encoder_path):
     dataset, split = synthetic
-    cfg = TeacherConfig(
-        model_path=tiny_encoder_path,
-        users_per_shard=8,
-        pairs="candidates",
-        candidates_top_k=5,
-        candidates_random=3,
-        adapt=AdaptConfig(mode="none"),
-    )
+    cfg = candidates_teacher(tiny_encoder_path, AdaptConfig(mode="none"))
     return run_teacher(cfg, dataset, split, work_dir=work, progress=False).plan.cache_dir
 
 

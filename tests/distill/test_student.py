@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from distill.bundle import bundle_files
 from distill.index import build_index
 from distill.recommend import Recommender, UnknownUser
 from distill.soft_labels import SoftLabels
@@ -18,6 +19,7 @@ from distill.teacher.stage import run_teacher
 from distill.train import LoopConfig
 from storage.registry import Registry
 from storage.workdir import WorkDir
+from tests.conftest import candidates_teacher
 
 LOOP = LoopConfig(max_epochs=3, patience=2, batch_size=8, lr=5e-3)
 
@@ -225,13 +227,8 @@ def test_soft_labels_on_candidate_shards_hold_exactly_the_scored_pairs(
     import polars as pl
 
     dataset, split = synthetic
-    cfg = TeacherConfig(
-        model_path=tiny_encoder_path,
-        users_per_shard=8,
-        pairs="candidates",
-        candidates_top_k=5,
-        candidates_random=3,
-        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2, heads=1),
+    cfg = candidates_teacher(
+        tiny_encoder_path, AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2, heads=1)
     )
     labels = SoftLabels(
         run_teacher(cfg, dataset, split, work_dir=work, progress=False).plan.cache_dir
@@ -263,6 +260,16 @@ def test_faiss_matches_exact_search_with_ties():
     assert recall >= 0.98 and type(approx).__name__ == "IndexHNSWFlat"
 
 
+def test_an_approximate_index_short_of_the_recall_bar_falls_back_to_exact(monkeypatch, caplog):
+    from distill import index as faiss_index
+
+    items = np.random.default_rng(1).normal(size=(200, 16)).astype(np.float32)
+    monkeypatch.setattr(faiss_index, "MIN_RECALL", 1.01)  # no HNSW can reach it
+    index, recall = build_index(items, exact_limit=50)
+    assert type(index).__name__ == "IndexFlatIP" and recall == 1.0
+    assert "serving the exact index" in caplog.text
+
+
 def test_publish_load_and_recommend(synthetic, teacher_cache, work):
     dataset, split = synthetic
     tiny = StudentConfig(dim=8, history_len=6)
@@ -292,7 +299,7 @@ def test_publish_load_and_recommend(synthetic, teacher_cache, work):
     plain = [r for r in report["rows"] if r["role"] != "teacher" and not r["distilled"]]
     best_plain = max(plain, key=lambda r: r["metrics"]["ndcg@10"]["mean"])
     assert report["kd_vs_best_plain"]["control"] == best_plain["model"]
-    files = student_stage.bundle_files(best, dataset, report)
+    files = bundle_files(best, dataset, report)
     reg = Registry(WorkDir(work).registry, "kdrec")
     result = reg.publish(files, {"dataset": dataset.ref}, validation=best.valid)
     rec = Recommender.load(WorkDir(work).registry)
@@ -331,7 +338,7 @@ def test_every_student_variant_publishes_and_serves(
     )
     cost = student_stage.serving_cost(teacher_cache, run, run, split, n_users=4, repeats=1)
     assert cost["seconds_per_user"]["teacher"] > 0 and cost["student_vs_sasrec"] > 0
-    files = student_stage.bundle_files(run, dataset, {})
+    files = bundle_files(run, dataset, {})
     Registry(WorkDir(work).registry, "kdrec").publish(files, {}, validation=run.valid)
     recs = Recommender.load(WorkDir(work).registry).recommend("u3", k=3)
     assert len(recs) == 3 and all(np.isfinite(r.score) for r in recs)

@@ -224,12 +224,12 @@ def test_head_ensemble_scores_are_the_mean_of_its_heads():
     hist = torch.tensor([[12, 12, 3, 4, 5], [1, 2, 3, 4, 5]])
     with torch.no_grad():
         items = model.item_vectors()
-        ensemble = model.user_vectors(hist, items) @ items.T
+        ensemble = model.history_vectors(hist, items) @ items.T
         each = []
         for k in range(3):
             head = model.head(k)
             head_items = head.item_vectors()
-            each.append(head.user_vectors(hist, head_items) @ head_items.T)
+            each.append(head.history_vectors(hist, head_items) @ head_items.T)
     assert items.shape == (12, 3 * 8)
     torch.testing.assert_close(ensemble, torch.stack(each).mean(0))
     assert not torch.allclose(each[0], each[1])  # the heads are seeded apart

@@ -41,12 +41,12 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
         tmp_path, work, tiny_encoder_path, runner=RunnerConfig(kind=runner, dask_workers=2)
     )
     result = distill(cfg)
-    publish = result["publish"]
-    assert publish["published"], publish
-    run_dir = Path(result["run_dir"])
+    publish = result.publish
+    assert publish.published, publish
+    run_dir = result.run_dir
     for name in ("report.json", "report.md", "val_ndcg.png", "activity.png"):
         assert (run_dir / name).exists(), name
-    report = result["report"]
+    report = result.report.as_json()
     assert {"kd_vs_no_kd", "bars", "breakdown", "cost"} <= set(report)
     bundle = Registry(WorkDir(work).registry, "kdrec").bundle()
     bundle.verify()
@@ -54,7 +54,7 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
     # decision is beside it and in report.md
     assert (run_dir / "report.json").read_bytes() == (bundle.path / "report.json").read_bytes()
     assert read_json(run_dir / "publish.json")["version"] == bundle.version
-    assert f"Publish (regression gate): {publish['reason']}" in (run_dir / "report.md").read_text()
+    assert f"Publish (regression gate): {publish.reason}" in (run_dir / "report.md").read_text()
     assert set(bundle.manifest["files"]) == {
         "student.safetensors",
         "config.json",
@@ -64,11 +64,11 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
         "users.parquet",
         "report.json",
     }
-    assert bundle.manifest["teacher_fingerprint"] == result["teacher"]["fingerprint"]
+    assert bundle.manifest["teacher_fingerprint"] == result.teacher["fingerprint"]
     assert len(Recommender.load(WorkDir(work).registry).recommend("u1", k=3)) == 3
     rows = {r["field"]: r["value"] for r in bundle_rows(publish)}
     assert rows["version"] == bundle.version and rows["dataset"] == bundle.manifest["dataset"]
-    assert rows["teacher fingerprint"] == result["teacher"]["fingerprint"]
+    assert rows["teacher fingerprint"] == result.teacher["fingerprint"]
     assert rows["gate"] == bundle.manifest["gate"] and rows["path"] == str(bundle.path.resolve())
     if runner == "local":
         check_report_artifact(run_dir, report)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from distill.bundle import bundle_files  # noqa: E402
 from distill.student import StudentConfig  # noqa: E402
 from distill.student import stage as student_stage  # noqa: E402
 from distill.student.fit import DistillConfig  # noqa: E402
@@ -49,7 +50,7 @@ def main(work: Path, src: Path, model: Path) -> None:
     report, best = result.report.as_json(), result.best
     registry = Registry(WorkDir(work).registry, "kdrec")
     if registry.current_version() is None:  # publish once; a re-run after success is a no-op
-        files = student_stage.bundle_files(best, dataset, {"rows": report["rows"]})
+        files = bundle_files(best, dataset, {"rows": report["rows"]})
         registry.publish(files, {"dataset": dataset.ref}, validation=best.valid)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from distill.bundle import bundle_files
 from distill.recommend import Recommender, UnknownUser
 from distill.student import StudentConfig
 from distill.student import stage as student_stage
@@ -41,7 +42,7 @@ def bundle(tmp_path, monkeypatch):
         text_emb=None,
     )
     key = id_key(work, create=True)
-    files = student_stage.bundle_files(run, dataset, {"rows": []}, user_key=key)
+    files = bundle_files(run, dataset, {"rows": []}, user_key=key)
     Registry(WorkDir(work).registry).publish(files, {"dataset": dataset.ref}, validation=run.valid)
     raw = dataset.users().get_column("user_id").to_list()
     return work, raw, key
