@@ -97,7 +97,7 @@ def test_candidate_index_is_hnsw_above_the_limit_deterministic_with_high_recall(
     queries = (centers[rng.integers(20, size=200)] + rng.normal(size=(200, 16))).astype(np.float32)
     exact = faiss_index.candidate_index(items)
     approx = faiss_index.candidate_index(items, exact_limit=1000)
-    assert type(exact).__name__ == "IndexFlatIP" and type(approx).__name__ == "IndexHNSWFlat"
+    assert type(exact).__name__ == "IndexFlatIP" and type(approx).__name__ == "IndexHNSWSQ"
     assert faiss_index.approx_recall(approx, items, queries, 10) >= 0.95
     assert faiss_index.approx_recall(exact, items, queries, 10) == 1.0
     again = faiss_index.candidate_index(items, exact_limit=1000)  # same index, same shards

@@ -1,0 +1,96 @@
+"""The teacher's candidate index on a large catalog: HNSW over float32 against float16 vectors.
+
+    python bench/candidate_index.py --cache /tmp/kdrec-scale-*/x100/work/cache/teacher/<fingerprint>
+
+Reads a teacher cache with `pairs: candidates` (the ×100 size of `make bench-scale` keeps its
+cache under the scratch folder the bench prints) and compares, on its own item and user vectors:
+build seconds (one thread, as `distill.index.candidate_index` builds), recall@K against exact search
+on the first RECALL_USERS users, and the search time of the first SEARCH_USERS users in shards of
+`users_per_shard` (the threads `auto` gives), the two indexes alternating ROUNDS times.
+Results: bench/results/candidate_index.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.common import save  # noqa: E402
+from distill.index import approx_recall  # noqa: E402
+from distill.teacher.cache import TeacherCache  # noqa: E402
+from distill.train import apply_threads  # noqa: E402
+
+RECALL_USERS = 2_000
+SEARCH_USERS = 24_576
+ROUNDS = 3
+
+
+def hnsw(vecs: np.ndarray, storage: str, ef_search: int) -> faiss.Index:
+    d = vecs.shape[1]
+    if storage == "float32":
+        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_fp16, 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 40
+    index.hnsw.efSearch = ef_search
+    index.train(vecs)
+    index.add(vecs)
+    return index
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", type=Path, required=True, help="a teacher cache folder")
+    args = parser.parse_args()
+    apply_threads("auto")
+    cache = TeacherCache(args.cache)
+    config = cache.plan.teacher_config
+    items = np.ascontiguousarray(cache.vectors("items"), dtype=np.float32)
+    users = np.ascontiguousarray(cache.vectors("users"), dtype=np.float32)[:SEARCH_USERS]
+    k, shard = config.candidates_top_k, config.users_per_shard
+    threads = faiss.omp_get_max_threads()
+    rows: dict[str, dict] = {}
+    indexes = {}
+    for storage in ("float32", "float16"):
+        faiss.omp_set_num_threads(1)
+        t0 = time.perf_counter()
+        indexes[storage] = hnsw(items, storage, ef_search=128)
+        build = time.perf_counter() - t0
+        faiss.omp_set_num_threads(threads)
+        recall = approx_recall(indexes[storage], items, users[:RECALL_USERS], k)
+        rows[storage] = {"build_s": round(build, 2), f"recall@{k}": round(recall, 4)}
+        rows[storage]["search_s"] = []
+    for _ in range(ROUNDS):
+        for storage, index in indexes.items():
+            t0 = time.perf_counter()
+            for start in range(0, len(users), shard):
+                index.search(users[start : start + shard], k)
+            rows[storage]["search_s"].append(round(time.perf_counter() - t0, 2))
+    pairs = zip(rows["float32"]["search_s"], rows["float16"]["search_s"], strict=True)
+    ratios = [a / b for a, b in pairs]
+    save(
+        "candidate_index",
+        {
+            "command": "python bench/candidate_index.py --cache <the x100 teacher cache>",
+            "items": len(items),
+            "users_searched": len(users),
+            "k": k,
+            "users_per_shard": shard,
+            "threads": threads,
+            "hnsw": {"M": 32, "efConstruction": 40, "efSearch": 128},
+            "rows": rows,
+            "search_float32_over_float16": [round(r, 3) for r in ratios],
+            "median_ratio": round(float(np.median(ratios)), 3),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
