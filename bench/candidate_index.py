@@ -1,13 +1,14 @@
-"""The teacher's candidate index on a large catalog: HNSW over float32 against float16 vectors.
+"""The teacher's candidate index on a large catalog: HNSW over float32 vectors, over float16
+vectors, and over float16 vectors laid out cluster by cluster (what `candidate_index` builds).
 
     python bench/candidate_index.py --cache /tmp/kdrec-scale-*/x100/work/cache/teacher/<fingerprint>
 
 Reads a teacher cache with `pairs: candidates` (the ×100 size of `make bench-scale` keeps its
 cache under the scratch folder the bench prints) and compares, on its own item and user vectors:
-build seconds (one thread; the float16 index is `distill.index.candidate_index` itself), recall@K
+build seconds (one thread; the laid-out index is `distill.index.candidate_index` itself), recall@K
 against exact search on the first RECALL_USERS users, and the search time of the first
-SEARCH_USERS users in shards of `users_per_shard` (the threads `auto` gives), the two indexes
-alternating ROUNDS times.
+SEARCH_USERS users in shards of `users_per_shard` (the threads `auto` gives), the indexes
+taking turns ROUNDS times.
 Results: bench/results/candidate_index.json.
 """
 
@@ -24,7 +25,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import save  # noqa: E402
-from distill.index import approx_recall, candidate_index  # noqa: E402
+from distill.index import LAYOUT_CLUSTERS, approx_recall, candidate_index  # noqa: E402
 from distill.teacher.cache import TeacherCache  # noqa: E402
 from distill.train import apply_threads  # noqa: E402
 
@@ -33,12 +34,17 @@ SEARCH_USERS = 24_576
 ROUNDS = 3
 
 
-def float32_hnsw(vecs: np.ndarray) -> faiss.Index:
-    """`candidate_index`'s graph with float32 vectors, built on one thread as it is."""
-    index = faiss.IndexHNSWFlat(vecs.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+def plain_hnsw(vecs: np.ndarray, quantizer: int | None) -> faiss.Index:
+    """`candidate_index`'s graph in insertion order (float32 vectors when `quantizer` is None),
+    built on one thread as it is."""
+    if quantizer is None:
+        index = faiss.IndexHNSWFlat(vecs.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexHNSWSQ(vecs.shape[1], quantizer, 32, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = 40
     index.hnsw.efSearch = 128
     faiss.omp_set_num_threads(1)
+    index.train(vecs)
     index.add(vecs)
     return index
 
@@ -56,7 +62,11 @@ def main() -> None:
     threads = faiss.omp_get_max_threads()
     rows: dict[str, dict] = {}
     indexes = {}
-    builders = {"float32": float32_hnsw, "float16": lambda v: candidate_index(v, exact_limit=0)}
+    builders = {
+        "float32": lambda v: plain_hnsw(v, None),
+        "float16": lambda v: plain_hnsw(v, faiss.ScalarQuantizer.QT_fp16),
+        "float16, cluster layout": lambda v: candidate_index(v, exact_limit=0),
+    }
     for storage, build_index in builders.items():
         t0 = time.perf_counter()
         indexes[storage] = build_index(items)
@@ -71,8 +81,11 @@ def main() -> None:
             for start in range(0, len(users), shard):
                 index.search(users[start : start + shard], k)
             rows[storage]["search_s"].append(round(time.perf_counter() - t0, 2))
-    pairs = zip(rows["float32"]["search_s"], rows["float16"]["search_s"], strict=True)
-    ratios = [a / b for a, b in pairs]
+    laid_out = rows["float16, cluster layout"]["search_s"]
+
+    def ratios(slower: str) -> list[float]:
+        return [round(a / b, 3) for a, b in zip(rows[slower]["search_s"], laid_out, strict=True)]
+
     save(
         "candidate_index",
         {
@@ -84,8 +97,10 @@ def main() -> None:
             "threads": threads,
             "hnsw": {"M": 32, "efConstruction": 40, "efSearch": 128},
             "rows": rows,
-            "search_float32_over_float16": [round(r, 3) for r in ratios],
-            "median_ratio": round(float(np.median(ratios)), 3),
+            "layout_clusters": LAYOUT_CLUSTERS,
+            "search_float32_over_laid_out": ratios("float32"),
+            "search_float16_over_laid_out": ratios("float16"),
+            "median_float16_over_laid_out": float(np.median(ratios("float16"))),
         },
     )
 

@@ -9,7 +9,8 @@
   users.parquet              user_idx, text_hash, embedding, vector (train input), test_vector
                              (train + validation input: the standard protocol's test input)
   report.json                parameters, adaptation time, zero-shot and adapted metrics
-  candidates.faiss           pairs: candidates — the FAISS index of item vectors
+  candidates.npz             pairs: candidates — the FAISS index of item vectors and its
+                             layout (distill.index.CandidateIndex)
   soft_labels/               the ShardStore: shards + manifest.json (committed last)
 
 Readers (soft labels, students, the monitor, the CLI) take a `TeacherCache`; the teacher stage
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 PLAN = "plan.json"
 REPORT = "report.json"
-CANDIDATE_INDEX = "candidates.faiss"
+CANDIDATE_INDEX = "candidates.npz"
 _HEADS: PerProcess[adapt.AdaptedTeacher] = PerProcess(limit=4)  # by adapter path
 
 
@@ -180,14 +181,14 @@ class TeacherCache:
 
         return SoftLabels(self, **kwargs)
 
-    def candidate_index(self, item_vec: np.ndarray | None = None):
+    def candidate_index(self, item_vec: np.ndarray | None = None) -> faiss_index.CandidateIndex:
         """The FAISS index of the teacher's item vectors (written once by prepare; a cache made
         before the index existed gets it on first use)."""
         path = self.folder / CANDIDATE_INDEX
         if path.exists():
-            return faiss_index.from_bytes(path.read_bytes())
+            return faiss_index.CandidateIndex.from_bytes(path.read_bytes())
         index = faiss_index.candidate_index(self.vectors("items") if item_vec is None else item_vec)
-        atomic_write_bytes(path, faiss_index.to_bytes(index))
+        atomic_write_bytes(path, index.to_bytes())
         return index
 
     # -- the adapted head ----------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -88,20 +89,48 @@ def test_sampled_columns_give_the_same_distillation_term(synthetic, candidate_ca
     assert sampled_parts["l_c"] != pytest.approx(dense_parts["l_c"], rel=1e-3)
 
 
-def test_candidate_index_is_hnsw_above_the_limit_deterministic_with_high_recall():
+def _clustered(n_items: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(20, 16))
-    items = (centers[rng.integers(20, size=3000)] + 0.3 * rng.normal(size=(3000, 16))).astype(
-        np.float32
-    )
-    queries = (centers[rng.integers(20, size=200)] + rng.normal(size=(200, 16))).astype(np.float32)
+    items = centers[rng.integers(20, size=n_items)] + 0.3 * rng.normal(size=(n_items, 16))
+    queries = centers[rng.integers(20, size=n_queries)] + rng.normal(size=(n_queries, 16))
+    return items.astype(np.float32), queries.astype(np.float32)
+
+
+def test_candidate_index_is_hnsw_above_the_limit_deterministic_with_high_recall():
+    items, queries = _clustered(3000, 200)
     exact = faiss_index.candidate_index(items)
     approx = faiss_index.candidate_index(items, exact_limit=1000)
-    assert type(exact).__name__ == "IndexFlatIP" and type(approx).__name__ == "IndexHNSWSQ"
+    assert type(exact.index).__name__ == "IndexFlatIP" and not len(exact.centroids)
+    assert type(approx.index).__name__ == "IndexHNSWSQ" and len(approx.centroids) == 30
     assert faiss_index.approx_recall(approx, items, queries, 10) >= 0.95
     assert faiss_index.approx_recall(exact, items, queries, 10) == 1.0
     again = faiss_index.candidate_index(items, exact_limit=1000)  # same index, same shards
-    assert faiss_index.to_bytes(again) == faiss_index.to_bytes(approx)
+    assert again.to_bytes() == approx.to_bytes()
+    loaded = faiss_index.CandidateIndex.from_bytes(approx.to_bytes())
+    assert (loaded.search(queries, 10)[1] == approx.search(queries, 10)[1]).all()
+
+
+def test_candidate_index_cluster_layout_returns_the_plain_graphs_answers():
+    """Entries stored cluster by cluster and queries visited cluster by cluster: each query
+    still gets what the same graph in insertion order returns, as item indices."""
+    items, queries = _clustered(3000, 300)
+    laid_out = faiss_index.candidate_index(items, exact_limit=1000)
+    assert not (laid_out.ids == np.arange(len(items))).all()  # the layout did move entries
+    plain = faiss.IndexHNSWSQ(16, faiss.ScalarQuantizer.QT_fp16, 32, faiss.METRIC_INNER_PRODUCT)
+    plain.hnsw.efConstruction, plain.hnsw.efSearch = 40, 128
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # as candidate_index builds: the same graph
+    try:
+        plain.train(items)
+        plain.add(items)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    want_scores, want = plain.search(queries, 20)
+    scores, found = laid_out.search(queries, 20)
+    assert [set(row) for row in found] == [set(row) for row in want]
+    np.testing.assert_allclose(np.sort(scores, axis=1), np.sort(want_scores, axis=1), rtol=1e-6)
+    assert (np.sort(scores, axis=1)[:, ::-1] == scores).all()  # best first, as FAISS gives
 
 
 def test_evaluation_on_a_seeded_user_sample(synthetic):
