@@ -92,6 +92,7 @@ def test_serving_error_rate_from_metrics(work, errors, ok):
         ]
     finally:
         server.shutdown()
+        server.server_close()  # a closed port refuses at once; an open one lets the check time out
     assert check.ok is ok, check
     unreachable = MonitorConfig(metrics_url=url)
     check = by_name(run_checks(work, "kdrec", "syn", unreachable, now=made_at(work)))
