@@ -25,28 +25,13 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import save  # noqa: E402
-from distill.index import LAYOUT_CLUSTERS, approx_recall, candidate_index  # noqa: E402
+from distill.index import LAYOUT_CLUSTERS, approx_recall, candidate_graph, candidate_index  # noqa: E402
 from distill.teacher.cache import TeacherCache  # noqa: E402
 from distill.train import apply_threads  # noqa: E402
 
 RECALL_USERS = 2_000
 SEARCH_USERS = 24_576
 ROUNDS = 3
-
-
-def plain_hnsw(vecs: np.ndarray, quantizer: int | None) -> faiss.Index:
-    """`candidate_index`'s graph in insertion order (float32 vectors when `quantizer` is None),
-    built on one thread as it is."""
-    if quantizer is None:
-        index = faiss.IndexHNSWFlat(vecs.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-    else:
-        index = faiss.IndexHNSWSQ(vecs.shape[1], quantizer, 32, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 40
-    index.hnsw.efSearch = 128
-    faiss.omp_set_num_threads(1)
-    index.train(vecs)
-    index.add(vecs)
-    return index
 
 
 def main() -> None:
@@ -59,19 +44,17 @@ def main() -> None:
     items = np.ascontiguousarray(cache.vectors("items"), dtype=np.float32)
     users = np.ascontiguousarray(cache.vectors("users"), dtype=np.float32)[:SEARCH_USERS]
     k, shard = config.candidates_top_k, config.users_per_shard
-    threads = faiss.omp_get_max_threads()
     rows: dict[str, dict] = {}
     indexes = {}
     builders = {
-        "float32": lambda v: plain_hnsw(v, None),
-        "float16": lambda v: plain_hnsw(v, faiss.ScalarQuantizer.QT_fp16),
+        "float32": lambda v: candidate_graph(v, float16=False),
+        "float16": candidate_graph,
         "float16, cluster layout": lambda v: candidate_index(v, exact_limit=0),
     }
     for storage, build_index in builders.items():
         t0 = time.perf_counter()
         indexes[storage] = build_index(items)
         build = time.perf_counter() - t0
-        faiss.omp_set_num_threads(threads)
         recall = approx_recall(indexes[storage], items, users[:RECALL_USERS], k)
         rows[storage] = {"build_s": round(build, 2), f"recall@{k}": round(recall, 4)}
         rows[storage]["search_s"] = []
@@ -94,7 +77,7 @@ def main() -> None:
             "users_searched": len(users),
             "k": k,
             "users_per_shard": shard,
-            "threads": threads,
+            "threads": faiss.omp_get_max_threads(),
             "hnsw": {"M": 32, "efConstruction": 40, "efSearch": 128},
             "rows": rows,
             "layout_clusters": LAYOUT_CLUSTERS,

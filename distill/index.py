@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import faiss
@@ -111,6 +113,35 @@ class CandidateIndex:
             return cls(from_bytes(parts["index"].tobytes()), parts["ids"], parts["centroids"])
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """FAISS on one OpenMP thread inside the block: a parallel HNSW build or k-means depends on
+    thread timing, one thread gives the same index from the same vectors every time."""
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def candidate_graph(vecs: np.ndarray, *, float16: bool = True) -> faiss.Index:
+    """`candidate_index`'s HNSW graph (M 32, efConstruction 40, efSearch 128) in insertion
+    order, before its cluster layout; float32 vectors when not `float16` (for the benchmark)."""
+    if float16:
+        index = faiss.IndexHNSWSQ(
+            vecs.shape[1], faiss.ScalarQuantizer.QT_fp16, 32, faiss.METRIC_INNER_PRODUCT
+        )
+    else:
+        index = faiss.IndexHNSWFlat(vecs.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 40
+    index.hnsw.efSearch = 128
+    with one_thread():
+        index.train(vecs)  # fp16 has nothing to learn; FAISS still wants the call
+        index.add(vecs)
+    return index
+
+
 def candidate_index(
     item_vecs: np.ndarray, *, exact_limit: int = CANDIDATE_EXACT_LIMIT
 ) -> CandidateIndex:
@@ -127,22 +158,12 @@ def candidate_index(
     none = np.empty(0, np.int64)
     if len(vecs) <= exact_limit:
         return CandidateIndex(exact_index(vecs), none, np.empty((0, vecs.shape[1]), np.float32))
-    index = faiss.IndexHNSWSQ(
-        vecs.shape[1], faiss.ScalarQuantizer.QT_fp16, 32, faiss.METRIC_INNER_PRODUCT
-    )
-    index.hnsw.efConstruction = 40
-    index.hnsw.efSearch = 128
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # a parallel build depends on thread timing
-    try:
-        index.train(vecs)  # fp16 has nothing to learn; FAISS still wants the call
-        index.add(vecs)
+    index = candidate_graph(vecs)
+    with one_thread():  # k-means too: its assignments must not depend on thread timing
         clusters = max(1, min(LAYOUT_CLUSTERS, len(vecs) // 100))
         kmeans = faiss.Kmeans(vecs.shape[1], clusters, niter=10, seed=1, spherical=True)
         kmeans.train(vecs)
         _, cluster = kmeans.index.search(vecs, 1)
-    finally:
-        faiss.omp_set_num_threads(threads)
     ids = np.argsort(cluster[:, 0], kind="stable").astype(np.int64)
     index.permute_entries(ids)  # entry e now holds item ids[e]
     return CandidateIndex(index, ids, np.ascontiguousarray(kmeans.centroids, dtype=np.float32))
