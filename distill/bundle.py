@@ -35,7 +35,7 @@ from distill.layers import left_padded
 from distill.report import Report
 from storage.atomic import dumps_json, parquet_bytes
 from storage.datasets import Dataset
-from storage.embeddings import embedding_column, embedding_matrix
+from storage.embeddings import embedding_column, embedding_matrix, vector_layout
 from storage.errors import NotFound
 from storage.pseudonyms import SCHEME, key_id, pseudonym
 
@@ -122,7 +122,7 @@ def bundle_files(
             popularity,
             item_vecs,
         ),
-        USERS: parquet_bytes(users_table),
+        USERS: parquet_bytes(users_table, **vector_layout(users_table)),
         REPORT: dumps_json(  # the run folder's bytes exactly
             report.as_json() if isinstance(report, Report) else report
         ).encode(),
@@ -157,7 +157,7 @@ def items_bytes(
             "vector": embedding_column(item_vecs),
         }
     )
-    return parquet_bytes(table)
+    return parquet_bytes(table, **vector_layout(table))
 
 
 def state_bytes(state: dict[str, Tensor]) -> bytes:

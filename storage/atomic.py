@@ -96,17 +96,21 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def write_parquet(path: Path, table: pa.Table, *, compression: str = "zstd") -> None:
-    """Atomically write a Parquet file (temp, fsync, rename). Deterministic for equal tables."""
+def write_parquet(path: Path, table: pa.Table, *, compression: str = "zstd", **layout: Any) -> None:
+    """Atomically write a Parquet file (temp, fsync, rename). Deterministic for equal tables.
+    `layout`: more `pyarrow.parquet.write_table` options (`storage.embeddings.vector_layout`)."""
     _atomic(
-        path, lambda tmp: pq.write_table(table, tmp, compression=compression, write_statistics=True)
+        path,
+        lambda tmp: pq.write_table(
+            table, tmp, compression=compression, write_statistics=True, **layout
+        ),
     )
 
 
-def parquet_bytes(table: pa.Table, *, compression: str = "zstd") -> bytes:
+def parquet_bytes(table: pa.Table, *, compression: str = "zstd", **layout: Any) -> bytes:
     """A Parquet file in memory (for bundles, whose files the registry writes atomically)."""
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression=compression)
+    pq.write_table(table, buf, compression=compression, **layout)
     return buf.getvalue()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,12 +22,37 @@ def embedding_column(matrix: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
 
 
+# Rows per Parquet row group in a table of vectors (`vector_layout`).
+VECTOR_ROW_GROUP = 8192
+
+
+def vector_layout(table: pa.Table) -> dict[str, Any]:
+    """How a table of float vectors (fixed-size-list columns) is written to Parquet: no
+    dictionary (every float differs: pyarrow would build one, then drop it), byte-stream-split
+    floats (zstd then finds the sign/exponent bytes alike) and row groups of VECTOR_ROW_GROUP rows
+    (the reader decodes group by group instead of into one column-sized buffer). Reading one
+    384-float vector column of bench/scale.py's x100 teacher cache into a matrix (`python
+    bench/vector_parquet.py`, median of 5 alternating reads): 94K users 0.22 s against 1.33 s
+    as pyarrow writes by default, 106K items 0.22 against 1.85 s; files 9 % smaller."""
+    floats = [f"{f.name}.list.element" for f in table.schema if pa.types.is_fixed_size_list(f.type)]
+    return {
+        "use_dictionary": False,
+        "use_byte_stream_split": floats,
+        "row_group_size": VECTOR_ROW_GROUP,
+    }
+
+
 def embedding_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """(N, D) float32 from a fixed-size-list column."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    dim = column.type.list_size
-    return column.values.to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+    """(N, D) float32 from a fixed-size-list column, copied once (chunk by chunk: one chunk per
+    row group of a `vector_layout` file)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out = np.empty((len(column), column.type.list_size), np.float32)
+    row = 0
+    for chunk in chunks:
+        values = chunk.flatten().to_numpy(zero_copy_only=False)  # flatten: honours slices
+        out[row : row + len(chunk)] = values.reshape(len(chunk), -1)
+        row += len(chunk)
+    return out
 
 
 class EmbeddingCache:
@@ -52,7 +78,7 @@ class EmbeddingCache:
             }
         )
         digest = sha256_bytes("".join(hashes).encode())[:8]
-        write_parquet(self.dir / f"part-{digest}.parquet", table)
+        write_parquet(self.dir / f"part-{digest}.parquet", table, **vector_layout(table))
 
     def get_or_encode(
         self,

@@ -35,7 +35,7 @@ from distill.evaluate import Scorer, vector_scorer
 from distill.memo import PerProcess
 from distill.teacher.base import TeacherConfig, TeacherError
 from storage.atomic import atomic_write_bytes, atomic_write_json, read_json, write_parquet
-from storage.embeddings import embedding_column, embedding_matrix
+from storage.embeddings import embedding_column, embedding_matrix, vector_layout
 from storage.shards import ShardStore
 from storage.workdir import WorkDir
 
@@ -249,7 +249,7 @@ class TeacherCache:
         write_parquet(self.folder / "users_texts.parquet", users.to_arrow())
 
     def write_vectors(self, which: str, table: pa.Table) -> None:
-        write_parquet(self.folder / f"{which}.parquet", table)
+        write_parquet(self.folder / f"{which}.parquet", table, **vector_layout(table))
 
     def write_report(self, report: dict) -> None:
         atomic_write_json(self.folder / REPORT, report)

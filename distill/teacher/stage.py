@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import scipy.sparse as sp
 import torch
 
 from distill.evaluate import evaluate, vector_scorer
@@ -311,21 +312,39 @@ def _head_vectors(
 
 def candidates(
     top: np.ndarray,
-    train_rows: list[np.ndarray],
+    train: sp.csr_matrix,
     n_items: int,
     n_random: int,
     seed: int,
     users: np.ndarray,
 ) -> list[np.ndarray]:
-    """Per user: the teacher's top-K (rows of `top`, -1 = none) + the user's train positives +
-    K' random negatives, sorted and unique."""
-    out = []
-    for row, user in enumerate(users):
-        rng = np.random.default_rng([seed, int(user)])
-        rand = rng.choice(n_items, size=min(n_random, n_items), replace=False)
-        found = top[row][top[row] >= 0]
-        out.append(np.unique(np.concatenate([found, train_rows[row], rand])))
-    return out
+    """Per user (row of `top` and of `train`): the teacher's top-K (-1 = none) + the user's train
+    positives + K' random negatives (drawn from the user's own seed), sorted and unique. The
+    de-duplication is one sort over the shard's (row, item) keys, not one `np.unique` a user."""
+    rows = len(users)
+    if not rows:
+        return []
+    size = min(n_random, n_items)
+    rand = np.array(
+        [
+            np.random.default_rng([seed, int(user)]).choice(n_items, size=size, replace=False)
+            for user in users
+        ],
+        dtype=np.int64,
+    ).reshape(rows, size)
+    found = top >= 0
+    owner = np.concatenate(
+        [
+            np.nonzero(found)[0],
+            np.repeat(np.arange(rows), np.diff(train.indptr)),
+            np.repeat(np.arange(rows), size),
+        ]
+    )
+    item = np.concatenate([top[found], train.indices, rand.reshape(-1)]).astype(np.int64)
+    keys = np.sort(owner * n_items + item)  # by row, then item
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]  # numpy 2.4's unique: 45x slower
+    counts = np.bincount(keys // n_items, minlength=rows)
+    return np.split(keys % n_items, np.cumsum(counts)[:-1])
 
 
 def score_shard(cache_dir: Path, key: str, *, work_dir: Path) -> ShardInfo:
@@ -352,15 +371,16 @@ def score_shard(cache_dir: Path, key: str, *, work_dir: Path) -> ShardInfo:
         labels = list((user_vec @ item_vec.T).astype(np.float32))  # (U, I)
     else:  # the index finds each user's top-K: no (users x items) matrix
         split = _plan_split(plan)
-        train = split.train[start:end]
-        train_rows = [
-            train.indices[train.indptr[r] : train.indptr[r + 1]] for r in range(len(users))
-        ]
         index = _SHARED.get(f"candidates:{cache.folder}", lambda: cache.candidate_index(item_vec))
         k = min(config.candidates_top_k, plan.n_items)
         _, top = index.search(np.ascontiguousarray(user_vec, dtype=np.float32), k)
         cands = candidates(
-            top, train_rows, plan.n_items, config.candidates_random, config.adapt.seed, users
+            top,
+            split.train[start:end],
+            plan.n_items,
+            config.candidates_random,
+            config.adapt.seed,
+            users,
         )
         labels = [(item_vec[c] @ user_vec[row]).astype(np.float32) for row, c in enumerate(cands)]
     if config.kind == "causal" and config.pairs == "candidates":

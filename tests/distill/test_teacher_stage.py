@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 
 from distill.teacher import stage
 from distill.teacher.base import AdaptConfig, TeacherConfig, TeacherError
@@ -115,6 +116,23 @@ def test_candidates_policy(synthetic, work, tiny_encoder_path):
     assert per_user.min() >= 5 and per_user.max() <= 5 + 3 + 8
     train = split.fold("train").select("user_idx", "item_idx")
     assert train.join(labels, on=["user_idx", "item_idx"], how="anti").height == 0
+
+
+def test_candidates_are_each_users_sorted_unique_union():
+    """The shard-wide de-duplication gives, per user, exactly np.unique of the user's own top-K
+    (-1 = none), train items and seeded random draws."""
+    rng = np.random.default_rng(0)
+    n_items, users = 60, np.arange(100, 123)
+    top = rng.integers(0, n_items, (len(users), 12))
+    top[rng.random(top.shape) < 0.3] = -1
+    train = sp.random(len(users), n_items, density=0.15, format="csr", random_state=1)
+    got = stage.candidates(top, train, n_items, 7, 3, users)
+    assert len(got) == len(users)
+    for row, user in enumerate(users):
+        draws = np.random.default_rng([3, int(user)]).choice(n_items, size=7, replace=False)
+        own = train.indices[train.indptr[row] : train.indptr[row + 1]]
+        want = np.unique(np.concatenate([top[row][top[row] >= 0], own, draws]))
+        np.testing.assert_array_equal(got[row], want)
 
 
 @pytest.mark.parametrize("mode", ["top_layers", "lora"])

@@ -1,0 +1,73 @@
+"""Reading a teacher cache's vectors: Parquet as pyarrow writes it by default (one row group,
+dictionary encoding tried on the floats) against `storage.embeddings.vector_layout` (row groups of
+VECTOR_ROW_GROUP rows, byte-stream-split floats, no dictionary), which kdrec writes.
+
+    python bench/vector_parquet.py --cache /tmp/kdrec-scale-*/x100/work/cache/teacher/<fingerprint>
+
+Rewrites the cache's users.parquet and items.parquet both ways into a scratch folder, then reads
+the `vector` column into a float32 matrix (what `TeacherCache.vectors` does) ROUNDS times, the two
+layouts taking turns. Results: bench/results/vector_parquet.json (seconds per read, file sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyarrow.parquet as pq  # noqa: E402
+
+from bench.common import save  # noqa: E402
+from storage.atomic import write_parquet  # noqa: E402
+from storage.embeddings import VECTOR_ROW_GROUP, embedding_matrix, vector_layout  # noqa: E402
+
+ROUNDS = 5
+
+
+def read_seconds(path: Path) -> float:
+    t0 = time.perf_counter()
+    embedding_matrix(pq.read_table(path, columns=["vector"]).column("vector"))
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", type=Path, required=True, help="a teacher cache folder")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kdrec-vector-parquet-") as scratch:
+        for which in ("users", "items"):
+            table = pq.read_table(args.cache / f"{which}.parquet")
+            layouts = {"pyarrow default": {}, "vector_layout": vector_layout(table)}
+            paths = {}
+            for name, layout in layouts.items():
+                paths[name] = Path(scratch) / f"{which}-{len(paths)}.parquet"
+                write_parquet(paths[name], table, **layout)
+            seconds: dict[str, list[float]] = {name: [] for name in layouts}
+            for _ in range(ROUNDS):
+                for name, path in paths.items():
+                    seconds[name].append(read_seconds(path))
+            for name, path in paths.items():
+                row = {
+                    "table": which,
+                    "rows": table.num_rows,
+                    "layout": name,
+                    "megabytes": round(path.stat().st_size / 2**20, 1),
+                    "read_seconds": [round(s, 3) for s in seconds[name]],
+                    "median_seconds": round(statistics.median(seconds[name]), 3),
+                }
+                rows.append(row)
+                print(row, flush=True)
+    save(
+        "vector_parquet",
+        {"cache": str(args.cache), "rounds": ROUNDS, "row_group": VECTOR_ROW_GROUP, "rows": rows},
+    )
+
+
+if __name__ == "__main__":
+    main()
