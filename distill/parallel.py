@@ -2,18 +2,46 @@
 
 On a small machine two one-thread trainings finish far sooner than two two-thread ones in a row.
 Processes are spawned (no forked torch/OpenMP state); an interrupt (Ctrl-C, SIGTERM turned into
-KeyboardInterrupt by the CLI) terminates the workers at once instead of waiting for their jobs.
+KeyboardInterrupt by the CLI) terminates the workers at once instead of waiting for their jobs, and
+on Linux a worker dies with the process that spawned it, however that one ends.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import torch
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def die_with_parent(parent: int) -> None:
+    """First thing in a worker: on Linux, ask the kernel to SIGKILL this process when the thread
+    that spawned it ends, whether it returns, is interrupted or is killed. Without it a worker
+    spawned while the CLI was stopping (a queued job starting as the running ones are
+    terminated) outlived the command and trained on, orphaned. If `parent` is already gone,
+    exit now: the request would come too late."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _in_worker(fn: Callable[..., Any], args: tuple) -> Any:
@@ -27,9 +55,7 @@ def map_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: 
     worker, else in order in this process. `fn` must be importable (a module-level function)."""
     if workers <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
-    pool = ProcessPoolExecutor(
-        min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")
-    )
+    pool = _pool(min(workers, len(jobs)))
     try:
         futures = [pool.submit(_in_worker, fn, job) for job in jobs]
         return [f.result() for f in futures]
@@ -53,7 +79,7 @@ class InBackground:
     (call it in a `finally`, so a failed or interrupted caller leaves nothing behind)."""
 
     def __init__(self, fn: Callable[..., Any], args: tuple) -> None:
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = _pool(1)
         self._future = self._pool.submit(_in_worker, fn, args)
 
     def result(self) -> Any:

@@ -113,4 +113,19 @@ def test_interrupt_mid_training_stops_fast_and_leaves_no_children(
     time.sleep(0.5)
     alive = [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert not alive, f"left behind: {alive}"
+    # and nothing it started after the snapshot (a queued training job starting while the
+    # running ones were stopped once outlived the command): its session is empty
+    assert not _in_session(proc.pid), f"left behind: {_in_session(proc.pid)}"
     assert stopped < 5
+
+
+def _in_session(sid: int) -> list[str]:
+    """The live processes of session `sid` (the command started one: start_new_session)."""
+    found = []
+    for process in psutil.process_iter(["pid", "status", "cmdline"]):
+        try:
+            if os.getsid(process.pid) == sid and process.info["status"] != "zombie":
+                found.append(f"{process.pid}: {' '.join(process.info['cmdline'] or [])[:120]}")
+        except (ProcessLookupError, PermissionError):
+            continue
+    return found
