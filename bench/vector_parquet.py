@@ -4,9 +4,10 @@ VECTOR_ROW_GROUP rows, byte-stream-split floats, no dictionary), which kdrec wri
 
     python bench/vector_parquet.py --cache /tmp/kdrec-scale-*/x100/work/cache/teacher/<fingerprint>
 
-Rewrites the cache's users.parquet and items.parquet both ways into a scratch folder, then reads
-the `vector` column into a float32 matrix (what `TeacherCache.vectors` does) ROUNDS times, the two
-layouts taking turns. Results: bench/results/vector_parquet.json (seconds per read, file sizes).
+Writes the cache's users.parquet and items.parquet both ways into a scratch folder (atomically,
+as kdrec does), then reads the `vector` column into a float32 matrix (what `TeacherCache.vectors`
+does), ROUNDS times, the two layouts taking turns. Results: bench/results/vector_parquet.json
+(seconds per write and per read, file sizes).
 """
 
 from __future__ import annotations
@@ -44,13 +45,14 @@ def main() -> None:
         for which in ("users", "items"):
             table = pq.read_table(args.cache / f"{which}.parquet")
             layouts = {"pyarrow default": {}, "vector_layout": vector_layout(table)}
-            paths = {}
-            for name, layout in layouts.items():
-                paths[name] = Path(scratch) / f"{which}-{len(paths)}.parquet"
-                write_parquet(paths[name], table, **layout)
+            paths = {name: Path(scratch) / f"{which}-{k}.parquet" for k, name in enumerate(layouts)}
             seconds: dict[str, list[float]] = {name: [] for name in layouts}
+            writes: dict[str, list[float]] = {name: [] for name in layouts}
             for _ in range(ROUNDS):
                 for name, path in paths.items():
+                    t0 = time.perf_counter()
+                    write_parquet(path, table, **layouts[name])
+                    writes[name].append(time.perf_counter() - t0)
                     seconds[name].append(read_seconds(path))
             for name, path in paths.items():
                 row = {
@@ -60,6 +62,8 @@ def main() -> None:
                     "megabytes": round(path.stat().st_size / 2**20, 1),
                     "read_seconds": [round(s, 3) for s in seconds[name]],
                     "median_seconds": round(statistics.median(seconds[name]), 3),
+                    "write_seconds": [round(s, 3) for s in writes[name]],
+                    "median_write_seconds": round(statistics.median(writes[name]), 3),
                 }
                 rows.append(row)
                 print(row, flush=True)

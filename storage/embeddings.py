@@ -32,8 +32,9 @@ def vector_layout(table: pa.Table) -> dict[str, Any]:
     floats (zstd then finds the sign/exponent bytes alike) and row groups of VECTOR_ROW_GROUP rows
     (the reader decodes group by group instead of into one column-sized buffer). Reading one
     384-float vector column of bench/scale.py's x100 teacher cache into a matrix (`python
-    bench/vector_parquet.py`, median of 5 alternating reads): 94K users 0.22 s against 1.33 s
-    as pyarrow writes by default, 106K items 0.22 against 1.85 s; files 9 % smaller."""
+    bench/vector_parquet.py`, median of 5 alternating rounds, each a write then a read): 94K
+    users 1.48 s against 3.63 s as pyarrow writes by default, 106K items 0.24 against 2.96 s;
+    writing them 1.99 / 1.57 s against 2.13 / 1.81 s; files 9 % smaller."""
     floats = [f"{f.name}.list.element" for f in table.schema if pa.types.is_fixed_size_list(f.type)]
     return {
         "use_dictionary": False,
