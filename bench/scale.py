@@ -126,8 +126,9 @@ def run_one(scale: float, root: Path) -> dict:
             test = evaluate(scorer, split)
         rounds["student_evaluate"].append(stages["student_evaluate"])
     stages.update({name: min(seconds) for name, seconds in rounds.items()})
+    placement = student_stage.place_items(model, split, None, None)
     run = student_stage.StudentRun(
-        model, student, kd, 0, trained, test, {"ndcg@10": trained.best_score}, 0.0
+        model, student, kd, 0, trained, test, {"ndcg@10": trained.best_score}, 0.0, placement
     )
     with timer(stages, "publish"):
         report = {"benchmark": "scale", "scale": scale, "test": test.metrics}
@@ -137,9 +138,9 @@ def run_one(scale: float, root: Path) -> dict:
             files, {"dataset": dataset.ref}, validation={"ndcg@10": trained.best_score}
         )
     config = json.loads(files["config.json"])
-    with torch.no_grad():  # the serving index's build alone, timed again (it is inside publish)
-        item_vecs = model.item_vectors().numpy()
-    user_vecs, _ = serving_vectors(model, dataset, student.history_len)
+    served = placement.served()  # the serving index's build alone, timed again (in publish too)
+    item_vecs = served.numpy()
+    user_vecs, _ = serving_vectors(model, dataset, student.history_len, served)
     t0 = time.perf_counter()
     faiss_index.build_index(item_vecs, queries=user_vecs)  # as bundle_files builds it
     index_seconds = time.perf_counter() - t0

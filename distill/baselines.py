@@ -41,6 +41,30 @@ class Popularity:
         return int(self.counts.shape[0])
 
 
+class ContentKNN:
+    """Content only: a user is the mean of the (unit) LM embeddings of the items they read;
+    an item scores by its cosine with it. Needs no interaction with an item, so it places new
+    ones (the new-items protocol's content baseline)."""
+
+    name = "Content kNN"
+
+    def __init__(self, item_emb: np.ndarray) -> None:
+        norms = np.linalg.norm(item_emb, axis=1, keepdims=True)
+        self.unit = (item_emb / np.maximum(norms, 1e-12)).astype(np.float32)  # (I, T)
+
+    def fit(self, train: sp.csr_matrix) -> ContentKNN:
+        return self  # nothing to learn from interactions
+
+    def scores(self, inputs: sp.csr_matrix) -> np.ndarray:
+        profile = np.asarray(inputs.astype(np.float32) @ self.unit)  # (B, T), sums
+        norms = np.linalg.norm(profile, axis=1, keepdims=True)
+        return (profile / np.maximum(norms, 1e-12)) @ self.unit.T
+
+    @property
+    def n_params(self) -> int:
+        return 0
+
+
 class ItemKNN:
     """Item-based CF: score = X_u · S with S the cosine item-item similarity of train columns.
 
@@ -101,7 +125,7 @@ class EASE:
         return int(self.weights.size)
 
 
-def scorer(model: Popularity | ItemKNN | EASE, split: Split) -> Scorer:
+def scorer(model: Popularity | ContentKNN | ItemKNN | EASE, split: Split) -> Scorer:
     """The model as a scorer for `distill.evaluate`: each fold scored from its own input rows."""
     return lambda users, fold: model.scores(split.inputs(fold)[users])
 

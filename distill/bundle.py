@@ -1,9 +1,13 @@
 """The published bundle's files: the one module that writes them and reads them back.
 
     student.safetensors  the student's weights
+    content.safetensors  optional: its content tower (LM item embedding -> item vector), which
+                         places items it has never seen (`kdrec models extend`)
     config.json          its StudentConfig and DistillConfig, seed, catalog size, the serving
-                         index's kind and recall, the user-id scheme, the int8 index's stats
-    items.parquet        item_idx, item_id, title, popularity, vector (the student's item vectors)
+                         index's kind and recall, the user-id scheme, the int8 index's stats,
+                         the content tower's shape and scale
+    items.parquet        item_idx, item_id, title, popularity, vector (the served item vectors:
+                         items with no train interaction placed from their text)
     users.parquet        user_idx, user_id (raw, or HMAC with pseudonyms), seen, vector
     items.faiss          the serving index: exact, HNSW above 100K items (distill/index.py)
     items.sq8.faiss      optional: its int8 copy, for `kdrec serve --index sq8`
@@ -33,6 +37,7 @@ from torch import Tensor, nn
 from distill import index as faiss_index
 from distill.layers import left_padded
 from distill.report import Report
+from distill.student.content import ContentTower
 from storage.atomic import dumps_json, parquet_bytes
 from storage.datasets import Dataset
 from storage.embeddings import embedding_column, embedding_matrix, vector_layout
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
     from distill.student.stage import StudentRun
 
 STUDENT = "student.safetensors"
+CONTENT = "content.safetensors"
 CONFIG = "config.json"
 ITEMS = "items.parquet"
 USERS = "users.parquet"
@@ -51,14 +57,14 @@ INDEX_FILES = {"exact": "items.faiss", "sq8": "items.sq8.faiss"}
 
 
 def serving_vectors(
-    model: nn.Module, dataset: Dataset, history_len: int
+    model: nn.Module, dataset: Dataset, history_len: int, item_vecs: Tensor
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """User vectors from each user's whole known history (serving time), and the seen items."""
+    """User vectors from each user's whole known history (serving time) read with the served
+    item vectors, and the seen items."""
     seqs = dataset.sequences()
     hist = torch.as_tensor(left_padded(seqs, history_len, dataset.n_items))
     model.eval()
     with torch.no_grad():
-        item_vecs = model.item_vectors()
         users = torch.arange(dataset.n_users)
         vecs = torch.cat(
             [
@@ -80,9 +86,9 @@ def bundle_files(
     """The files of a publishable bundle; `quantized` adds the int8 index, `user_key` stores
     HMAC(user_key, user id) instead of raw user ids."""
     model = run.model
-    with torch.no_grad():
-        item_vecs = model.item_vectors().detach().numpy()  # an ID-only tower is a Parameter
-    user_vecs, seen = serving_vectors(model, dataset, run.config.history_len)
+    served = run.placement.served().detach()
+    item_vecs = served.numpy()
+    user_vecs, seen = serving_vectors(model, dataset, run.config.history_len, served)
     items = dataset.items()
     popularity = np.bincount(
         dataset.interactions().get_column("item_idx").to_numpy(), minlength=dataset.n_items
@@ -111,9 +117,14 @@ def bundle_files(
         "n_items": dataset.n_items,
         **index_config,
         "user_ids": {"scheme": SCHEME, "key_id": key_id(user_key)} if user_key else None,
+        "content": None
+        if run.content is None
+        else {**run.content.shape(), "scale": run.placement.scale},
     }
+    content = {} if run.content is None else {CONTENT: state_bytes(run.content.state_dict())}
     return {
         **indexes,
+        **content,
         STUDENT: state_bytes(model.state_dict()),
         CONFIG: config_bytes(config),
         ITEMS: items_bytes(
@@ -192,6 +203,15 @@ class StudentBundle:
 
     def user_vectors(self) -> np.ndarray:
         return embedding_matrix(self.users(["vector"]).to_arrow().column("vector"))
+
+    def content_tower(self) -> tuple[ContentTower, float] | None:
+        """The student's content tower and the scale its vectors are served at, or None."""
+        shape = self.config.get("content")
+        if not shape:
+            return None
+        tower = ContentTower(shape["text_dim"], shape["dim"], shape["hidden"])
+        tower.load_state_dict(load_tensors((self.path / CONTENT).read_bytes()))
+        return tower.eval(), float(shape["scale"])
 
     def has_index(self, kind: str) -> bool:
         return (self.path / INDEX_FILES[kind]).exists()

@@ -1,11 +1,11 @@
 """Cold items: items that reach the catalog after training get a vector from their text alone.
 
-A student trained with `text_projection: true` scores an item by <user, ID embedding + W·LM(text)>.
-An item it never saw has no trained ID embedding, so its vector is the projection of its text
-embedding alone (ID row zero): the teacher LM encodes the new texts, the student's own projection
-maps them, nothing is retrained. `extend_bundle` returns the files of a new bundle with those
-items appended to the item table, the ID table and both FAISS indexes. Users and their vectors
-are unchanged; the new items start with popularity 0.
+The teacher LM encodes the new texts and the bundle's content path maps them into the student's
+item space, nothing is retrained: the content tower (`distill/student/content.py`, which the
+default distilled student carries) at the scale it is served with, or, for a student trained with
+`text_projection: true`, that projection alone (its ID row zero). `extend_bundle` returns the
+files of a new bundle with those items appended to the item table, the ID table and both FAISS
+indexes. Users and their vectors are unchanged; the new items start with popularity 0.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from distill import bundle as bundle_io
 from distill.bundle import StudentBundle
 from distill.recommend import HistoryEncoder
+from distill.student.content import ContentTower
 from storage.embeddings import embedding_matrix
 from storage.errors import ConfigError, DataError, KdrecError
 from storage.registry import Bundle
@@ -29,13 +30,14 @@ ID_TABLES = ("net.item_emb.weight", "items.ids.weight")  # sequential, two-tower
 
 
 NO_PROJECTION = (
-    "this model's student has no text projection (student.text_projection: false), so items it "
-    "never saw cannot be placed without retraining; they enter the catalog at the next run"
+    "this model's student has no content path (no content tower, student.text_projection: "
+    "false), so items it never saw cannot be placed without retraining; they enter the catalog "
+    "at the next run"
 )
 
 
 class NoTextProjection(KdrecError, ValueError):
-    """The bundle's student has no text projection, so it cannot place an unseen item."""
+    """The bundle's student has no content path, so it cannot place an unseen item."""
 
 
 @dataclass(frozen=True)
@@ -47,14 +49,30 @@ class NewItems:
     text_emb: np.ndarray
 
 
-def cold_vectors(encoder: HistoryEncoder, text_emb: np.ndarray) -> np.ndarray:
-    """(N, D) float32 item vectors from LM text embeddings (N, T), through the student's text
-    projection; NoTextProjection when it has none."""
+def cold_vectors(
+    encoder: HistoryEncoder,
+    text_emb: np.ndarray,
+    content: tuple[ContentTower, float] | None = None,
+) -> np.ndarray:
+    """(N, D) float32 item vectors from LM text embeddings (N, T): `content` (a content tower and
+    its scale), else the student's text projection; NoTextProjection when it has neither."""
+    emb = torch.as_tensor(text_emb, dtype=torch.float32)
     with torch.no_grad():
-        vecs = encoder.model.text_vectors(torch.as_tensor(text_emb, dtype=torch.float32))
+        if content is not None:
+            tower, scale = content
+            return (scale * tower(emb)).numpy()
+        vecs = encoder.model.text_vectors(emb)
     if vecs is None:
         raise NoTextProjection(NO_PROJECTION)
     return vecs.numpy()
+
+
+def text_width(encoder: HistoryEncoder, content: tuple[ContentTower, float] | None) -> int:
+    """The LM embedding width the bundle's content path reads."""
+    width = content[0].text_dim if content is not None else encoder.text_dim
+    if width is None:
+        raise NoTextProjection(NO_PROJECTION)
+    return width
 
 
 def extend_bundle(bundle: Bundle, new: NewItems) -> tuple[dict[str, bytes], int]:
@@ -77,15 +95,14 @@ def extend_bundle(bundle: Bundle, new: NewItems) -> tuple[dict[str, bytes], int]
     frame = new.frame[fresh]
     item_vecs = embedding_matrix(items.get_column("vector").to_arrow())
     encoder = HistoryEncoder.from_bundle(contents, item_vecs)
-    text_dim = encoder.text_dim
-    if text_dim is None:
-        raise NoTextProjection(NO_PROJECTION)
+    content = contents.content_tower()
+    text_dim = text_width(encoder, content)
     if new.text_emb.shape[1] != text_dim:
         raise ConfigError(
             f"text embeddings are {new.text_emb.shape[1]}-d but the student projects "
             f"{text_dim}-d ones: encode with the teacher LM it was trained with"
         )
-    added = cold_vectors(encoder, new.text_emb[fresh])
+    added = cold_vectors(encoder, new.text_emb[fresh], content)
     all_vecs = np.concatenate([item_vecs, added]).astype(np.float32)
     n_old, n_new = len(item_vecs), len(added)
     state = {
@@ -114,5 +131,6 @@ def extend_bundle(bundle: Bundle, new: NewItems) -> tuple[dict[str, bytes], int]
         ),
         bundle_io.USERS: contents.raw(bundle_io.USERS),
         bundle_io.REPORT: contents.raw(bundle_io.REPORT),
+        **({bundle_io.CONTENT: contents.raw(bundle_io.CONTENT)} if content is not None else {}),
     }
     return files, n_new

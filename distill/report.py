@@ -50,13 +50,25 @@ class ModelRow:
 
 
 def paired_test(treated: ModelRow, control: ModelRow, metric: str = "ndcg@10") -> dict:
+    """Paired t-test of two report rows (`paired`)."""
+    return paired(
+        treated.results, control.results, names=(treated.model, control.model), metric=metric
+    )
+
+
+def paired(
+    treated: Sequence[EvalResult],
+    control: Sequence[EvalResult],
+    *,
+    names: tuple[str, str],
+    metric: str = "ndcg@10",
+) -> dict:
     """Paired t-test on per-user metric values pooled across seeds (same users, same seeds). A
     deterministic control with one result (a classic baseline) is paired with every seed."""
-    a = np.concatenate([r.per_user[metric] for r in treated.results])
-    control_results = control.results
-    if len(control_results) == 1:
-        control_results = control_results * len(treated.results)
-    b = np.concatenate([r.per_user[metric] for r in control_results])
+    a = np.concatenate([r.per_user[metric] for r in treated])
+    if len(control) == 1:
+        control = list(control) * len(treated)
+    b = np.concatenate([r.per_user[metric] for r in control])
     base = b.mean()
     p_value = float(stats.ttest_rel(a, b).pvalue) if np.any(a != b) else 1.0
     return {
@@ -64,8 +76,8 @@ def paired_test(treated: ModelRow, control: ModelRow, metric: str = "ndcg@10") -
         "relative_gain": float(a.mean() / base - 1) if base else 0.0,
         "p_value": p_value,
         "n_pairs": int(len(a)),
-        "treated": treated.model,
-        "control": control.model,
+        "treated": names[0],
+        "control": names[1],
     }
 
 
@@ -81,24 +93,39 @@ def activity_buckets(split: Split, users: np.ndarray) -> tuple[np.ndarray, dict[
     }
 
 
+RARE_MAX = 5  # an item with at most this many train interactions is rare
+
+
 def popularity_buckets(split: Split, users: np.ndarray, fold: str = "test") -> np.ndarray:
     """head (top 20% items by train count) / torso (next 30%) / tail, by each user's test item."""
     counts = np.asarray(split.train.sum(axis=0)).ravel()
     rank = np.empty(len(counts), dtype=np.int64)
     rank[np.argsort(-counts, kind="stable")] = np.arange(len(counts))
-    target = split.matrix(fold)[users]
-    first_item = np.array([target.indices[target.indptr[i]] for i in range(len(users))])
-    frac = rank[first_item] / len(counts)
+    frac = rank[_first_targets(split, users, fold)] / len(counts)
     return np.where(frac < 0.2, "head", np.where(frac < 0.5, "torso", "tail"))
 
 
-BUCKETS = ("cold", "medium", "heavy", "head", "torso", "tail")
+def rare_items(split: Split, users: np.ndarray, fold: str = "test") -> np.ndarray:
+    """(U,) bool: the user's test item has at most RARE_MAX train interactions."""
+    counts = np.asarray(split.train.sum(axis=0)).ravel()
+    return counts[_first_targets(split, users, fold)] <= RARE_MAX
 
 
-def breakdown(rows: list[ModelRow], labels: np.ndarray, metric: str = "ndcg@10") -> dict:
+def _first_targets(split: Split, users: np.ndarray, fold: str) -> np.ndarray:
+    target = split.matrix(fold)[users]
+    return np.array([target.indices[target.indptr[i]] for i in range(len(users))], dtype=np.int64)
+
+
+BUCKETS = ("cold", "medium", "heavy", "head", "torso", "tail", "rare")
+
+
+def breakdown(
+    rows: list[ModelRow], buckets: dict[str, np.ndarray], metric: str = "ndcg@10"
+) -> dict:
+    """Each row's mean `metric` over the users of each bucket (a bool mask over the users; buckets
+    may overlap: rare items are tail items too)."""
     out: dict[str, dict] = {}
-    for bucket in BUCKETS:
-        keep = labels == bucket
+    for bucket, keep in buckets.items():
         if keep.any():
             out[bucket] = {
                 "users": int(keep.sum()),
@@ -112,7 +139,7 @@ def breakdown(rows: list[ModelRow], labels: np.ndarray, metric: str = "ndcg@10")
     return out
 
 
-SETTINGS = ("teacher_fingerprint", "student", "sasrec", "distill", "loop")
+SETTINGS = ("teacher_fingerprint", "student", "sasrec", "distill", "content", "loop")
 TESTS = ("kd_vs_no_kd", "kd_vs_best_plain")
 SERVED = ("previous_model", "delta_vs_previous")
 
@@ -138,12 +165,14 @@ class Report:
     cost: dict | None = None  # serving cost per user (distill.student.stage.serving_cost)
     served: dict = field(default_factory=dict)  # SERVED: vs the model being served
     bars: dict = field(default_factory=dict)  # the product's quality bars (`bars`)
+    # the item-cold-start protocol's section (distill/new_item_rows.py), with split.new_items
+    new_items: dict | None = None
 
-    def finish(self, cost: dict | None, served: dict) -> Report:
+    def finish(self, cost: dict | None, served: dict, new_items: dict | None = None) -> Report:
         """Add what is known once every model is trained; evaluates the bars. Once."""
         if self.bars:
             raise ValueError("report already finished")
-        self.cost, self.served = cost, dict(served)
+        self.cost, self.served, self.new_items = cost, dict(served), new_items
         self.bars = bars(self.as_json())
         return self
 
@@ -161,6 +190,8 @@ class Report:
         }
         if self.cost is not None:
             out["cost"] = self.cost
+        if self.new_items is not None:
+            out["new_items"] = self.new_items
         if self.bars:
             out["bars"] = self.bars
         return out
@@ -168,7 +199,17 @@ class Report:
     @classmethod
     def from_json(cls, data: dict) -> Report:
         """A report read back from report.json (unknown keys are kept, under settings)."""
-        core = ("dataset", "split", "protocol", "seeds", "rows", "breakdown", "cost", "bars")
+        core = (
+            "dataset",
+            "split",
+            "protocol",
+            "seeds",
+            "rows",
+            "breakdown",
+            "cost",
+            "bars",
+            "new_items",
+        )
         return cls(
             dataset=data["dataset"],
             split=data["split"],
@@ -181,6 +222,7 @@ class Report:
             cost=data.get("cost"),
             served={k: data[k] for k in SERVED if k in data},
             bars=data.get("bars", {}),
+            new_items=data.get("new_items"),
         )
 
     def summary_rows(self) -> list[dict]:
@@ -207,15 +249,19 @@ def build_report(
 ) -> Report:
     users = rows[0].results[0].users
     activity, thresholds = activity_buckets(split, users)
+    popularity = popularity_buckets(split, users)
     return Report(
         dataset=dataset,
         split="leave-one-out" if split.name == "loo" else split.name,
         seeds=seeds,
         rows=[r.as_json() for r in rows],
         breakdown={
-            "activity": breakdown(rows, activity),
+            "activity": breakdown(rows, {b: activity == b for b in BUCKETS[:3]}),
             "activity_thresholds": thresholds,
-            "popularity": breakdown(rows, popularity_buckets(split, users)),
+            "popularity": breakdown(
+                rows,
+                {b: popularity == b for b in BUCKETS[3:6]} | {"rare": rare_items(split, users)},
+            ),
         },
         settings=dict(settings or {}),
         tests=dict(tests or {}),
@@ -255,6 +301,49 @@ def bars(report: dict) -> dict[str, dict]:
             "one FAISS search), no more parameters, measured time <= 1.10x (timing noise)",
             "value": f"{ratio:.2f}x the SASRec's time per user",
             "holds": ratio <= 1.10 and fewer,
+        }
+    if report.get("new_items"):
+        out.update(new_item_bars(report["new_items"]))
+    return out
+
+
+def new_item_bars(section: dict) -> dict[str, dict]:
+    """The item-cold-start bars, on the test half (distilled = the distilled student's row)."""
+    kd = next((r for r in section["rows"] if r["distilled"] and r["role"] == "student"), None)
+    if kd is None:
+        return {}
+
+    def mean(row: dict, view: str, metric: str) -> float:
+        return row[view][metric]["mean"]
+
+    out: dict[str, dict] = {}
+    share = mean(kd, "new_among_all", "hr@10") / max(mean(kd, "warm", "hr@10"), 1e-12)
+    out["new_items_visible"] = {
+        "target": "new among all: HR@10 on new-item targets >= 10% of the student's warm HR@10",
+        "value": f"{share:.1%} ({mean(kd, 'new_among_all', 'hr@10'):.4f} vs "
+        f"{mean(kd, 'warm', 'hr@10'):.4f})",
+        "holds": share >= 0.10,
+    }
+    test = section["tests"].get("vs_dropoutnet")
+    if test:
+        out["new_items_vs_dropoutnet"] = {
+            "target": "new among all: NDCG@10 >= 1.10x the DropoutNet-style student, p < 0.05",
+            "value": f"{1 + test['relative_gain']:.2f}x, p={test['p_value']:.3g}",
+            "holds": test["relative_gain"] >= 0.10 and test["p_value"] < 0.05,
+        }
+    among_new = mean(kd, "new_among_new", "ndcg@10")
+    out["new_among_new"] = {
+        "target": "new among new: NDCG@10 >= 0.30",
+        "value": f"{among_new:.4f}",
+        "holds": among_new >= 0.30,
+    }
+    sasrec = next((r for r in section["rows"] if r["model"].startswith("SASRec (")), None)
+    if sasrec is not None:
+        ratio = mean(kd, "warm", "ndcg@10") / max(mean(sasrec, "warm", "ndcg@10"), 1e-12)
+        out["new_items_warm"] = {
+            "target": "warm: NDCG@10 >= 0.99x the plain SASRec's (the content path costs no more)",
+            "value": f"{ratio:.3f}x",
+            "holds": ratio >= 0.99,
         }
     return out
 
@@ -362,6 +451,8 @@ def markdown(
             lines.append(
                 f"| {model} | " + " | ".join(f"{part[b][model]:.4f}" for b in buckets) + " |"
             )
+    if report.get("new_items"):
+        lines += new_items_markdown(report["new_items"])
     if report.get("bars"):
         lines += ["", "Quality bars:", ""]
         for name, bar in report["bars"].items():
@@ -378,6 +469,39 @@ def markdown(
     for caption, src in images:
         lines += ["", f"![{caption}]({src})"]
     return "\n".join(lines) + "\n"
+
+
+def new_items_markdown(section: dict) -> list[str]:
+    """The new-items section: NDCG@10 and HR@10 of every row three ways (test half), the scale
+    each content path was calibrated to on the validation half, and the paired tests."""
+    targets = section["targets"]
+    lines = [
+        "",
+        f"New items ({section['items']} items held out with all their interactions, share "
+        f"{section['share']:g}, seed {section['seed']}; test half: {targets['test']} targets of "
+        f"{section['users']['test']} users; full ranking):",
+    ]
+    for metric, title in (("ndcg@10", "NDCG@10"), ("hr@10", "HR@10")):
+        lines += [
+            "",
+            f"| model | warm {title} | new among new | new among all | scale |",
+            "|---|---|---|---|---|",
+        ]
+        for row in section["rows"]:
+            cells = [
+                f"{row[v][metric]['mean']:.4f}" for v in ("warm", "new_among_new", "new_among_all")
+            ]
+            scale = row.get("scale")
+            shown = "-" if not scale else "/".join(f"{x:g}" for x in scale)
+            lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {shown} |")
+    for key, test in section.get("tests", {}).items():
+        lines += [
+            "",
+            f"{test['treated']} vs {test['control']} ({key}; {test['view']}, paired t-test on "
+            f"per-user {test['metric']}, {test['n_pairs']} pairs): {test['relative_gain']:+.1%}, "
+            f"p = {test['p_value']:.3g}",
+        ]
+    return lines
 
 
 def versus_current(current: str | None, previous: dict[str, float], validation: dict) -> dict:

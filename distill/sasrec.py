@@ -193,14 +193,18 @@ class SASRec(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def item_vectors(self, text_emb: Tensor | None = None) -> Tensor:
-        """(I, D): ID embeddings, plus the projected text embeddings (I, T) when configured."""
+    def item_vectors(self, text_emb: Tensor | None = None, id_keep: Tensor | None = None) -> Tensor:
+        """(I, D): ID embeddings, plus the projected text embeddings (I, T) when configured.
+        `id_keep` (I, 1) scales each item's ID embedding (0 drops it: ID dropout)."""
         if self.text is None:
             return self.item_emb.weight
         if text_emb is None:
             raise ValueError("this SASRec projects text embeddings: pass text_emb")
         projected = self.text(text_emb)
-        return projected if self.item_emb is None else self.item_emb.weight + projected
+        if self.item_emb is None:
+            return projected
+        ids = self.item_emb.weight if id_keep is None else self.item_emb.weight * id_keep
+        return ids + projected
 
     def states(self, seq: Tensor, item_vecs: Tensor) -> Tensor:
         """seq (B, L) left-aligned item indices padded with n_items -> (B, L, D) user states."""

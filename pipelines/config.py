@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from distill.student import StudentConfig
+from distill.student.content import ContentConfig
 from distill.student.fit import DistillConfig
 from distill.teacher.base import TeacherConfig
 from distill.train import LoopConfig
@@ -33,6 +34,10 @@ class SplitConfig(BaseModel):
     # evaluate on a seeded sample of this many users per fold (None = all): full ranking costs
     # users x items, so a large catalog samples users to keep evaluation linear in the catalog
     eval_users: int | None = Field(None, ge=1)
+    # the item-cold-start protocol: hold out this share of the items with all their
+    # interactions (seeded); every report row is then also scored on them (distill/new_items.py)
+    new_items: float | None = Field(None, gt=0, lt=1)
+    new_items_seed: int = Field(0, ge=0)
 
 
 class RunnerConfig(BaseModel):
@@ -64,6 +69,8 @@ class RunConfig(BaseModel):
     # the plain SASRec row of every report: ID embeddings only, no teacher, the standard recipe
     sasrec: StudentConfig = StudentConfig(kind="sequential", text_projection=False)
     distill: DistillConfig = DistillConfig()
+    # the distilled student's content path: places items it has no trained vector for (new ones)
+    content: ContentConfig = ContentConfig()
     train: LoopConfig = LoopConfig()
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # students per arm
     # students trained at once, each in its own process with one torch thread;

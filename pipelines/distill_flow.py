@@ -22,6 +22,7 @@ from pipelines.student_flow import student_flow
 from pipelines.teacher_flow import teacher_flow
 from storage.atomic import atomic_write_json, atomic_write_text, read_json
 from storage.datasets import Dataset, DatasetConfig, ingest
+from storage.holdout import hold_out_items
 from storage.registry import PublishResult, Registry
 from storage.split import make_split
 from storage.workdir import WorkDir
@@ -48,6 +49,20 @@ def ingest_task(dataset: DatasetConfig, work_dir: Path) -> str:
         "dataset %s@%s (%s)", result.name, result.version, "new" if result.created else "unchanged"
     )
     return str(result.path)
+
+
+@task(name="hold-out-new-items", cache_policy=NO_CACHE)
+def holdout_task(dataset_path: str, share: float, seed: int, work_dir: Path) -> str:
+    """The item-cold-start protocol: the dataset version without a seeded share of the items'
+    interactions (the items stay in the catalog); everything downstream trains on it."""
+    held = hold_out_items(Dataset(Path(dataset_path)), share=share, seed=seed, work_dir=work_dir)
+    get_run_logger().info(
+        "new items: %d items held out with %d interactions -> %s",
+        len(held.item_idx),
+        held.interactions.height,
+        held.warm.ref,
+    )
+    return str(held.warm.path)
 
 
 @task(name="split", cache_policy=NO_CACHE)
@@ -145,6 +160,10 @@ def distill(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     dataset_path = dataset_path or ingest_task(params.dataset, params.work_dir)
+    if params.split.new_items is not None:
+        dataset_path = holdout_task(
+            dataset_path, params.split.new_items, params.split.new_items_seed, params.work_dir
+        )
     split_name = split_task(dataset_path, params.split.as_of)
     timings["ingest_split"] = time.perf_counter() - t0
     t1 = time.perf_counter()

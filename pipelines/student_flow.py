@@ -10,6 +10,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from distill.bundle import bundle_files
+from distill.new_item_rows import NewItemsPlan, new_item_rows, new_items_section
+from distill.new_items import NewItemTargets
 from distill.parallel import InBackground
 from distill.report import save_report, versus_current
 from distill.student import stage
@@ -19,6 +21,7 @@ from pipelines.config import RunConfig
 from pipelines.progress import TrainingProgress
 from storage.atomic import atomic_write_bytes
 from storage.datasets import Dataset
+from storage.holdout import HALVES, HeldOutItems
 from storage.pseudonyms import id_key
 from storage.registry import Registry
 from storage.split import Split, make_split
@@ -81,16 +84,21 @@ def train_evaluate_task(
     log = get_run_logger()
     dataset = Dataset(Path(dataset_path))
     split = make_split(dataset, cutoff=params.split.as_of, eval_users=params.split.eval_users)
+    held = HeldOutItems.of(dataset)
     out = Path(run_dir)
     students = WorkDir(params.work_dir).students
     with TrainingProgress(students, "student-progress", "students (arms x seeds)"):
-        result = _train_students(params, dataset, split, Path(teacher_cache))
+        result = _train_students(params, dataset, split, Path(teacher_cache), held is not None)
+    section = None
+    if held is not None:  # calibrates every content path on the validation half, in place
+        plan = new_items_plan(held, params)
+        section = new_items_section(new_item_rows(result, split, Path(teacher_cache), plan), plan)
     best = result.best
     cost = stage.serving_cost(Path(teacher_cache), best, result.sasrec, split)
     registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
     current = registry.current_version()
     previous = registry.bundle(current).manifest.get("validation", {}) if current else {}
-    report = result.report.finish(cost, versus_current(current, previous, best.valid))
+    report = result.report.finish(cost, versus_current(current, previous, best.valid), section)
     save_report(report, out, result.rows)
     for name, data in bundle_files(
         best,
@@ -113,26 +121,41 @@ def train_evaluate_task(
 
 
 def _train_students(
-    params: RunConfig, dataset: Dataset, split: Split, teacher_cache: Path
+    params: RunConfig, dataset: Dataset, split: Split, teacher_cache: Path, new_items: bool
 ) -> stage.Comparison:
-    return stage.quality(
-        dataset,
-        split,
-        teacher_cache=teacher_cache,
+    warm = None
+    if params.distill.init == "previous":
+        ids = dataset.items().get_column("item_id").to_list()
+        warm = warm_start_from(WorkDir(params.work_dir).registry, params.model_name, ids)
+    plan = stage.QualityPlan(
         student=params.student,
         sasrec=params.sasrec,
         kd=params.distill,
         loop=params.train,
         seeds=params.seeds,
+        content=params.content if params.content.enabled else None,
         checkpoint_root=WorkDir(params.work_dir).students,
+        warm=warm,
+        dropoutnet=new_items,
+    )
+    return stage.quality(
+        dataset,
+        split,
+        plan,
+        teacher_cache=teacher_cache,
         run=job_tasks(params.train_workers or available_cores()),
-        warm=warm_start_from(
-            WorkDir(params.work_dir).registry,
-            params.model_name,
-            dataset.items().get_column("item_id").to_list(),
-        )
-        if params.distill.init == "previous"
-        else None,
+    )
+
+
+def new_items_plan(held: HeldOutItems, params: RunConfig) -> NewItemsPlan:
+    """The new-items section's plan: the held-out targets in the warm dataset's indices."""
+    halves = {half: held.targets(half) for half in HALVES}
+    return NewItemsPlan(
+        targets=NewItemTargets(held.item_idx, halves),
+        share=held.share,
+        seed=held.seed,
+        content=params.content,
+        dropped_users=held.interactions.height - sum(m.nnz for m in halves.values()),
     )
 
 

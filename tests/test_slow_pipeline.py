@@ -51,23 +51,23 @@ def test_smollm2_prefix_sharing_matches_naive(ml):
 @pytest.fixture(scope="module")
 def default_report(ml) -> dict:
     """One seed of every arm of the default report, as `make run` trains them."""
-    from distill.student.stage import quality
+    from distill.student.stage import QualityPlan, quality
     from distill.train import available_cores
     from pipelines.config import RunConfig
 
     work, dataset, split = ml
     cfg = RunConfig(work_dir=work)
     cache = run_teacher(cfg.teacher, dataset, split, work_dir=work, progress=False).plan.cache_dir
-    return quality(
-        dataset,
-        split,
-        teacher_cache=Path(cache),
+    plan = QualityPlan(
         student=cfg.student,
         sasrec=cfg.sasrec,
         kd=cfg.distill,
         loop=cfg.train,
         seeds=[0],
-        workers=available_cores(),
+        content=cfg.content,
+    )
+    return quality(
+        dataset, split, plan, teacher_cache=Path(cache), workers=available_cores()
     ).report.as_json()
 
 

@@ -19,6 +19,9 @@ class StudentConfig(BaseModel):
     n_heads: int = Field(2, ge=1)  # sequential: attention heads
     dropout: float = Field(0.5, ge=0, lt=1)  # sequential: embeddings, attention and blocks
     text_projection: bool = False  # add a learned projection of the teacher's item embeddings
+    # training only (DropoutNet): each step zeroes every item's ID embedding with this
+    # probability, so the text projection alone must score; needs text_projection
+    id_dropout: float = Field(0.0, ge=0, lt=1)
     # L_c over all items (0) or a sampled softmax: the batch's positives + this many uniform
     # negatives, for catalogs where (batch x items) logits are too large
     sampled_negatives: int = Field(0, ge=0)
@@ -27,6 +30,8 @@ class StudentConfig(BaseModel):
     def _heads_divide(self) -> StudentConfig:
         if self.kind == "sequential" and self.dim % self.n_heads:
             raise ValueError(f"student.dim ({self.dim}) must be divisible by n_heads")
+        if self.id_dropout and not self.text_projection:
+            raise ValueError("student.id_dropout needs student.text_projection: true")
         return self
 
 

@@ -28,6 +28,7 @@ from distill.layers import left_padded
 from distill.sasrec import window_targets, windows
 from distill.soft_labels import SoftLabels
 from distill.student import StudentConfig, build_student
+from distill.student.content import cold_items
 from distill.train import LoopConfig, TrainResult, fit
 from storage.split import Split
 
@@ -71,6 +72,9 @@ class UserData:
             for fold in EVAL_FOLDS
         }
         self.train = split.train
+        # items no one has touched: unknown, not disliked; a student that reads text leaves them
+        # out of its softmax (they would teach its text path that their texts are never chosen)
+        self.cold = torch.as_tensor(cold_items(np.asarray(self.train.sum(axis=0)).ravel()))
         self.active = np.flatnonzero(np.diff(self.train.indptr) > 0)
         inputs, targets = windows(seqs, history_len, split.n_items)
         self.inputs, self.targets = torch.as_tensor(inputs), torch.as_tensor(targets)
@@ -81,11 +85,13 @@ class UserData:
         return torch.from_numpy(self.train[users].toarray())
 
 
-def student_scorer(model: nn.Module, data: UserData) -> Scorer:
-    """(users, fold) -> (B, I) scores from the fold's input history."""
+def student_scorer(model: nn.Module, data: UserData, item_vecs: Tensor | None = None) -> Scorer:
+    """(users, fold) -> (B, I) scores from the fold's input history; `item_vecs`: the vectors
+    it is served with (`distill.student.content.Placement.served`), default as trained."""
     model.eval()
-    with torch.no_grad():
-        item_vecs = model.item_vectors()
+    if item_vecs is None:
+        with torch.no_grad():
+            item_vecs = model.item_vectors()
 
     def user_vectors(users: np.ndarray, fold: str) -> Tensor:
         u = torch.as_tensor(users)
@@ -144,10 +150,13 @@ def user_loss(
     item_vecs = m.item_vectors()
     user_vecs = m.user_vectors(u, data.hist["valid"][u], item_vecs)
     positives = data.positives(users)
-    l_c = m.ce_loss(positives, item_vecs, user_vecs)
+    unknown = data.cold if m.reads_text else None
+    l_c = m.ce_loss(positives, item_vecs, user_vecs, unknown)
     if soft_labels is None:
         return l_c, {"l_c": l_c.item()}
     teacher = soft_labels.users(key).dense(users - start, None, data.n_items)
+    if unknown is not None:
+        teacher = teacher.masked_fill(unknown, float("nan"))  # NaN: out of both distributions
     l_k = kd_term(kd, user_vecs @ item_vecs.T, teacher, positives)
     return l_c + kd.alpha * l_k, {"l_c": l_c.item(), "l_k": l_k.item()}
 
@@ -224,6 +233,9 @@ def window_loss(
         t_items, t_scores = soft_labels.positions(key).gather(
             data.owner[rows][slots] - start, data.position[rows][slots]
         )
+    unknown = data.cold if m.reads_text else None
+    if t_items is not None and unknown is not None:
+        t_scores = t_scores.masked_fill(unknown[t_items], losses.NEG)
     if n_negatives:
         required = targets if t_items is None else torch.cat([targets, t_items.flatten()])
         cols = losses.sample_columns(required, data.n_items, n_negatives)
@@ -231,8 +243,12 @@ def window_loss(
         targets = torch.searchsorted(cols, targets)
         if t_items is not None:
             t_items = torch.searchsorted(cols, t_items)
+        if unknown is not None:
+            logits = logits.masked_fill(unknown[cols], losses.NEG)
     else:
         logits = states @ item_vecs.T  # (N, I)
+        if unknown is not None:
+            logits = logits.masked_fill(unknown, losses.NEG)
     log_q = F.log_softmax(logits, dim=-1)  # one (N, I) softmax for L_c and, at T = 1, L_k
     l_c = F.nll_loss(log_q, targets)
     if t_items is None:

@@ -17,13 +17,23 @@ class SequentialStudent(nn.Module):
     def __init__(self, n_items: int, config: StudentConfig, text_emb: np.ndarray | None) -> None:
         super().__init__()
         self.n_items = n_items
+        self.id_dropout = config.id_dropout
         text_dim = 0 if text_emb is None else text_emb.shape[1]
         self.net = SASRec.from_config(n_items, config, text_dim=text_dim)
         emb = torch.zeros(0) if text_emb is None else torch.as_tensor(text_emb, dtype=torch.float32)
         self.register_buffer("text_emb", emb, persistent=False)
 
+    @property
+    def reads_text(self) -> bool:
+        return self.net.text is not None
+
     def item_vectors(self) -> Tensor:
-        return self.net.item_vectors(self.text_emb if self.text_emb.numel() else None)  # (I, D)
+        """(I, D); in training with `id_dropout`, a fresh draw of dropped ID embeddings."""
+        keep = None
+        if self.training and self.id_dropout:
+            keep = (torch.rand(self.n_items, 1) >= self.id_dropout).to(torch.float32)
+        text = self.text_emb if self.text_emb.numel() else None
+        return self.net.item_vectors(text, keep)  # (I, D)
 
     def user_vectors(self, users: Tensor, hist: Tensor, item_vecs: Tensor) -> Tensor:
         return self.net.history_vectors(hist, item_vecs)  # (B, D); users unused

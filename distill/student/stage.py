@@ -5,9 +5,10 @@ The Prefect student flow and the CLI call these; nothing here knows about Prefec
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +17,26 @@ from torch import Tensor, nn
 
 from distill import index as faiss_index
 from distill.baselines import run_baselines
-from distill.evaluate import EvalResult, evaluate
+from distill.evaluate import EvalResult, Scorer, evaluate
 from distill.parallel import InBackground, map_in_processes
 from distill.report import ModelRow, Report, build_report, paired_test
 from distill.soft_labels import SoftLabels
 from distill.student import StudentConfig, n_params
+from distill.student.content import (
+    ContentConfig,
+    ContentTower,
+    Placement,
+    cold_items,
+    fit_content,
+)
 from distill.student.fit import DistillConfig, UserData, student_scorer, train_student
 from distill.student.warm_start import WarmStart, previous_state
 from distill.teacher.cache import TeacherCache
 from distill.train import LoopConfig, TrainResult, config_hash
 from storage.datasets import Dataset
 from storage.split import Split
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,6 +49,13 @@ class StudentRun:
     test: EvalResult
     valid: dict[str, float]
     users_per_second: float
+    placement: Placement  # the served item vectors (cold items from text when it can)
+    content: ContentTower | None = None  # its content path, when it has a tower
+
+    def scorer(self, split: Split, scale: float | None = None) -> Scorer:
+        """(users, fold) -> scores with the served vectors (`scale`: of the cold items')."""
+        vecs = self.placement.served(scale)
+        return student_scorer(self.model, UserData(split, self.config.history_len), vecs)
 
 
 def fit_and_evaluate(
@@ -51,7 +68,10 @@ def fit_and_evaluate(
     text_emb: np.ndarray | None,
     init_state: dict[str, Tensor] | None = None,
     checkpoint_dir: Path | None = None,
+    content: ContentConfig | None = None,
 ) -> StudentRun:
+    """Train one student (resuming from `checkpoint_dir`), give it a content tower when
+    `content` is set (on `text_emb`, the LM item embeddings), evaluate it as it is served."""
     model, result = train_student(
         split,
         config,
@@ -62,12 +82,79 @@ def fit_and_evaluate(
         init_state=init_state,
         checkpoint_dir=checkpoint_dir,
     )
-    data = UserData(split, config.history_len)
-    valid = evaluate(student_scorer(model, data), split, fold="valid").metrics
+    tower = None
+    if content is not None and text_emb is not None:
+        tower = content_tower(model, split, text_emb, content, loop.seed, soft_labels)
+    placement = place_items(model, split, text_emb, tower, scale=content.scale if content else 1.0)
+    return evaluated(model, config, kd, loop.seed, result, split, placement, tower)
+
+
+def content_tower(
+    model: nn.Module,
+    split: Split,
+    text_emb: np.ndarray,
+    content: ContentConfig,
+    seed: int,
+    soft_labels: SoftLabels | None = None,
+) -> ContentTower:
+    """A content tower for a trained sequential student (`distill.student.content`)."""
+    data = UserData(split, model.net.max_len)
     t0 = time.perf_counter()
-    test = evaluate(student_scorer(model, data), split)
+    tower = fit_content(
+        model,
+        data.inputs,
+        data.targets,
+        (data.owner, data.position),
+        text_emb,
+        content,
+        seed=seed,
+        soft_labels=soft_labels,
+        unknown=data.cold,
+    )
+    log.info("content tower fitted in %.1f s", time.perf_counter() - t0)
+    return tower
+
+
+def evaluated(
+    model: nn.Module,
+    config: StudentConfig,
+    kd: DistillConfig,
+    seed: int,
+    result: TrainResult,
+    split: Split,
+    placement: Placement,
+    tower: ContentTower | None = None,
+) -> StudentRun:
+    """A trained student's run: validation and test metrics as it is served, and its speed."""
+    data = UserData(split, config.history_len)
+    served = placement.served()
+    valid = evaluate(student_scorer(model, data, served), split, fold="valid").metrics
+    t0 = time.perf_counter()
+    test = evaluate(student_scorer(model, data, served), split)
     speed = len(test.users) / max(time.perf_counter() - t0, 1e-9)
-    return StudentRun(model, config, kd, loop.seed, result, test, valid, speed)
+    return StudentRun(model, config, kd, seed, result, test, valid, speed, placement, tower)
+
+
+def place_items(
+    model: nn.Module,
+    split: Split,
+    text_emb: np.ndarray | None,
+    tower: ContentTower | None,
+    *,
+    scale: float = 1.0,
+) -> Placement:
+    """The student's served item vectors: items with no train interaction come from text, through
+    its content tower, else through its own text projection (its ID row left out), else they
+    keep their untrained vectors."""
+    model.eval()
+    with torch.no_grad():
+        item_vecs = model.item_vectors().detach()
+        cold = torch.as_tensor(cold_items(np.asarray(split.train.sum(axis=0)).ravel()))
+        text_vecs = None
+        if text_emb is not None:
+            emb = torch.as_tensor(text_emb, dtype=torch.float32)
+            text_vecs = tower(emb) if tower is not None else model.text_vectors(emb)
+    return Placement(item_vecs, cold, None if text_vecs is None else text_vecs.detach(), scale)
 
 
 def teacher_row(split: Split, teacher_cache: Path) -> ModelRow:
@@ -131,6 +218,8 @@ def checkpoint_dir(
     ]
     if split.eval_users is not None:  # validation on a sample picks other epochs
         parts.append(f"eval_users={split.eval_users}")
+    if student.text_projection:  # trained with untouched items left out of its softmax
+        parts.append("unknown-items-masked")
     key = config_hash(*parts, start) if start else config_hash(*parts)
     return Path(root) / key[:20]
 
@@ -145,6 +234,7 @@ class TrainJob:
     checkpoint_dir: Path | None
     warm: WarmStart | None = None  # kd.init "previous": the published model to start from
     name: str = ""  # its report row
+    content: ContentConfig | None = None  # fit a content tower after training (sequential)
 
     @property
     def label(self) -> str:
@@ -155,11 +245,12 @@ def run_job(job: TrainJob, split: Split, teacher_cache: Path | None) -> StudentR
     """One job; it reads the teacher cache only for what it uses (soft labels, a head to start
     from, LM item embeddings), so a plain ID-only job runs with `teacher_cache` None."""
     soft_labels = init = text_emb = None
-    if job.kd.uses_teacher or job.config.text_projection:
+    if job.kd.uses_teacher or job.config.text_projection or job.content is not None:
         if teacher_cache is None:
             raise ValueError("this student reads the teacher: pass its cache folder")
         cache = TeacherCache(teacher_cache)
-        soft_labels = cache.soft_labels() if job.kd.alpha > 0 else None
+        wants_labels = job.kd.alpha > 0 or (job.content is not None and job.content.alpha > 0)
+        soft_labels = cache.soft_labels() if wants_labels else None
         text_emb = cache.vectors("items", "embedding")
         if job.kd.init == "previous" and job.warm is not None:
             init = previous_state(job.warm, job.config, job.loop.seed)
@@ -175,6 +266,7 @@ def run_job(job: TrainJob, split: Split, teacher_cache: Path | None) -> StudentR
         text_emb=text_emb,
         init_state=init,
         checkpoint_dir=job.checkpoint_dir,
+        content=job.content,
     )
 
 
@@ -256,29 +348,46 @@ def start_sasrec_ahead(
     return InBackground(run_job, (job, split, None))
 
 
+@dataclass(frozen=True)
+class QualityPlan:
+    """What `quality` trains: the report's arms, their settings and seeds, where checkpoints go."""
+
+    student: StudentConfig  # the distilled student (and its undistilled twin)
+    sasrec: StudentConfig  # the plain SASRec row
+    kd: DistillConfig
+    loop: LoopConfig
+    seeds: list[int]
+    content: ContentConfig | None = None  # the distilled student's content path (None: off)
+    checkpoint_root: Path | None = None  # content-keyed checkpoints, reused across runs
+    warm: WarmStart | None = None  # kd.init "previous": the published model to start from
+    dropoutnet: bool = False  # add the DropoutNet-style arm (the new-items protocol's baseline)
+
+
+DROPOUTNET_ROW = "Student DropoutNet (no teacher)"
+# the cold-start recipe an engineer tries first: SASRec whose item vectors add a projection of the
+# LM item embeddings, with every item's ID embedding dropped at half of the steps (DropoutNet)
+DROPOUTNET = StudentConfig(kind="sequential", text_projection=True, id_dropout=0.5)
+
+
 @dataclass
 class Comparison:
-    """Every report row plus the runs the bundle and the cost measurement need."""
+    """Every report row plus the runs the bundle, the cost measurement and the new-items
+    evaluation need."""
 
     report: Report
     rows: list[ModelRow]
     best: StudentRun  # the distilled run with the best validation NDCG@10 (what is published)
     sasrec: StudentRun  # seed 0 of the plain SASRec
+    runs: dict[str, list[StudentRun]]  # every student row's runs, by row name
 
 
 def quality(
     dataset: Dataset,
     split: Split,
+    plan: QualityPlan,
     *,
     teacher_cache: Path,
-    student: StudentConfig,
-    sasrec: StudentConfig,
-    kd: DistillConfig,
-    loop: LoopConfig,
-    seeds: list[int],
-    checkpoint_root: Path | None = None,
     workers: int = 1,
-    warm: WarmStart | None = None,
     run: JobRunner | None = None,
 ) -> Comparison:
     """Every report row on the test fold under the standard protocol. Each (arm, seed) is one
@@ -289,31 +398,39 @@ def quality(
     rows = baseline_rows(split)
     jobs: list[TrainJob] = []
 
-    def submit(config: StudentConfig, this_kd: DistillConfig, name: str) -> list[int]:
+    def submit(
+        config: StudentConfig,
+        this_kd: DistillConfig,
+        name: str,
+        content: ContentConfig | None = None,
+    ) -> list[int]:
         first = len(jobs)
-        for seed in seeds:
-            jobs.append(
-                train_job(
-                    dataset,
-                    split,
-                    soft.fingerprint,
-                    config,
-                    this_kd,
-                    loop,
-                    seed,
-                    checkpoint_root,
-                    warm,
-                    name,
-                )
+        for seed in plan.seeds:
+            job = train_job(
+                dataset,
+                split,
+                soft.fingerprint,
+                config,
+                this_kd,
+                plan.loop,
+                seed,
+                plan.checkpoint_root,
+                plan.warm,
+                name,
             )
+            jobs.append(replace(job, content=content))
         return list(range(first, len(jobs)))
 
+    student, kd = plan.student, plan.kd
     no_kd = plain_kd(kd)
-    plain_arms = arms(student, sasrec)
+    plain_arms = arms(student, plan.sasrec)
+    if plan.dropoutnet:
+        plain_arms[DROPOUTNET_ROW] = DROPOUTNET
     label = student.kind.replace("_", "-")
     kd_name = f"Student {label} (KD {kd.loss})"
     plain_jobs = {SASREC_ROW: submit(plain_arms.pop(SASREC_ROW), no_kd, SASREC_ROW)}  # slowest
-    kd_jobs = submit(student, kd, kd_name)
+    content = plan.content if student.kind == "sequential" else None
+    kd_jobs = submit(student, kd, kd_name, content)
     plain_jobs |= {name: submit(config, no_kd, name) for name, config in plain_arms.items()}
     if run is None:
         done = run_jobs(jobs, split, Path(teacher_cache), workers=workers)
@@ -332,14 +449,15 @@ def quality(
     report = build_report(
         dataset=dataset.ref,
         split=split,
-        seeds=seeds,
+        seeds=plan.seeds,
         rows=rows,
         settings={
             "teacher_fingerprint": soft.fingerprint,
             "student": student.model_dump(),
-            "sasrec": sasrec.model_dump(),
+            "sasrec": plan.sasrec.model_dump(),
             "distill": kd.model_dump(),
-            "loop": loop.model_dump(),
+            "content": None if content is None else content.model_dump(),
+            "loop": plan.loop.model_dump(),
         },
         tests={
             "kd_vs_no_kd": paired_test(kd_row, twin),
@@ -347,7 +465,7 @@ def quality(
         },
     )
     best = max(distilled, key=lambda r: r.valid["ndcg@10"])
-    return Comparison(report, rows, best, plain[SASREC_ROW][0])
+    return Comparison(report, rows, best, plain[SASREC_ROW][0], {**plain, kd_name: distilled})
 
 
 def _per_user_seconds(
@@ -367,8 +485,7 @@ def _per_user_seconds(
 
 def _student_seconds(run: StudentRun, split: Split, users: Tensor, repeats: int) -> float:
     data = UserData(split, run.config.history_len)
-    with torch.no_grad():
-        item_vecs = run.model.item_vectors()
+    item_vecs = run.placement.served()
     return _per_user_seconds(
         lambda u: run.model.user_vectors(u, data.hist["test"][u], item_vecs),
         item_vecs.detach().numpy(),

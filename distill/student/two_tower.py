@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.layers import ItemTower
-from distill.losses import multi_positive_ce
+from distill.losses import NEG, multi_positive_ce
 from distill.student import StudentConfig
 
 
@@ -53,7 +53,17 @@ class TwoTower(nn.Module):
         vecs = item_vecs[hist.clamp(max=len(item_vecs) - 1)] * keep
         return vecs.sum(1) / keep.sum(1).clamp(min=1.0)  # (B, D)
 
-    def ce_loss(self, positives: Tensor, item_vecs: Tensor, user_vecs: Tensor) -> Tensor:
+    @property
+    def reads_text(self) -> bool:
+        return self.items.text is not None
+
+    def ce_loss(
+        self, positives: Tensor, item_vecs: Tensor, user_vecs: Tensor, unknown: Tensor | None = None
+    ) -> Tensor:
         """CE over each user's train items, full softmax (the sampled one, for
-        `sampled_negatives`, runs on ragged lists in `distill.student.fit.sampled_user_loss`)."""
-        return multi_positive_ce(user_vecs @ item_vecs.T, positives)
+        `sampled_negatives`, runs on ragged lists in `distill.student.fit.sampled_user_loss`);
+        `unknown` (I,) items are left out of it."""
+        logits = user_vecs @ item_vecs.T
+        if unknown is not None:
+            logits = logits.masked_fill(unknown, NEG)
+        return multi_positive_ce(logits, positives)

@@ -17,6 +17,7 @@ from distill.cold_items import NewItems, NoTextProjection, extend_bundle
 from distill.recommend import Recommender
 from distill.student import StudentConfig
 from distill.student import stage as student_stage
+from distill.student.content import ContentConfig
 from distill.student.fit import DistillConfig
 from distill.teacher.base import TeacherConfig
 from distill.teacher.encoder import EncoderTeacher
@@ -88,6 +89,49 @@ def test_new_items_get_their_text_projection_and_nothing_else_moves(text_bundle,
     config = json.loads((after.path / "config.json").read_text())
     assert config["n_items"] == after.n_items and config["extended_from"] == before.version
     assert config["sq8"]["bytes"] == (after.path / "items.sq8.faiss").stat().st_size
+
+
+@pytest.fixture
+def content_bundle(synthetic, work, tiny_encoder_path):
+    """The default student's shape: ID embeddings only, plus a content tower."""
+    dataset, split = synthetic
+    run = student_stage.fit_and_evaluate(
+        split,
+        StudentConfig(dim=8, history_len=6),
+        DistillConfig(alpha=0.0, init="random"),
+        LoopConfig(max_epochs=1, batch_size=8),
+        soft_labels=None,
+        text_emb=encode(tiny_encoder_path, dataset.items()),
+        content=ContentConfig(epochs=2, scale=0.7),
+    )
+    registry = Registry(WorkDir(work).registry)
+    registry.publish(bundle_files(run, dataset, {}), {}, validation=run.valid)
+    return registry, run
+
+
+def test_the_content_tower_places_new_items_for_an_id_only_student(
+    content_bundle, tiny_encoder_path
+):
+    registry, run = content_bundle
+    assert run.model.text_vectors(torch.zeros(1, 8)) is None  # no text projection of its own
+    before = Recommender.load(registry.root.parent)
+    emb = encode(tiny_encoder_path, NEW)
+    files, added = extend_bundle(registry.bundle(), NewItems(NEW, emb))
+    assert added == 2 and "content.safetensors" in files
+    registry.publish(files, {}, validation=run.valid, tag="extended")
+    after = Recommender.load(registry.root.parent)
+    with torch.no_grad():
+        expected = 0.7 * run.content(torch.as_tensor(emb[:2])).numpy()
+    np.testing.assert_allclose(after.encoder.item_vecs.numpy()[-2:], expected, atol=1e-6)
+    old = before.encoder.item_vecs.numpy()
+    np.testing.assert_array_equal(after.encoder.item_vecs.numpy()[: len(old)], old)
+    assert {"n1", "n2"} <= {r.item_id for r in after.recommend("u3", k=after.n_items)}
+    # the extended bundle carries the tower on: it can be extended again
+    again = NEW.with_columns(pl.Series("item_id", ["m1", "m2", "m3"]))
+    files, added = extend_bundle(
+        registry.bundle(), NewItems(again, encode(tiny_encoder_path, again))
+    )
+    assert added == 3
 
 
 def test_a_student_without_text_projection_cannot_place_new_items(published, tiny_encoder_path):

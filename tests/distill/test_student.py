@@ -273,16 +273,10 @@ def test_an_approximate_index_short_of_the_recall_bar_falls_back_to_exact(monkey
 def test_publish_load_and_recommend(synthetic, teacher_cache, work):
     dataset, split = synthetic
     tiny = StudentConfig(dim=8, history_len=6)
-    result = student_stage.quality(
-        dataset,
-        split,
-        teacher_cache=teacher_cache,
-        student=tiny,
-        sasrec=tiny,
-        kd=DistillConfig(),
-        loop=LOOP,
-        seeds=[0, 1],
+    plan = student_stage.QualityPlan(
+        student=tiny, sasrec=tiny, kd=DistillConfig(), loop=LOOP, seeds=[0, 1]
     )
+    result = student_stage.quality(dataset, split, plan, teacher_cache=teacher_cache)
     report, rows, best = result.report.as_json(), result.rows, result.best
     assert [r["model"] for r in report["rows"]] == [
         "Popularity",

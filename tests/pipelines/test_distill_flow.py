@@ -57,6 +57,7 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
     assert f"Publish (regression gate): {publish.reason}" in (run_dir / "report.md").read_text()
     assert set(bundle.manifest["files"]) == {
         "student.safetensors",
+        "content.safetensors",
         "config.json",
         "items.faiss",
         "items.sq8.faiss",

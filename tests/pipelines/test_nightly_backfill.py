@@ -5,8 +5,10 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from pipelines import nightly_flow
 from pipelines.backfill_flow import backfill
@@ -63,6 +65,39 @@ def test_nightly_with_new_file_publishes_and_moves_it(
     report = read_json(Path(second["run_dir"]) / "report.json")  # against the first night's model
     assert report["previous_model"]["version"] == result["publish"]["version"]
     assert set(report["delta_vs_previous"]) == set(report["previous_model"]["validation"])
+
+
+def test_a_night_with_new_items_publishes_a_bundle_that_recommends_them(
+    prefect_harness, tmp_path, work, tiny_encoder_path
+):
+    cfg = tiny_run_config(tmp_path, work, tiny_encoder_path)
+    folder = inbox_dir(cfg.work_dir, cfg.dataset.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(  # in the catalog tonight, nobody has touched them yet
+        {
+            "item_id": ["n1", "n2", "n3"],
+            "title": ["Brand New Drama", "Comedy Arrival", "Action Premiere"],
+            "year": ["2001", "2001", "2002"],
+            "genres": ["Drama", "Comedy", "Action|Horror"],
+        }
+    ).write_csv(folder / "items-0001.csv")
+    result = nightly(cfg)
+    assert result["status"] == "processed" and result["publish"]["published"], result
+    from distill.bundle import StudentBundle
+    from distill.recommend import Recommender
+    from distill.teacher.cache import TeacherCache
+
+    rec = Recommender.load(WorkDir(work).registry)
+    new = [rec.item_row[i] for i in ("n1", "n2", "n3")]
+    bundle = StudentBundle(rec.path)
+    tower, scale = bundle.content_tower()
+    emb = TeacherCache(Path(result["teacher"]["cache_dir"])).vectors("items", "embedding")
+    with torch.no_grad():  # served from text: scale x the content tower, not their ID rows
+        expected = scale * tower(torch.as_tensor(emb[new])).numpy()
+    np.testing.assert_allclose(rec.encoder.item_vecs.numpy()[new], expected, atol=1e-5)
+    tops = rec.recommend_batch([f"u{u}" for u in range(30)], k=10)
+    shown = {r.item_id for top in tops for r in top} & {"n1", "n2", "n3"}
+    assert shown, "no new item reached any user's top 10"
 
 
 def test_failed_nightly_leaves_the_inbox_file(

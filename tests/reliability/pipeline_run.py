@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from distill.bundle import bundle_files  # noqa: E402
 from distill.student import StudentConfig  # noqa: E402
 from distill.student import stage as student_stage  # noqa: E402
+from distill.student.content import ContentConfig  # noqa: E402
 from distill.student.fit import DistillConfig  # noqa: E402
 from distill.teacher.base import AdaptConfig, TeacherConfig  # noqa: E402
 from distill.teacher.stage import run_teacher  # noqa: E402
@@ -36,17 +37,16 @@ def main(work: Path, src: Path, model: Path) -> None:
     )
     cache = Path(run_teacher(teacher, dataset, split, work_dir=work, progress=False).plan.cache_dir)
     tiny = StudentConfig(dim=8, history_len=6)
-    result = student_stage.quality(
-        dataset,
-        split,
-        teacher_cache=cache,
+    plan = student_stage.QualityPlan(
         student=tiny,
         sasrec=tiny,
         kd=DistillConfig(),
         loop=LoopConfig(max_epochs=3, patience=3, batch_size=8),
         seeds=[0],
+        content=ContentConfig(epochs=1),
         checkpoint_root=WorkDir(work).students,
     )
+    result = student_stage.quality(dataset, split, plan, teacher_cache=cache)
     report, best = result.report.as_json(), result.best
     registry = Registry(WorkDir(work).registry, "kdrec")
     if registry.current_version() is None:  # publish once; a re-run after success is a no-op

@@ -1,0 +1,216 @@
+"""The report's new-items section: every model of a comparison scored the three ways of the
+item-cold-start protocol (`distill/new_items.py`) on the held-out items.
+
+Rows: popularity (new items, all at zero, in a seeded random order), a content-only kNN on the LM
+item embeddings, the plain SASRec, the teacher (its heads' text projection for the new items), the
+same SASRec given a content tower without the teacher, the DropoutNet-style student, and the
+report's students. Every content path (a content tower, or a student's own text projection) is
+calibrated the same way, on the validation half (`new_items.calibrate`); the runs keep the scale
+chosen for them, so the bundle serves what was measured. Metrics are quoted on the test half.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill.baselines import ContentKNN, Popularity
+from distill.baselines import scorer as baseline_scorer
+from distill.evaluate import EvalResult, Scorer, vector_scorer
+from distill.new_items import VIEWS, NewItemResult, NewItemTargets, calibrate, evaluate_new_items
+from distill.report import paired
+from distill.student.content import ContentConfig
+from distill.student.stage import (
+    DROPOUTNET_ROW,
+    SASREC_ROW,
+    Comparison,
+    StudentRun,
+    content_tower,
+    place_items,
+)
+from distill.teacher.cache import TeacherCache
+from storage.split import Split
+
+SASREC_CONTENT_ROW = "SASRec + content tower (no teacher)"
+METRICS = ("ndcg@10", "hr@10")
+
+
+@dataclass
+class NewItemRow:
+    """One model's three views, per seed, on both halves; `scales`: its content path's scale
+    per seed (None: it has none)."""
+
+    model: str
+    role: str
+    distilled: bool
+    valid: list[NewItemResult]
+    test: list[NewItemResult]
+    scales: list[float] | None = None
+
+    def results(self, view: str, fold: str = "test") -> list[EvalResult]:
+        return [r.view(view) for r in (self.test if fold == "test" else self.valid)]
+
+    def block(self, view: str, fold: str = "test") -> dict[str, dict[str, float]]:
+        """{"ndcg@10": {"mean", "std"}, "hr@10": {...}} over seeds."""
+        out = {}
+        for metric in METRICS:
+            values = np.array([r.metrics[metric] for r in self.results(view, fold)])
+            out[metric] = {"mean": float(values.mean()), "std": float(values.std())}
+        return out
+
+    def as_json(self) -> dict:
+        return {
+            "model": self.model,
+            "role": self.role,
+            "distilled": self.distilled,
+            **{view: self.block(view) for view in VIEWS},
+            "valid": {view: self.block(view, "valid") for view in VIEWS},
+            "scale": None if self.scales is None else self.scales,
+        }
+
+
+@dataclass
+class NewItemsPlan:
+    """The held-out items the section scores: their targets and where they come from."""
+
+    targets: NewItemTargets
+    share: float
+    seed: int
+    content: ContentConfig  # how content paths are trained and calibrated
+    dropped_users: int = 0  # held-out targets of users with no warm interaction (not scored)
+    extra: dict = field(default_factory=dict)
+
+
+def _fixed(name: str, role: str, scorer: Scorer, split: Split, plan: NewItemsPlan) -> NewItemRow:
+    """A deterministic model (one result, whatever the seeds)."""
+    folds = [evaluate_new_items(scorer, split, plan.targets, fold=f) for f in ("valid", "test")]
+    return NewItemRow(name, role, False, [folds[0]], [folds[1]])
+
+
+def _scorer_at(run: StudentRun, split: Split) -> Callable[[float | None], Scorer]:
+    """scale -> the run's scorer with its cold items served at that scale; None: unplaced."""
+
+    def at(scale: float | None) -> Scorer:
+        if scale is None:
+            placement = replace(run.placement, text_vecs=None)
+            return replace(run, placement=placement).scorer(split)
+        return run.scorer(split, scale)
+
+    return at
+
+
+def _student(
+    name: str, role: str, runs: list[StudentRun], split: Split, plan: NewItemsPlan
+) -> NewItemRow:
+    """A student row; a run with a content path is calibrated on validation and keeps that
+    scale (its placement is replaced)."""
+    valid, test, scales = [], [], []
+    for run in runs:
+        if run.placement.text_vecs is None:
+            valid.append(evaluate_new_items(run.scorer(split), split, plan.targets, fold="valid"))
+        else:
+            scale, result = calibrate(
+                _scorer_at(run, split),
+                split,
+                plan.targets,
+                plan.content.scales,
+                plan.content.max_warm_loss,
+            )
+            run.placement = run.placement.with_scale(scale)
+            valid.append(result)
+            scales.append(scale)
+        test.append(evaluate_new_items(run.scorer(split), split, plan.targets, fold="test"))
+    distilled = any(r.kd.alpha > 0 or r.kd.init != "random" for r in runs)
+    return NewItemRow(name, role, distilled, valid, test, scales or None)
+
+
+def _teacher_scorer(cache: TeacherCache, split: Split) -> Scorer:
+    """The teacher's heads; items with no train interaction scored by their heads' text
+    projections alone (their ID rows were only ever negatives)."""
+    if cache.plan.adapter_path is None:
+        return cache.scorer()
+    model = cache.adapted_head()
+    cold = torch.as_tensor(np.asarray(split.train.sum(axis=0)).ravel() == 0)
+    with torch.no_grad():
+        text = model.text()
+        item_vecs = model.item_vectors()
+        projected = torch.cat([h.text(text) for h in model.heads], dim=1)
+        item_vecs = torch.where(cold[:, None], projected, item_vecs)
+    users = {fold: cache.head_user_vectors(split, fold)[0] for fold in ("valid", "test")}
+    return vector_scorer(lambda u, fold: users[fold](torch.as_tensor(u)), item_vecs)
+
+
+def new_item_rows(
+    comparison: Comparison, split: Split, teacher_cache: Path, plan: NewItemsPlan
+) -> list[NewItemRow]:
+    """Every row of the new-items section (see the module docstring)."""
+    cache = TeacherCache(teacher_cache)
+    item_emb = cache.vectors("items", "embedding")
+    rows = [
+        _fixed(
+            "Popularity (new items in random order)",
+            "baseline",
+            baseline_scorer(Popularity().fit(split.train), split),
+            split,
+            plan,
+        ),
+        _fixed(
+            "Content kNN (LM item embeddings)",
+            "baseline",
+            baseline_scorer(ContentKNN(item_emb).fit(split.train), split),
+            split,
+            plan,
+        ),
+    ]
+    sasrec = comparison.runs[SASREC_ROW]
+    rows.append(_student(SASREC_ROW, "baseline", sasrec, split, plan))
+    rows.append(_fixed("Teacher", "teacher", _teacher_scorer(cache, split), split, plan))
+    no_teacher = plan.content.model_copy(update={"alpha": 0.0})
+    with_tower = []
+    for run in sasrec:
+        tower = content_tower(run.model, split, item_emb, no_teacher, run.seed)
+        placement = place_items(run.model, split, item_emb, tower)
+        with_tower.append(replace(run, placement=placement, content=tower))
+    rows.append(_student(SASREC_CONTENT_ROW, "baseline", with_tower, split, plan))
+    for name, runs in comparison.runs.items():
+        if name != SASREC_ROW:
+            role = "baseline" if name == DROPOUTNET_ROW else "student"
+            rows.append(_student(name, role, runs, split, plan))
+    return rows
+
+
+def new_items_section(rows: list[NewItemRow], plan: NewItemsPlan) -> dict:
+    """report.json's `new_items` block: the rows and the paired tests of the distilled student
+    (per user, pooled over seeds; test half)."""
+    distilled = next((r for r in rows if r.distilled and r.role == "student"), None)
+    by_name = {r.model: r for r in rows}
+    tests: dict[str, dict] = {}
+    if distilled is not None:
+        for key, control, view in (
+            ("vs_dropoutnet", DROPOUTNET_ROW, "new_among_all"),
+            ("vs_sasrec_content", SASREC_CONTENT_ROW, "new_among_all"),
+            ("warm_vs_sasrec", SASREC_ROW, "warm"),
+        ):
+            if control in by_name:
+                tests[key] = {
+                    "view": view,
+                    **paired(
+                        distilled.results(view),
+                        by_name[control].results(view),
+                        names=(distilled.model, control),
+                    ),
+                }
+    return {
+        "share": plan.share,
+        "seed": plan.seed,
+        "items": int(len(plan.targets.items)),
+        "targets": {fold: int(plan.targets.halves[fold].nnz) for fold in ("valid", "test")},
+        "users": {fold: int(len(plan.targets.users(fold))) for fold in ("valid", "test")},
+        "unscored_targets": plan.dropped_users,
+        "rows": [r.as_json() for r in rows],
+        "tests": tests,
+    }

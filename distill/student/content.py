@@ -1,0 +1,181 @@
+"""The student's content path: vectors, from the teacher LM's item embeddings, for the items a
+student has no trained vector for (no train interaction yet: new items).
+
+A sequential student's item vectors are ID embeddings; an item nobody has touched has none worth
+serving. After the student is trained, a small content tower g (linear, or one hidden layer)
+learns to map an item's LM embedding into the student's item space, on the student frozen as it
+serves: at every step a random share `item_dropout` of the catalog is represented by g(text)
+instead of its ID vector, and the full softmax of every training position's next item is taken
+over that mixed catalog (DropoutNet's idea, applied after training so the student's warm vectors
+stay exactly as trained; ALDI's aim, a text vector on the warm vectors' scale). With `alpha` the
+teacher's top-K after each prefix (the cached position labels) is distilled into the same mixed
+softmax. A cold item is then served as `scale` * g(text), `scale` calibrating how often new items
+reach a list against the warm items they displace (chosen on validation: `split.new_items`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from distill import losses
+from distill.soft_labels import SoftLabels
+
+
+class ContentConfig(BaseModel):
+    """How the distilled student's content tower is trained and calibrated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True  # train one for the distilled sequential student (needs an LM teacher)
+    item_dropout: float = Field(0.3, gt=0, lt=1)  # share of items represented by text per step
+    alpha: float = Field(0.5, ge=0)  # weight of KD to the teacher's top-K after every prefix
+    hidden: int = Field(0, ge=0)  # hidden width of the tower; 0 = one linear map
+    epochs: int = Field(5, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(256, ge=1)  # training positions per step
+    max_positions: int = Field(200_000, ge=1)  # positions sampled to train it (bounded memory)
+    # cold items are served as scale * g(text); with split.new_items the scale is chosen on the
+    # validation half instead (the largest whose warm loss stays within max_warm_loss)
+    scale: float = Field(0.85, gt=0)
+    max_warm_loss: float = Field(0.01, ge=0, lt=1)
+    scales: list[float] = Field(  # the grid that choice searches
+        default_factory=lambda: [0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.1]
+    )
+
+
+class ContentTower(nn.Module):
+    """g: LM item embedding (N, T) -> the student's item space (N, D)."""
+
+    def __init__(self, text_dim: int, dim: int, hidden: int = 0) -> None:
+        super().__init__()
+        self.text_dim, self.dim, self.hidden = text_dim, dim, hidden
+        self.net = (
+            nn.Linear(text_dim, dim)
+            if not hidden
+            else nn.Sequential(nn.Linear(text_dim, hidden), nn.Tanh(), nn.Linear(hidden, dim))
+        )
+
+    def forward(self, text_emb: Tensor) -> Tensor:
+        return self.net(text_emb)  # (N, D)
+
+    def shape(self) -> dict[str, int]:
+        """What rebuilds it from its state dict (the bundle's config records it)."""
+        return {"text_dim": self.text_dim, "dim": self.dim, "hidden": self.hidden}
+
+
+def cold_items(train_counts: np.ndarray) -> np.ndarray:
+    """(I,) bool: items with no train interaction, which a student serves from text."""
+    return np.asarray(train_counts) == 0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How a student's items are served: its trained vectors, with every cold item's vector
+    replaced by `scale` times its text vector. `text_vecs` None: it has no content path, and
+    its cold items keep whatever their untrained vectors score."""
+
+    item_vecs: Tensor  # (I, D) as trained
+    cold: Tensor  # (I,) bool
+    text_vecs: Tensor | None  # (I, D) unscaled text vectors (rows of warm items unused)
+    scale: float = 1.0
+
+    def served(self, scale: float | None = None) -> Tensor:
+        """(I, D) the vectors a user is served from (and a history is read with)."""
+        if self.text_vecs is None:
+            return self.item_vecs
+        s = self.scale if scale is None else scale
+        return torch.where(self.cold[:, None], s * self.text_vecs, self.item_vecs)
+
+    def with_scale(self, scale: float) -> Placement:
+        return Placement(self.item_vecs, self.cold, self.text_vecs, scale)
+
+
+def fit_content(
+    student: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    slots: tuple[np.ndarray, np.ndarray] | None,
+    item_emb: np.ndarray,
+    config: ContentConfig,
+    *,
+    seed: int,
+    soft_labels: SoftLabels | None = None,
+    unknown: Tensor | None = None,
+) -> ContentTower:
+    """Train a content tower on a frozen sequential student. `inputs`/`targets` (W, L) are its
+    training windows; `slots` the (user, position) of every window slot (for the teacher's
+    labels, used when `soft_labels` is given and `config.alpha` > 0). `unknown` (I,) bool:
+    items no one has touched, left out of the softmax (else the tower would learn that exactly
+    the new items' texts are never chosen)."""
+    generator = torch.Generator().manual_seed(seed)
+    student.eval()
+    keep = targets != -100
+    with torch.no_grad():
+        item_vecs = student.item_vectors()
+        states = torch.cat(  # (N, D): the user state before every training target
+            [
+                student.position_states(inputs[i : i + 2048], targets[i : i + 2048], item_vecs)
+                for i in range(0, len(inputs), 2048)
+            ]
+        )
+    labels_of = targets[keep]
+    n = len(labels_of)
+    chosen = torch.randperm(n, generator=generator)[: config.max_positions]
+    states, labels_of = states[chosen], labels_of[chosen]
+    t_items = t_scores = None
+    if soft_labels is not None and config.alpha > 0 and slots is not None:
+        users, positions = (a[keep.numpy()][chosen.numpy()] for a in slots)
+        t_items, t_scores = _position_labels(soft_labels, users, positions)
+        if unknown is not None:
+            t_scores = t_scores.masked_fill(unknown[t_items], losses.NEG)
+    text = torch.as_tensor(item_emb, dtype=torch.float32)
+    torch.manual_seed(seed)
+    tower = ContentTower(text.shape[1], item_vecs.shape[1], config.hidden)
+    optimizer = torch.optim.Adam(tower.parameters(), lr=config.lr)
+    n_items = len(item_vecs)
+    for _ in range(config.epochs):
+        order = torch.randperm(len(labels_of), generator=generator)
+        for start in range(0, len(order), config.batch_size):
+            rows = order[start : start + config.batch_size]
+            drop = torch.rand(n_items, generator=generator) < config.item_dropout
+            mixed = torch.where(drop[:, None], tower(text), item_vecs)  # (I, D)
+            logits = states[rows] @ mixed.T
+            if unknown is not None:
+                logits = logits.masked_fill(unknown, losses.NEG)
+            log_q = F.log_softmax(logits, dim=-1)
+            loss = F.nll_loss(log_q, labels_of[rows])
+            if t_items is not None:
+                loss = loss + config.alpha * losses.kd_topk_kl(
+                    logits, t_items[rows], t_scores[rows], 1.0, log_q=log_q
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return tower.eval()
+
+
+def _position_labels(
+    soft_labels: SoftLabels, users: np.ndarray, positions: np.ndarray
+) -> tuple[Tensor, Tensor]:
+    """The teacher's top-K (items, scores), each (N, K), after each (user, position)."""
+    items = scores = None
+    for key, start, end in soft_labels.shards:
+        mine = np.flatnonzero((users >= start) & (users < end))
+        if not len(mine):
+            continue
+        got_items, got_scores = soft_labels.positions(key).gather(
+            users[mine] - start, positions[mine]
+        )
+        if items is None:
+            items = torch.zeros((len(users), got_items.shape[1]), dtype=torch.long)
+            scores = torch.zeros((len(users), got_items.shape[1]))
+        items[mine], scores[mine] = got_items, got_scores
+    if items is None or scores is None:
+        raise ValueError("no teacher labels for the content tower's positions")
+    return items, scores

@@ -1,0 +1,99 @@
+"""The item-cold-start protocol on a hand-made example whose ranks are worked out below."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+import torch
+
+from distill.new_items import NewItemTargets, calibrate, evaluate_new_items
+from storage.split import Split
+
+LOG3, LOG4, LOG5 = np.log2(3), np.log2(4), np.log2(5)
+# items 6 and 7 are new; user 0 reads 0, 1 (train), 2 (valid), 3 (test); user 1 reads 4, 5, 0
+SCORES = torch.tensor(
+    [
+        [0.9, 0.8, 0.1, 0.5, 0.6, 0.3, 0.95, 0.4],
+        [0.2, 0.1, 0.7, 0.6, 0.0, 0.5, 0.9, 0.3],
+    ]
+)
+
+
+def split() -> Split:
+    frame = pl.DataFrame(
+        {
+            "user_idx": [0, 0, 0, 0, 1, 1, 1],
+            "item_idx": [0, 1, 2, 3, 4, 5, 0],
+            "timestamp": [1, 2, 3, 4, 1, 2, 3],
+            "fold": ["train", "train", "valid", "test", "train", "valid", "test"],
+        },
+        schema={
+            "user_idx": pl.Int32,
+            "item_idx": pl.Int32,
+            "timestamp": pl.Int64,
+            "fold": pl.String,
+        },
+    )
+    return Split(frame, n_users=2, n_items=8)
+
+
+def matrix(pairs: list[tuple[int, int]]) -> sp.csr_matrix:
+    rows, cols = zip(*pairs, strict=True)
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(2, 8))
+
+
+# user 0 read new item 6 (validation half) and 7 (test half); user 1 read 7
+TARGETS = NewItemTargets(
+    np.array([6, 7]), {"valid": matrix([(0, 6)]), "test": matrix([(0, 7), (1, 7)])}
+)
+
+
+def scorer(new_scale: float | None = 1.0):
+    def scores(users: np.ndarray, fold: str) -> torch.Tensor:
+        out = SCORES[users].clone()
+        out[:, 6:] = -10.0 if new_scale is None else out[:, 6:] * new_scale
+        return out
+
+    return scores
+
+
+def test_three_views_by_hand():
+    result = evaluate_new_items(scorer(), split(), TARGETS, fold="test")
+    # new among new: user 0's target 7 competes with nothing (6 is theirs: left out), rank 0;
+    # user 1's 7 (0.3) is below 6 (0.9), rank 1
+    among_new = result.new_among_new
+    assert list(among_new.users) == [0, 1]
+    np.testing.assert_allclose(among_new.per_user["ndcg@10"], [1.0, 1 / LOG3])
+    # new among all: user 0 (history 0-3, other new item 6 left out): 4 (0.6) beats 7 (0.4);
+    # user 1 (history 4, 5, 0): 2, 3 and 6 beat 7 (0.3)
+    np.testing.assert_allclose(result.new_among_all.per_user["ndcg@10"], [1 / LOG3, 1 / LOG5])
+    np.testing.assert_allclose(result.new_among_all.per_user["hr@10"], [1.0, 1.0])
+    # warm: the test item among every item but the input and the user's held-out items:
+    # user 0's 3 (0.5) is below 4 (0.6); user 1's 0 (0.2) below 2, 3 and 6
+    np.testing.assert_allclose(result.warm.per_user["ndcg@10"], [1 / LOG3, 1 / LOG5])
+    assert result.warm.metrics["ndcg@10"] == pytest.approx((1 / LOG3 + 1 / LOG5) / 2)
+
+
+def test_unplaced_new_items_rank_below_every_warm_candidate():
+    result = evaluate_new_items(scorer(None), split(), TARGETS, fold="test")
+    ndcg = result.new_among_all.per_user["ndcg@10"]
+    assert ndcg[0] == pytest.approx(1 / LOG4)  # below 4 and 5
+    # user 1: below 1, 2 and 3; tied with 6 (both -10), the tie broken by the seeded order
+    assert ndcg[1] in (pytest.approx(1 / LOG5), pytest.approx(1 / np.log2(6)))
+
+
+@pytest.mark.parametrize(
+    ("max_loss", "chosen", "new_ndcg"), [(0.01, 0.5, 1 / LOG3), (0.1, 1.0, 1.0)]
+)
+def test_calibration_takes_the_best_scale_within_the_warm_loss(max_loss, chosen, new_ndcg):
+    # validation: at scale 1 user 1's new item 6 (0.9) pushes the validation item 5 (0.5) from
+    # rank 2 to 3 (warm -7.4 %); at 0.5 it scores 0.45 and displaces nothing, but user 0's
+    # target 6 (0.475) then ranks below 4 (0.6)
+    scale, result = calibrate(scorer, split(), TARGETS, [0.5, 1.0], max_loss)
+    assert scale == chosen
+    assert result.new_among_all.metrics["ndcg@10"] == pytest.approx(new_ndcg)
+    reference = (1 / LOG5 + 1 / LOG4) / 2
+    warm = result.warm.metrics["ndcg@10"]
+    assert warm == pytest.approx(reference if chosen == 0.5 else 1 / LOG5)
