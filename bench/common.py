@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -48,13 +50,27 @@ def machine() -> dict:
     }
 
 
+def git_commit() -> str:
+    """The commit the code ran at (+ "-dirty" with uncommitted changes to tracked files)."""
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root).returncode != 0
+    return (head or "unknown") + ("-dirty" if dirty else "")
+
+
 def save(name: str, results: dict) -> Path:
+    """bench/results/<name>.json: the results with what made them (commit, command line,
+    machine, time)."""
     path = RESULTS / f"{name}.json"
     atomic_write_json(
         path,
         {
             "benchmark": name,
             "created_at": datetime.now(UTC).isoformat(),
+            "git_commit": git_commit(),
+            "argv": sys.argv,
             "machine": machine(),
             **results,
         },

@@ -91,7 +91,7 @@ def _fixed(name: str, role: str, scorer: Scorer, split: Split, plan: NewItemsPla
     return NewItemRow(name, role, False, [folds[0]], [folds[1]])
 
 
-def _scorer_at(run: StudentRun, split: Split) -> Callable[[float | None], Scorer]:
+def scorer_at(run: StudentRun, split: Split) -> Callable[[float | None], Scorer]:
     """scale -> the run's scorer with its cold items served at that scale; None: unplaced."""
 
     def at(scale: float | None) -> Scorer:
@@ -114,11 +114,11 @@ def _student(
             valid.append(evaluate_new_items(run.scorer(split), split, plan.targets, fold="valid"))
         else:
             scale, result = calibrate(
-                _scorer_at(run, split),
+                scorer_at(run, split),
                 split,
                 plan.targets,
                 plan.content.scales,
-                plan.content.max_warm_loss,
+                max_warm_loss=plan.content.max_warm_loss,
             )
             run.placement = run.placement.with_scale(scale)
             valid.append(result)
@@ -128,7 +128,7 @@ def _student(
     return NewItemRow(name, role, distilled, valid, test, scales or None)
 
 
-def _teacher_scorer(cache: TeacherCache, split: Split) -> Scorer:
+def teacher_scorer(cache: TeacherCache, split: Split) -> Scorer:
     """The teacher's heads; items with no train interaction scored by their heads' text
     projections alone (their ID rows were only ever negatives)."""
     if cache.plan.adapter_path is None:
@@ -168,7 +168,7 @@ def new_item_rows(
     ]
     sasrec = comparison.runs[SASREC_ROW]
     rows.append(_student(SASREC_ROW, "baseline", sasrec, split, plan))
-    rows.append(_fixed("Teacher", "teacher", _teacher_scorer(cache, split), split, plan))
+    rows.append(_fixed("Teacher", "teacher", teacher_scorer(cache, split), split, plan))
     no_teacher = plan.content.model_copy(update={"alpha": 0.0})
     with_tower = []
     for run in sasrec:
@@ -180,7 +180,33 @@ def new_item_rows(
         if name != SASREC_ROW:
             role = "baseline" if name == DROPOUTNET_ROW else "student"
             rows.append(_student(name, role, runs, split, plan))
+    by_name = {r.model: r for r in rows}
+    distilled = next((r for r in rows if r.distilled and r.role == "student"), None)
+    if distilled is not None and DROPOUTNET_ROW in by_name:
+        runs = comparison.runs[distilled.model]
+        rows.append(_matched(distilled.model, runs, by_name[DROPOUTNET_ROW], split, plan))
     return rows
+
+
+def _matched(
+    name: str, runs: list[StudentRun], reference: NewItemRow, split: Split, plan: NewItemsPlan
+) -> NewItemRow:
+    """The distilled student calibrated to the reference's warm quality instead (seed by seed,
+    on validation): how many new items it surfaces when it may lose as much warm NDCG@10 as the
+    reference does. The runs keep their own (product) scale."""
+    valid, test, scales = [], [], []
+    for run, theirs in zip(runs, reference.valid, strict=True):
+        scale, result = calibrate(
+            scorer_at(run, split),
+            split,
+            plan.targets,
+            plan.content.scales,
+            warm_floor=theirs.warm.metrics["ndcg@10"],
+        )
+        valid.append(result)
+        scales.append(scale)
+        test.append(evaluate_new_items(run.scorer(split, scale), split, plan.targets))
+    return NewItemRow(f"{name} at {reference.model}'s warm", "matched", True, valid, test, scales)
 
 
 def new_items_section(rows: list[NewItemRow], plan: NewItemsPlan) -> dict:
@@ -190,6 +216,16 @@ def new_items_section(rows: list[NewItemRow], plan: NewItemsPlan) -> dict:
     by_name = {r.model: r for r in rows}
     tests: dict[str, dict] = {}
     if distilled is not None:
+        matched = next((r for r in rows if r.role == "matched"), None)
+        if matched is not None:
+            tests["vs_dropoutnet_equal_warm"] = {
+                "view": "new_among_all",
+                **paired(
+                    matched.results("new_among_all"),
+                    by_name[DROPOUTNET_ROW].results("new_among_all"),
+                    names=(matched.model, DROPOUTNET_ROW),
+                ),
+            }
         for key, control, view in (
             ("vs_dropoutnet", DROPOUTNET_ROW, "new_among_all"),
             ("vs_sasrec_content", SASREC_CONTENT_ROW, "new_among_all"),

@@ -172,17 +172,19 @@ def calibrate(
     split: Split,
     targets: NewItemTargets,
     scales: Sequence[float],
-    max_warm_loss: float,
+    *,
+    max_warm_loss: float = 0.0,
+    warm_floor: float | None = None,
 ) -> tuple[float, NewItemResult]:
     """The scale at which a content path serves its cold items, chosen on the validation half:
     the one with the best validation new_among_all NDCG@10 among those whose validation warm
-    NDCG@10 stays within `max_warm_loss` of the same model with its cold items unplaced
-    (`scorer_at(None)`); the smallest scale when none does. Returns it with its validation
-    result."""
-    reference = _warm_only(scorer_at(None), split, targets)
-    floor = (1 - max_warm_loss) * reference
+    NDCG@10 stays at or above a floor, the smallest scale when none does. The floor is
+    `warm_floor`, else the same model with its cold items unplaced (`scorer_at(None)`) less
+    `max_warm_loss`. Returns the scale and its validation result."""
+    if warm_floor is None:
+        warm_floor = (1 - max_warm_loss) * _warm_only(scorer_at(None), split, targets)
     tried = [(s, evaluate_new_items(scorer_at(s), split, targets, fold="valid")) for s in scales]
-    allowed = [(s, r) for s, r in tried if r.warm.metrics["ndcg@10"] >= floor]
+    allowed = [(s, r) for s, r in tried if r.warm.metrics["ndcg@10"] >= warm_floor]
     if not allowed:
         return min(tried, key=lambda sr: sr[0])
     return max(allowed, key=lambda sr: (sr[1].new_among_all.metrics["ndcg@10"], -sr[0]))

@@ -141,7 +141,7 @@ def breakdown(
 
 SETTINGS = ("teacher_fingerprint", "student", "sasrec", "distill", "content", "loop")
 TESTS = ("kd_vs_no_kd", "kd_vs_best_plain")
-SERVED = ("previous_model", "delta_vs_previous")
+SERVED = ("previous_model", "delta_vs_previous", "versus_champion")
 
 
 @dataclass
@@ -460,15 +460,25 @@ def markdown(
                 f"- {name}: {bar['target']} — {bar['value']} — "
                 f"{'holds' if bar['holds'] else 'NOT met'}"
             )
-    if report.get("delta_vs_previous"):
-        prev = report["previous_model"]
-        deltas = ", ".join(f"{k} {v:+.4f}" for k, v in report["delta_vs_previous"].items())
-        lines += ["", f"Validation vs the current model {prev['version']}: {deltas}"]
+    if report.get("versus_champion"):
+        lines += ["", champion_line(report["versus_champion"])]
     if publish:
         lines += ["", f"Publish (regression gate): {publish}"]
     for caption, src in images:
         lines += ["", f"![{caption}]({src})"]
     return "\n".join(lines) + "\n"
+
+
+def champion_line(versus: dict) -> str:
+    """Both models' validation NDCG@10 on this run's validation fold, and the paired test."""
+    test = versus["test"]
+    return (
+        f"Validation vs the current model {versus['champion_version']}, both on this run's "
+        f"validation fold ({versus['targets']} targets, {versus['unknown_targets']} of them "
+        f"items the current model does not know): NDCG@10 {versus['challenger']['ndcg@10']:.4f} "
+        f"vs {versus['champion']['ndcg@10']:.4f} ({test['relative_gain']:+.1%}, paired t-test "
+        f"p = {test['p_value']:.3g})"
+    )
 
 
 def new_items_markdown(section: dict) -> list[str]:
@@ -504,15 +514,18 @@ def new_items_markdown(section: dict) -> list[str]:
     return lines
 
 
-def versus_current(current: str | None, previous: dict[str, float], validation: dict) -> dict:
-    """The report's comparison of this run's validation metrics with the served model's."""
-    if current is None:
+def versus_current(versus: dict | None) -> dict:
+    """The report's comparison with the served model, both on this run's validation fold
+    (`distill.champion.HeadToHead.as_json`); empty when nothing is served yet."""
+    if versus is None:
         return {}
+    champion, challenger = versus["champion"], versus["challenger"]
     return {
-        "previous_model": {"version": current, "validation": previous},
+        "previous_model": {"version": versus["champion_version"], "validation": champion},
         "delta_vs_previous": {
-            k: validation[k] - previous[k] for k in sorted(validation) if k in previous
+            k: challenger[k] - champion[k] for k in sorted(challenger) if k in champion
         },
+        "versus_champion": versus,
     }
 
 

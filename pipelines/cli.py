@@ -571,7 +571,30 @@ def _stop_children() -> None:
         child.kill()
 
 
+def own_settings(argv: list[str], environ: dict[str, str]) -> dict[str, str]:
+    """The environment kdrec needs, whoever starts it (not only the Makefile): offline models
+    and data, Prefect's state in the work dir (`--work-dir`, else $KDREC_WORK_DIR, else ./work)
+    with analytics off (its telemetry heartbeat otherwise prints a "database is locked"
+    traceback) and a start-up timeout a busy 2-core machine can meet. Values already set win."""
+    work = environ.get("KDREC_WORK_DIR", "work")
+    for i, arg in enumerate(argv):
+        if arg == "--work-dir" and i + 1 < len(argv):
+            work = argv[i + 1]
+        elif arg.startswith("--work-dir="):
+            work = arg.split("=", 1)[1]
+    wanted = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PREFECT_HOME": str(Path(work).resolve() / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
+    return {k: v for k, v in wanted.items() if k not in environ}
+
+
 def main() -> None:
+    os.environ.update(own_settings(sys.argv[1:], dict(os.environ)))  # before Prefect loads
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -21,6 +21,7 @@ from distill.train import LoopConfig
 from storage.atomic import validate_name
 from storage.datasets import DatasetConfig
 from storage.errors import ConfigError, NotFound
+from storage.registry import GateConfig
 
 
 def default_work_dir() -> Path:
@@ -82,6 +83,8 @@ class RunConfig(BaseModel):
     model_name: str = "kdrec"  # registry/<model_name>/
     publish: bool = True  # publish the best distilled student to the registry
     force_publish: bool = False  # publish even when the regression gate refuses
+    # the gate: the candidate against the served model on the same validation fold
+    gate: GateConfig = GateConfig()
     # the nightly student starts from the published model (distill.init: previous, items mapped
     # by id) instead of a teacher head; bench/warm_start.py: best epoch 6 vs 73, better valid/test
     nightly_warm_start: bool = True

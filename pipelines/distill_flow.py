@@ -23,7 +23,7 @@ from pipelines.teacher_flow import teacher_flow
 from storage.atomic import atomic_write_json, atomic_write_text, read_json
 from storage.datasets import Dataset, DatasetConfig, ingest
 from storage.holdout import hold_out_items
-from storage.registry import PublishResult, Registry
+from storage.registry import GateConfig, PublishResult, Registry
 from storage.split import make_split
 from storage.workdir import WorkDir
 
@@ -73,9 +73,17 @@ def split_task(dataset_path: str, cutoff: int | None) -> str:
 
 @task(name="publish", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def publish_task(
-    registry: Registry, run_dir: Path, manifest: dict, *, force: bool, set_current: bool
+    registry: Registry,
+    run_dir: Path,
+    manifest: dict,
+    *,
+    force: bool,
+    set_current: bool,
+    versus: dict | None = None,
+    gate: GateConfig | None = None,
 ) -> PublishResult:
-    """Publish the staged bundle through the regression gate; switch CURRENT atomically."""
+    """Publish the staged bundle through the regression gate (the candidate against the served
+    model on the same validation fold: `versus`); switch CURRENT atomically."""
     files = {p.name: p.read_bytes() for p in sorted((run_dir / "bundle").iterdir())}
     return registry.publish(
         files,
@@ -83,6 +91,8 @@ def publish_task(
         validation=read_json(run_dir / "validation.json"),
         force=force,
         set_current=set_current,
+        versus=versus,
+        gate=gate,
     )
 
 
@@ -207,6 +217,8 @@ def distill(
             },
             force=params.force_publish,
             set_current=set_current,
+            versus=report.served.get("versus_champion"),
+            gate=params.gate,
         )
     (log.info if publish.published else log.warning)("publish: %s", publish.reason)
     write_publish(Path(run_dir), report, publish)

@@ -9,11 +9,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from distill.bundle import bundle_files
+from distill.bundle import StudentBundle, bundle_files
+from distill.champion import head_to_head
 from distill.new_item_rows import NewItemsPlan, new_item_rows, new_items_section
 from distill.new_items import NewItemTargets
 from distill.parallel import InBackground
-from distill.report import save_report, versus_current
+from distill.report import champion_line, save_report, versus_current
 from distill.student import stage
 from distill.student.warm_start import warm_start_from
 from distill.train import available_cores
@@ -96,9 +97,16 @@ def train_evaluate_task(
     best = result.best
     cost = stage.serving_cost(Path(teacher_cache), best, result.sasrec, split)
     registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
+    versus = None
     current = registry.current_version()
-    previous = registry.bundle(current).manifest.get("validation", {}) if current else {}
-    report = result.report.finish(cost, versus_current(current, previous, best.valid), section)
+    if current is not None:  # the served model on this run's validation fold, like for like
+        served = registry.bundle(current)
+        served.verify()
+        versus = head_to_head(
+            StudentBundle(served.path), current, best.scorer(split), dataset, split
+        ).as_json()
+        log.info("%s", champion_line(versus))
+    report = result.report.finish(cost, versus_current(versus), section)
     save_report(report, out, result.rows)
     for name, data in bundle_files(
         best,

@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from storage.atomic import (
     TMP_PREFIX,
     atomic_write_bytes,
@@ -50,6 +52,18 @@ SIGNATURE = "manifest.sig"
 KEY_ENV, KEY_FILE_ENV = "KDREC_SIGNING_KEY", "KDREC_SIGNING_KEY_FILE"
 GATE_METRIC = "ndcg@10"  # validation metric the regression gate compares
 GATE_TOLERANCE = 0.02  # refuse a model more than 2% below the current one
+
+
+class GateConfig(BaseModel):
+    """The regression gate: the candidate against the served model on the same validation fold
+    (`versus`, distill/champion.py); without one, against the validation the served model
+    recorded when it was published."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tolerance: float = Field(GATE_TOLERANCE, ge=0, lt=1)  # refuse more than this below (relative)
+    # with a p-value: refuse only when the drop is also significant (per-user paired t-test)
+    significance: float | None = Field(None, gt=0, lt=1)
 
 
 class GateRefused(KdrecError, RuntimeError):
@@ -177,6 +191,27 @@ def git_sha() -> str | None:
     return None
 
 
+def _same_fold(versus: dict, config: GateConfig) -> tuple[bool, str]:
+    """The gate's decision on the head-to-head of the candidate and the served model."""
+    old, new = versus["champion"][GATE_METRIC], versus["challenger"][GATE_METRIC]
+    p_value = versus["test"]["p_value"]
+    where = (
+        f"on tonight's validation fold, {versus['targets']} targets, "
+        f"{versus['unknown_targets']} of them items the current model does not know"
+    )
+    worse = new < old * (1 - config.tolerance)
+    significant = config.significance is None or p_value < config.significance
+    if worse and significant:
+        return False, (
+            f"validation {GATE_METRIC} {new:.4f} is more than {config.tolerance:.0%} below the "
+            f"current model's {old:.4f} ({versus['champion_version']}) {where}, p = {p_value:.3g}"
+        )
+    return True, (
+        f"validation {GATE_METRIC} {new:.4f} vs current {old:.4f} "
+        f"({versus['champion_version']}) {where}, p = {p_value:.3g}"
+    )
+
+
 class Registry:
     def __init__(self, root: Path, model: str = "kdrec") -> None:
         self.root = Path(root) / validate_name(model, what="model name")
@@ -216,21 +251,31 @@ class Registry:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         return validate_name(f"v{stamp}{'-' + tag if tag else ''}", what="version")
 
-    def gate(self, metrics: dict[str, float]) -> tuple[bool, str]:
-        """(passes, reason) for a candidate's validation metrics against the current model."""
+    def gate(
+        self,
+        metrics: dict[str, float],
+        versus: dict | None = None,
+        config: GateConfig | None = None,
+    ) -> tuple[bool, str]:
+        """(passes, reason) for a candidate's validation metrics against the current model:
+        on the same fold when `versus` (distill.champion.HeadToHead.as_json) is given."""
+        config = config or GateConfig()
         current = self.current_version()
         if current is None:
             return True, "first publish"
+        if versus is not None and versus.get("champion_version") == current:
+            return _same_fold(versus, config)
         old = self.bundle(current).manifest.get("validation", {}).get(GATE_METRIC)
         new = metrics.get(GATE_METRIC)
         if old is None or new is None:
             return True, "no comparable validation metric"
-        if new < old * (1 - GATE_TOLERANCE):
+        if new < old * (1 - config.tolerance):
             return False, (
                 f"validation {GATE_METRIC} {new:.4f} is more than "
-                f"{GATE_TOLERANCE:.0%} below the current model's {old:.4f} ({current})"
+                f"{config.tolerance:.0%} below the current model's {old:.4f} ({current}, "
+                "as recorded on its own night's split)"
             )
-        return True, f"validation {GATE_METRIC} {new:.4f} vs current {old:.4f}"
+        return True, f"validation {GATE_METRIC} {new:.4f} vs current {old:.4f} (its own split)"
 
     def publish(
         self,
@@ -242,6 +287,8 @@ class Registry:
         tag: str = "",
         set_current: bool = True,
         volatile: tuple[str, ...] = ("report.json",),
+        versus: dict | None = None,
+        gate: GateConfig | None = None,
     ) -> PublishResult:
         """Stage, hash, rename into place, then switch CURRENT; all under the registry lock.
 
@@ -261,7 +308,9 @@ class Registry:
         ).hexdigest()
         key = signing_key()
         with self.lock():
-            ok, reason = self.gate(validation) if set_current else (True, "not made current")
+            ok, reason = (
+                self.gate(validation, versus, gate) if set_current else (True, "not made current")
+            )
             if not ok and not force:
                 log.warning("publish refused by the regression gate: %s", reason)
                 return PublishResult(False, None, f"refused: {reason}")
@@ -292,6 +341,7 @@ class Registry:
                         "files": hashes,
                         "content_key": content_key,
                         "validation": validation,
+                        **({"versus_champion": versus} if versus is not None else {}),
                         "created_at": datetime.now(UTC).isoformat(),
                         "git_sha": git_sha(),
                         "gate": reason if ok else f"forced: {reason}",

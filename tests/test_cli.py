@@ -119,3 +119,15 @@ def test_flows_leave_the_clis_sigterm_handler_in_charge(prefect_harness):
             cli._off_main_thread(lambda: 1 / 0)
     finally:
         signal.signal(signal.SIGTERM, ours)
+
+
+def test_kdrec_sets_what_it_needs_itself_and_keeps_what_is_set():
+    from pipelines.cli import own_settings
+
+    env = own_settings(["run", "--work-dir", "/tmp/somewhere"], {})
+    assert env["PREFECT_HOME"] == "/tmp/somewhere/.prefect"
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
+    assert own_settings(["run"], {"KDREC_WORK_DIR": "/w"})["PREFECT_HOME"] == "/w/.prefect"
+    assert own_settings(["run", "--work-dir=/x"], {})["PREFECT_HOME"] == "/x/.prefect"
+    assert "PREFECT_HOME" not in own_settings(["run"], {"PREFECT_HOME": "/mine"})

@@ -45,7 +45,7 @@ class ContentConfig(BaseModel):
     scale: float = Field(0.85, gt=0)
     max_warm_loss: float = Field(0.01, ge=0, lt=1)
     scales: list[float] = Field(  # the grid that choice searches
-        default_factory=lambda: [0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.1]
+        default_factory=lambda: [0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.1, 1.25, 1.5]
     )
 
 

@@ -63,6 +63,29 @@ def test_a_regressed_model_alerts_with_the_reason(work):
     assert summary(checks).startswith("validation vs previous")
 
 
+def test_validation_vs_previous_compares_on_the_same_fold_when_the_publish_measured_it(work):
+    registry = Registry(work / "registry", "kdrec")
+    current = registry.bundle()
+    files = {p.name: p.read_bytes() for p in current.path.iterdir() if p.name != "manifest.json"}
+    files["config.json"] = files["config.json"] + b"  "
+    before = current.manifest["validation"]["ndcg@10"]
+    # a harder night: the recorded validation fell 20 %, but on the same fold the new model is
+    # as good as the one it replaced
+    lower = {**current.manifest["validation"], "ndcg@10": before * 0.8}
+    versus = {
+        "champion_version": current.version,
+        "champion": {"ndcg@10": before * 0.79},
+        "challenger": lower,
+        "unknown_targets": 0,
+        "targets": 10,
+        "test": {"p_value": 0.9, "relative_gain": 0.01},
+    }
+    assert registry.publish(files, {}, validation=lower, versus=versus).published
+    checks = run_checks(work, "kdrec", "syn", MonitorConfig(), now=made_at(work) + DAY)
+    check = by_name(checks)["validation vs previous"]
+    assert check.ok is True and "same validation fold" in check.detail, check
+
+
 class Metrics(BaseHTTPRequestHandler):
     body = b""
 

@@ -91,9 +91,13 @@ def test_calibration_takes_the_best_scale_within_the_warm_loss(max_loss, chosen,
     # validation: at scale 1 user 1's new item 6 (0.9) pushes the validation item 5 (0.5) from
     # rank 2 to 3 (warm -7.4 %); at 0.5 it scores 0.45 and displaces nothing, but user 0's
     # target 6 (0.475) then ranks below 4 (0.6)
-    scale, result = calibrate(scorer, split(), TARGETS, [0.5, 1.0], max_loss)
+    scale, result = calibrate(scorer, split(), TARGETS, [0.5, 1.0], max_warm_loss=max_loss)
     assert scale == chosen
     assert result.new_among_all.metrics["ndcg@10"] == pytest.approx(new_ndcg)
     reference = (1 / LOG5 + 1 / LOG4) / 2
     warm = result.warm.metrics["ndcg@10"]
     assert warm == pytest.approx(reference if chosen == 0.5 else 1 / LOG5)
+    # an absolute floor instead (another model's warm NDCG@10 to match): 0.43 admits both
+    # scales (0.4654 and 0.4307), 0.47 neither, which leaves the smallest
+    assert calibrate(scorer, split(), TARGETS, [0.5, 1.0], warm_floor=0.43)[0] == 1.0
+    assert calibrate(scorer, split(), TARGETS, [1.0, 0.5], warm_floor=0.47)[0] == 0.5
