@@ -27,6 +27,15 @@ def work_dir() -> Path:
     return Path(os.environ.get("KDREC_BENCH_WORK", os.environ.get("KDREC_WORK_DIR", "work")))
 
 
+def flow_settings() -> None:
+    """Before Prefect loads: kdrec's own settings for flows run from a study, with Prefect's
+    home in the study's work dir (`kdrec` run directly does the same for its --work-dir)."""
+    from pipelines.cli import own_settings
+
+    os.environ.update(own_settings(["--work-dir", str(work_dir())], dict(os.environ)))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+
+
 def movielens(work: Path):
     result = ingest(DatasetConfig(), work_dir=work)
     dataset = load_dataset(work, result.name, result.version)

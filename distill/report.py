@@ -32,6 +32,7 @@ class ModelRow:
     train_seconds: list[float]
     users_per_second: float
     history: list[list[dict]] = field(default_factory=list)  # per seed: per-epoch training log
+    valid: list[float] = field(default_factory=list)  # per seed: validation NDCG@10 (students)
 
     def metric(self, name: str) -> dict[str, float]:
         values = np.array([r.metrics[name] for r in self.results])
@@ -46,6 +47,17 @@ class ModelRow:
             "params": int(self.params),
             "train_seconds": float(np.mean(self.train_seconds)),
             "users_per_second": float(self.users_per_second),
+            **(
+                {
+                    "valid_ndcg@10": {
+                        "mean": float(np.mean(self.valid)),
+                        "std": float(np.std(self.valid)),
+                        "seeds": [float(v) for v in self.valid],
+                    }
+                }
+                if self.valid
+                else {}
+            ),
         }
 
 
@@ -292,7 +304,7 @@ def bars(report: dict) -> dict[str, dict]:
             "holds": ndcg(teacher) >= 1.10 * ndcg(sasrec),
         }
     cost = report.get("cost")
-    if cost:
+    if cost and cost.get("student_vs_sasrec") is not None:
         ratio = cost["student_vs_sasrec"]
         kd_row = next((r for r in report["rows"] if r["distilled"]), None)
         fewer = kd_row is None or sasrec is None or kd_row["params"] <= sasrec["params"]

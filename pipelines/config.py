@@ -88,6 +88,9 @@ class RunConfig(BaseModel):
     # the nightly student starts from the published model (distill.init: previous, items mapped
     # by id) instead of a teacher head; bench/warm_start.py: best epoch 6 vs 73, better valid/test
     nightly_warm_start: bool = True
+    # a night's trainings that start from the served model's weights (teacher heads, student)
+    # stop after this many epochs without validation gain (a cold training: train.patience)
+    warm_patience: int = Field(5, ge=1)
     quantized_index: bool = True  # also publish items.sq8.faiss (int8) for `serve --index sq8`
     # bundles store HMAC(key, user id), never raw ids; auto: on for bring-your-own (files) data
     pseudonymize_users: Literal["auto", "on", "off"] = "auto"

@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from distill.parallel import InBackground
 from distill.report import Report, embedded_images, markdown, relative_images
 from distill.student import stage
+from distill.teacher.warm import served_heads
 from distill.train import apply_threads
 from pipelines.config import RunConfig
 from pipelines.failures import STOP_HOOKS
@@ -159,11 +160,14 @@ def distill(
     dataset_path: str | None = None,
     manifest_extra: dict | None = None,
     set_current: bool = True,
+    nightly: bool = False,
 ) -> DistillRun:
     """Ingest, score with the teacher, train the students, evaluate, publish.
 
     `dataset_path` skips ingest (nightly runs pass the version they built); `set_current=False`
     stores the bundle without serving it (backfills); `manifest_extra` is recorded in the bundle.
+    `nightly`: a night costs what changed: the teacher's heads start from the served model's
+    (with `nightly_warm_start`) and only the distilled student is trained.
     """
     log = get_run_logger()
     log.info("threads: %d", apply_threads(params.threads))
@@ -177,7 +181,12 @@ def distill(
     split_name = split_task(dataset_path, params.split.as_of)
     timings["ingest_split"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    sasrec = _start_sasrec(params, dataset_path)  # needs no teacher: it trains beside it
+    heads = None
+    if nightly and params.nightly_warm_start:
+        heads = served_heads(params.work_dir, params.model_name, params.warm_patience)
+    sasrec = (
+        None if nightly else _start_sasrec(params, dataset_path)
+    )  # it trains beside the teacher
     try:
         runner = task_runner(params.runner, params.work_dir)
         teacher = teacher_flow.with_options(task_runner=runner)(
@@ -186,20 +195,23 @@ def distill(
             params.split.as_of,
             str(params.work_dir),
             params.split.eval_users,
+            heads,
         )
         timings["teacher"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         # the student stage's SASRec job waits on that checkpoint's lock, then finds it done
         run_dir = student_flow(
-            params, dataset_path, teacher["cache_dir"], str(new_run_dir(params.work_dir))
+            params, dataset_path, teacher["cache_dir"], str(new_run_dir(params.work_dir)), nightly
         )
         timings["student"] = time.perf_counter() - t2
-        try:
-            sasrec.result()
-        except Exception as exc:  # the student stage trained it instead
-            log.warning("SASRec trained beside the teacher failed: %s", exc)
+        if sasrec is not None:
+            try:
+                sasrec.result()
+            except Exception as exc:  # the student stage trained it instead
+                log.warning("SASRec trained beside the teacher failed: %s", exc)
     finally:
-        sasrec.stop()
+        if sasrec is not None:
+            sasrec.stop()
     report = Report.from_json(read_json(Path(run_dir) / "report.json"))
     dataset = Dataset(Path(dataset_path))
     publish = PublishResult.disabled()

@@ -66,7 +66,10 @@ def nightly(params: RunConfig | None = None, config_path: str | None = None) -> 
         params = params.model_copy(update={"distill": warm})
         log.info("warm start: the student starts from the published model when it fits")
     result = distill(
-        params, dataset_path=inbox["dataset_path"], manifest_extra={"nightly_base": inbox["base"]}
+        params,
+        dataset_path=inbox["dataset_path"],
+        manifest_extra={"nightly_base": inbox["base"]},
+        nightly=True,
     )
     moved = processed_task(inbox["files"])
     create_markdown_artifact(
@@ -81,4 +84,5 @@ def nightly(params: RunConfig | None = None, config_path: str | None = None) -> 
         "moved": moved,
         "run_dir": str(result.run_dir),
         "teacher": result.teacher,
+        "timings": result.timings,
     }

@@ -78,7 +78,7 @@ def job_tasks(workers: int) -> stage.JobRunner:
 
 @task(name="student-train-evaluate", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def train_evaluate_task(
-    params: RunConfig, dataset_path: str, teacher_cache: str, run_dir: str
+    params: RunConfig, dataset_path: str, teacher_cache: str, run_dir: str, nightly: bool = False
 ) -> str:
     """Train the students (with and without KD) for every seed; write the report and bundle.
     Their epochs show in the UI as the `student-progress` artifact."""
@@ -89,7 +89,9 @@ def train_evaluate_task(
     out = Path(run_dir)
     students = WorkDir(params.work_dir).students
     with TrainingProgress(students, "student-progress", "students (arms x seeds)"):
-        result = _train_students(params, dataset, split, Path(teacher_cache), held is not None)
+        result = _train_students(
+            params, dataset, split, Path(teacher_cache), new_items=held is not None, nightly=nightly
+        )
     section = None
     if held is not None:  # calibrates every content path on the validation half, in place
         plan = new_items_plan(held, params)
@@ -129,8 +131,15 @@ def train_evaluate_task(
 
 
 def _train_students(
-    params: RunConfig, dataset: Dataset, split: Split, teacher_cache: Path, new_items: bool
+    params: RunConfig,
+    dataset: Dataset,
+    split: Split,
+    teacher_cache: Path,
+    *,
+    new_items: bool,
+    nightly: bool,
 ) -> stage.Comparison:
+    """Every report row (at night only the product: the distilled student, warm-started)."""
     warm = None
     if params.distill.init == "previous":
         ids = dataset.items().get_column("item_id").to_list()
@@ -144,7 +153,9 @@ def _train_students(
         content=params.content if params.content.enabled else None,
         checkpoint_root=WorkDir(params.work_dir).students,
         warm=warm,
+        warm_patience=params.warm_patience if nightly else None,
         dropoutnet=new_items,
+        undistilled=not nightly,
     )
     return stage.quality(
         dataset,
@@ -173,6 +184,8 @@ def student_flow(
     dataset_path: str,
     teacher_cache: str,
     run_dir: str,
+    nightly: bool = False,
 ) -> str:
-    """Returns the run folder holding report.{json,md}, plots and the staged bundle."""
-    return train_evaluate_task(params, dataset_path, teacher_cache, run_dir)
+    """Returns the run folder holding report.{json,md}, plots and the staged bundle. `nightly`:
+    only the distilled student is trained (the undistilled rows are `kdrec quality`'s)."""
+    return train_evaluate_task(params, dataset_path, teacher_cache, run_dir, nightly)

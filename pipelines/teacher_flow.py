@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from distill.teacher import stage
 from distill.teacher.base import TeacherConfig
 from distill.teacher.cache import TeacherCache
+from distill.teacher.warm import HeadsWarmStart
 from pipelines.config import RunnerConfig
 from pipelines.progress import TrainingProgress
 from pipelines.runners import task_runner
@@ -31,14 +32,18 @@ def prepare_task(
     cutoff: int | None,
     work_dir: str,
     eval_users: int | None = None,
+    warm: HeadsWarmStart | None = None,
 ) -> tuple[str, dict]:
-    """Texts, LM embeddings (only new texts are encoded) and the adapted head."""
+    """Texts, LM embeddings (only new texts are encoded) and the adapted head (from last
+    night's with `warm`)."""
     dataset = Dataset(Path(dataset_path))
     stats: dict = {}
     split = make_split(dataset, cutoff=cutoff, eval_users=eval_users)
     heads = TrainingProgress(WorkDir(work_dir).adapters, "teacher-head-progress", "teacher heads")
     with heads:  # head epochs in the UI
-        plan = stage.prepare(config, dataset, split, work_dir=Path(work_dir), stats=stats)
+        plan = stage.prepare(
+            config, dataset, split, work_dir=Path(work_dir), stats=stats, warm=warm
+        )
     return plan.cache_dir, stats
 
 
@@ -72,11 +77,12 @@ def teacher_flow(
     cutoff: int | None = None,
     work_dir: str = "work",
     eval_users: int | None = None,
+    warm: HeadsWarmStart | None = None,
 ) -> dict:
     """Run the teacher once over all (user, item) pairs. Returns `TeacherRun.summary()`."""
     log = get_run_logger()
     t0 = time.perf_counter()
-    cache_dir, stats = prepare_task(config, dataset_path, cutoff, work_dir, eval_users)
+    cache_dir, stats = prepare_task(config, dataset_path, cutoff, work_dir, eval_users, warm)
     cache = TeacherCache(Path(cache_dir))
     plan = cache.plan
     if cache.is_complete():

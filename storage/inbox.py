@@ -1,6 +1,8 @@
 """The nightly inbox: new interaction/item files dropped in a folder become a new dataset version.
 
-<work>/inbox/<dataset>/interactions*.{csv,tsv,parquet}  new interactions (same columns as ingest)
+<work>/inbox/<dataset>/interactions*.{csv,tsv,parquet}  new interactions (same columns as ingest);
+                                                       a user seen for the first time is added
+                                                       (with no attributes yet)
 <work>/inbox/<dataset>/items*.{csv,tsv,parquet}         new or updated items (a newer row wins)
 Processed files move to <work>/inbox/<dataset>/processed/ only after the run that used them ends
 well; a failed run leaves them in place for the next one.
@@ -75,6 +77,10 @@ def merge_inbox(current: Dataset, files: dict[str, list[Path]], config: DatasetC
         items = pl.concat(parts, how="diagonal_relaxed").unique(
             "item_id", keep="last", maintain_order=True
         )
+    known = set(users.get_column("user_id").to_list())
+    arriving = sorted(set(inter.get_column("user_id").cast(pl.String).to_list()) - known)
+    if arriving:  # a user's first interactions arrive with the night: no attributes yet
+        users = pl.concat([users, pl.DataFrame({"user_id": arriving})], how="diagonal_relaxed")
     origin = ", ".join(str(p) for kind in files.values() for p in kind)
     names = {
         "interactions": f"{current.path / 'interactions.parquet'} + inbox ({origin})",

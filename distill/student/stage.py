@@ -188,6 +188,7 @@ def student_row(runs: list[StudentRun], name: str, role: str = "student") -> Mod
         [r.train.seconds for r in runs],
         float(np.mean([r.users_per_second for r in runs])),
         history=[r.train.history for r in runs],
+        valid=[r.valid["ndcg@10"] for r in runs],
     )
 
 
@@ -360,7 +361,11 @@ class QualityPlan:
     content: ContentConfig | None = None  # the distilled student's content path (None: off)
     checkpoint_root: Path | None = None  # content-keyed checkpoints, reused across runs
     warm: WarmStart | None = None  # kd.init "previous": the published model to start from
+    warm_patience: int | None = None  # a student that starts from `warm` stops after this
     dropoutnet: bool = False  # add the DropoutNet-style arm (the new-items protocol's baseline)
+    # train the undistilled rows (plain SASRec, the other student kind); a night does not: they
+    # are report rows for `kdrec quality`, not the product
+    undistilled: bool = True
 
 
 DROPOUTNET_ROW = "Student DropoutNet (no teacher)"
@@ -377,7 +382,7 @@ class Comparison:
     report: Report
     rows: list[ModelRow]
     best: StudentRun  # the distilled run with the best validation NDCG@10 (what is published)
-    sasrec: StudentRun  # seed 0 of the plain SASRec
+    sasrec: StudentRun | None  # seed 0 of the plain SASRec (None: the undistilled rows skipped)
     runs: dict[str, list[StudentRun]]  # every student row's runs, by row name
 
 
@@ -405,6 +410,9 @@ def quality(
         content: ContentConfig | None = None,
     ) -> list[int]:
         first = len(jobs)
+        loop = plan.loop
+        if this_kd.init == "previous" and plan.warm is not None and plan.warm_patience:
+            loop = loop.model_copy(update={"patience": plan.warm_patience})
         for seed in plan.seeds:
             job = train_job(
                 dataset,
@@ -412,7 +420,7 @@ def quality(
                 soft.fingerprint,
                 config,
                 this_kd,
-                plan.loop,
+                loop,
                 seed,
                 plan.checkpoint_root,
                 plan.warm,
@@ -426,9 +434,13 @@ def quality(
     plain_arms = arms(student, plan.sasrec)
     if plan.dropoutnet:
         plain_arms[DROPOUTNET_ROW] = DROPOUTNET
+    if not plan.undistilled:
+        plain_arms = {}
     label = student.kind.replace("_", "-")
     kd_name = f"Student {label} (KD {kd.loss})"
-    plain_jobs = {SASREC_ROW: submit(plain_arms.pop(SASREC_ROW), no_kd, SASREC_ROW)}  # slowest
+    plain_jobs = {}
+    if SASREC_ROW in plain_arms:  # the slowest first
+        plain_jobs[SASREC_ROW] = submit(plain_arms.pop(SASREC_ROW), no_kd, SASREC_ROW)
     content = plan.content if student.kind == "sequential" else None
     kd_jobs = submit(student, kd, kd_name, content)
     plain_jobs |= {name: submit(config, no_kd, name) for name, config in plain_arms.items()}
@@ -438,14 +450,18 @@ def quality(
         done = run(jobs, split, Path(teacher_cache))
     plain = {name: [done[i] for i in ids] for name, ids in plain_jobs.items()}
     distilled = [done[i] for i in kd_jobs]
-    rows.append(student_row(plain[SASREC_ROW], SASREC_ROW, role="baseline"))
+    if SASREC_ROW in plain:
+        rows.append(student_row(plain[SASREC_ROW], SASREC_ROW, role="baseline"))
     rows.append(teacher_row(split, teacher_cache))
     rows += [student_row(runs, name) for name, runs in plain.items() if name != SASREC_ROW]
     kd_row = student_row(distilled, kd_name)
     rows.append(kd_row)
-    twin = next(r for r in rows if r.model in (f"Student {label} (no KD)", SASREC_ROW))
+    twin = next((r for r in rows if r.model in (f"Student {label} (no KD)", SASREC_ROW)), None)
     plain_rows = [r for r in rows if r.role != "teacher" and not r.distilled]
     best_plain = max(plain_rows, key=lambda r: r.metric("ndcg@10")["mean"])
+    tests = {"kd_vs_best_plain": paired_test(kd_row, best_plain)}
+    if twin is not None:
+        tests = {"kd_vs_no_kd": paired_test(kd_row, twin), **tests}
     report = build_report(
         dataset=dataset.ref,
         split=split,
@@ -459,13 +475,11 @@ def quality(
             "content": None if content is None else content.model_dump(),
             "loop": plan.loop.model_dump(),
         },
-        tests={
-            "kd_vs_no_kd": paired_test(kd_row, twin),
-            "kd_vs_best_plain": paired_test(kd_row, best_plain),
-        },
+        tests=tests,
     )
     best = max(distilled, key=lambda r: r.valid["ndcg@10"])
-    return Comparison(report, rows, best, plain[SASREC_ROW][0], {**plain, kd_name: distilled})
+    sasrec_run = plain[SASREC_ROW][0] if SASREC_ROW in plain else None
+    return Comparison(report, rows, best, sasrec_run, {**plain, kd_name: distilled})
 
 
 def _per_user_seconds(
@@ -497,7 +511,7 @@ def _student_seconds(run: StudentRun, split: Split, users: Tensor, repeats: int)
 def serving_cost(
     teacher_cache: Path,
     student: StudentRun,
-    sasrec: StudentRun,
+    sasrec: StudentRun | None,
     split: Split,
     *,
     n_users: int = 256,
@@ -509,10 +523,9 @@ def serving_cost(
     to serve). Its one-time nightly cost (LM pass over new texts, adaptation, soft labels) is
     reported separately, from the teacher cache's report."""
     users = torch.arange(min(n_users, split.n_users))
-    seconds = {
-        "student": _student_seconds(student, split, users, repeats),
-        "sasrec": _student_seconds(sasrec, split, users, repeats),
-    }
+    seconds = {"student": _student_seconds(student, split, users, repeats)}
+    if sasrec is not None:  # a night trains no plain SASRec: there is nothing to compare with
+        seconds["sasrec"] = _student_seconds(sasrec, split, users, repeats)
     cache = TeacherCache(teacher_cache)
     if cache.plan.adapter_path is not None:
         user_vectors, item_vecs = cache.head_user_vectors(split, "test")
@@ -520,7 +533,9 @@ def serving_cost(
     info = cache.report()
     return {
         "seconds_per_user": seconds,
-        "student_vs_sasrec": seconds["student"] / seconds["sasrec"],
+        "student_vs_sasrec": seconds["student"] / seconds["sasrec"]
+        if "sasrec" in seconds
+        else None,
         "teacher_vs_student": seconds["teacher"] / seconds["student"]
         if "teacher" in seconds
         else None,

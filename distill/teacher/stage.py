@@ -36,6 +36,7 @@ from distill.teacher.base import (
     weights_hash,
 )
 from distill.teacher.cache import TeacherCache, TeacherPlan, cached_scorer, vectors_table
+from distill.teacher.warm import HeadsWarmStart, start_heads
 from distill.texts import item_texts, user_texts
 from distill.train import available_cores, config_hash, load_weights, save_weights
 from storage.atomic import atomic_write_json, read_json, sha256_file
@@ -90,8 +91,11 @@ def prepare(
     *,
     work_dir: Path,
     stats: dict | None = None,
+    warm: HeadsWarmStart | None = None,
 ) -> TeacherPlan:
-    """Texts -> embeddings -> adaptation -> the cache folder (plan.json last). Idempotent."""
+    """Texts -> embeddings -> adaptation -> the cache folder (plan.json last). Idempotent.
+    `warm`: the heads start from last night's (distill/teacher/warm.py) and stop after
+    `warm.patience` epochs without gain."""
     stats = stats if stats is not None else {}
     teacher = load_teacher(config, work_dir)
     enc = _encode(teacher, config, dataset, split, work_dir, stats)
@@ -104,6 +108,8 @@ def prepare(
         config.kind,
     )
     adapted = config.adapt.mode != "none" and config.kind == "embedding"
+    if adapted and warm is not None:  # a warm-started head is another head: its own folder
+        base = config_hash(base, "warm-start", warm.fingerprint, warm.patience)
     adapter_dir = WorkDir(work_dir).adapters / base[:20]
     model = None
     if adapted:
@@ -111,7 +117,15 @@ def prepare(
             teacher, config, split, enc.item_texts["text"].to_list(), enc.item_emb
         )
         if not (adapter_dir / "adapter.safetensors").exists():
-            stats["adapt_seconds"] = _train_adapter(model, config, split, adapter_dir)
+            training = config
+            if warm is not None:
+                ids = dataset.items().get_column("item_id").to_list()
+                carried = start_heads(model, warm, ids)
+                stats["warm_start"] = {"from": warm.fingerprint, "items_carried": carried}
+                if carried:
+                    adapt_cfg = config.adapt.model_copy(update={"patience": warm.patience})
+                    training = config.model_copy(update={"adapt": adapt_cfg})
+            stats["adapt_seconds"] = _train_adapter(model, training, split, adapter_dir)
     adapter_hash = sha256_file(adapter_dir / "adapter.safetensors") if adapted else "none"
     fingerprint = config_hash(
         base,
@@ -501,7 +515,13 @@ class TeacherRun:
 
 
 def run_teacher(
-    config: TeacherConfig, dataset: Dataset, split: Split, *, work_dir: Path, progress: bool = True
+    config: TeacherConfig,
+    dataset: Dataset,
+    split: Split,
+    *,
+    work_dir: Path,
+    progress: bool = True,
+    warm: HeadsWarmStart | None = None,
 ) -> TeacherRun:
     """The whole teacher stage in this process (the Prefect flow runs shards as tasks instead)."""
     from tqdm.auto import tqdm
@@ -510,7 +530,7 @@ def run_teacher(
     passes_before = teacher.forward_passes
     t0 = time.perf_counter()
     stats: dict = {}
-    plan = prepare(config, dataset, split, work_dir=work_dir, stats=stats)
+    plan = prepare(config, dataset, split, work_dir=work_dir, stats=stats, warm=warm)
     cache_dir = Path(plan.cache_dir)
     if is_complete(cache_dir):
         stats["repaired"] = repair(cache_dir, work_dir=work_dir)

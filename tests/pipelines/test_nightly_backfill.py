@@ -65,6 +65,20 @@ def test_nightly_with_new_file_publishes_and_moves_it(
     report = read_json(Path(second["run_dir"]) / "report.json")  # against the first night's model
     assert report["previous_model"]["version"] == result["publish"]["version"]
     assert set(report["delta_vs_previous"]) == set(report["previous_model"]["validation"])
+    # a night costs what changed: the heads start from the served model's teacher, and only the
+    # product (the distilled student) is trained; the gate compared both models on one fold
+    assert second["teacher"]["warm_start"]["from"] == result["teacher"]["fingerprint"]
+    assert second["teacher"]["warm_start"]["items_carried"] == 40
+    assert [r["model"] for r in report["rows"]] == [
+        "Popularity",
+        "ItemKNN",
+        "EASE",
+        "Teacher",
+        "Student sequential (KD kl)",
+    ]
+    versus = report["versus_champion"]
+    assert versus["champion_version"] == result["publish"]["version"]
+    assert "on tonight's validation fold" in second["publish"]["reason"]
 
 
 def test_a_night_with_new_items_publishes_a_bundle_that_recommends_them(
