@@ -94,9 +94,7 @@ def main() -> None:
     (work / ".prefect").mkdir(parents=True)
     full = load_dataset(work, *_ingested(work))
     inter = full.interactions().with_columns((pl.col("timestamp") // DAY).alias("day"))
-    days = sorted(inter.get_column("day").unique().to_list())[-args.nights - 1 :]
-    first_day = days[0] + 1 if len(days) > args.nights else days[0]
-    replay = [d for d in days if d >= first_day][: args.nights]
+    replay = sorted(inter.get_column("day").unique().to_list())[-args.nights :]
     base = inter.filter(pl.col("day") < replay[0])
     src = work / "source"
     src.mkdir()

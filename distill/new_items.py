@@ -182,7 +182,7 @@ def calibrate(
     `warm_floor`, else the same model with its cold items unplaced (`scorer_at(None)`) less
     `max_warm_loss`. Returns the scale and its validation result."""
     if warm_floor is None:
-        warm_floor = (1 - max_warm_loss) * _warm_only(scorer_at(None), split, targets)
+        warm_floor = (1 - max_warm_loss) * warm_ndcg(scorer_at(None), split, targets)
     tried = [(s, evaluate_new_items(scorer_at(s), split, targets, fold="valid")) for s in scales]
     allowed = [(s, r) for s, r in tried if r.warm.metrics["ndcg@10"] >= warm_floor]
     if not allowed:
@@ -190,6 +190,7 @@ def calibrate(
     return max(allowed, key=lambda sr: (sr[1].new_among_all.metrics["ndcg@10"], -sr[0]))
 
 
-def _warm_only(scorer: Scorer, split: Split, targets: NewItemTargets) -> float:
+def warm_ndcg(scorer: Scorer, split: Split, targets: NewItemTargets, fold: str = "valid") -> float:
+    """The warm view's NDCG@10 alone (the reference a calibration keeps to)."""
     order = np.random.default_rng(TIE_ORDER_SEED).permutation(split.n_items)
-    return _warm(scorer, split, targets.seen, "valid", order, 512).metrics["ndcg@10"]
+    return _warm(scorer, split, targets.seen, fold, order, 512).metrics["ndcg@10"]

@@ -16,6 +16,7 @@ reach a list against the warm items they displace (chosen on validation: `split.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -41,9 +42,13 @@ class ContentConfig(BaseModel):
     batch_size: int = Field(256, ge=1)  # training positions per step
     max_positions: int = Field(200_000, ge=1)  # positions sampled to train it (bounded memory)
     # cold items are served as scale * g(text); with split.new_items the scale is chosen on the
-    # validation half instead (the largest whose warm loss stays within max_warm_loss)
+    # validation half instead: the best new-items NDCG@10 whose warm validation NDCG@10 stays at
+    # or above (1 - max_warm_loss) x the reference: the plain SASRec of the same seed ("plain":
+    # a surplus of the distilled student over it is spent on new items) or the same student
+    # with its new items unplaced ("self")
     scale: float = Field(0.85, gt=0)
     max_warm_loss: float = Field(0.01, ge=0, lt=1)
+    calibrate_against: Literal["plain", "self"] = "plain"
     scales: list[float] = Field(  # the grid that choice searches
         default_factory=lambda: [0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.1, 1.25, 1.5]
     )
