@@ -65,8 +65,8 @@ def next_day_ndcg(bundle_path: Path, dataset: Dataset, day: pl.DataFrame) -> tup
     encoder = HistoryEncoder.from_bundle(bundle, bundle.item_vectors())
     users = dataset.users().get_column("user_id").to_list()
     item_ids = dataset.items().get_column("item_id").to_list()
-    history = {
-        u: [row[item_ids[i]] for i in seq]
+    history = {  # the served model may not know tonight's new items (a night it was refused)
+        u: [row[item_ids[i]] for i in seq if item_ids[i] in row]
         for u, seq in zip(users, dataset.sequences(), strict=True)
     }
     discounts = 1 / np.log2(np.arange(2, 12))
