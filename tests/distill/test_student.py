@@ -10,8 +10,9 @@ from distill.bundle import bundle_files
 from distill.index import build_index
 from distill.recommend import Recommender, UnknownUser
 from distill.soft_labels import SoftLabels
-from distill.student import StudentConfig, build_student
 from distill.student import stage as student_stage
+from distill.student.build import build_student
+from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig, UserData, start_from, student_scorer, train_student
 from distill.teacher.base import AdaptConfig, TeacherConfig
 from distill.teacher.cache import TeacherCache
