@@ -31,7 +31,7 @@ def one(part: str, epochs: int) -> float:
     """Seconds for `epochs` epochs of `part` (run in a fresh process: the wait policy is read
     when torch loads)."""
     from bench.common import default_teacher, work_dir
-    from distill.student import StudentConfig
+    from distill.student.config import StudentConfig
     from distill.student.fit import DistillConfig, train_student
     from distill.teacher.cache import TeacherCache
     from distill.train import LoopConfig

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, default_teacher, save, work_dir  # noqa: E402
 from distill.soft_labels import SoftLabels  # noqa: E402
-from distill.student import StudentConfig, stage  # noqa: E402
+from distill.student import stage  # noqa: E402
+from distill.student.config import StudentConfig  # noqa: E402
 from distill.student.fit import DistillConfig  # noqa: E402
 from distill.train import available_cores  # noqa: E402
 from pipelines.config import RunConfig  # noqa: E402

@@ -32,6 +32,7 @@ from bench.common import RESULTS, movielens, save, work_dir
 from distill.evaluate import metrics_from_ranks, ranks_of_targets
 from distill.new_item_rows import NewItemsPlan, scorer_at, teacher_scorer
 from distill.new_items import NewItemTargets, calibrate, evaluate_new_items, warm_ndcg
+from distill.soft_labels import SoftLabels
 from distill.student import stage
 from distill.student.content import ContentConfig
 from distill.teacher.cache import TeacherCache
@@ -145,7 +146,7 @@ def main() -> None:
     done = stage.run_jobs(jobs, split, cache.folder, workers=available_cores())
     runs = {name: done[i * len(seeds) : (i + 1) * len(seeds)] for i, name in enumerate(arms)}
     item_emb = cache.vectors("items", "embedding")
-    soft = cache.soft_labels()
+    soft = SoftLabels(cache)
 
     floors = {
         "plain_99pct": [

@@ -75,8 +75,8 @@ def run_one(scale: float, root: Path) -> dict:
     from distill.bundle import bundle_files, serving_vectors
     from distill.evaluate import evaluate
     from distill.soft_labels import SoftLabels
-    from distill.student import StudentConfig
     from distill.student import stage as student_stage
+    from distill.student.config import StudentConfig
     from distill.student.fit import DistillConfig, UserData, student_scorer, train_student
     from distill.teacher import stage as teacher_stage
     from distill.teacher.base import TeacherConfig

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import faiss
 import numpy as np
@@ -37,15 +37,26 @@ from torch import Tensor, nn
 from distill import index as faiss_index
 from distill.layers import left_padded
 from distill.report import Report
-from distill.student.content import ContentTower
+from distill.student.config import StudentConfig
+from distill.student.content import ContentTower, Placement
+from distill.student.fit import DistillConfig
 from storage.atomic import dumps_json, parquet_bytes
 from storage.datasets import Dataset
 from storage.embeddings import embedding_column, embedding_matrix, vector_layout
 from storage.errors import NotFound
 from storage.pseudonyms import SCHEME, key_id, pseudonym
 
-if TYPE_CHECKING:
-    from distill.student.stage import StudentRun
+
+class TrainedStudent(Protocol):
+    """What a bundle is built from (a `distill.student.stage.StudentRun` is one)."""
+
+    model: nn.Module
+    config: StudentConfig
+    kd: DistillConfig
+    seed: int
+    placement: Placement
+    content: ContentTower | None
+
 
 STUDENT = "student.safetensors"
 CONTENT = "content.safetensors"
@@ -76,7 +87,7 @@ def serving_vectors(
 
 
 def bundle_files(
-    run: StudentRun,
+    run: TrainedStudent,
     dataset: Dataset,
     report: Report | dict,
     *,

@@ -18,7 +18,8 @@ import torch
 
 from distill.bundle import INDEX_FILES, StudentBundle
 from distill.layers import left_padded
-from distill.student import StudentConfig, build_student
+from distill.student.build import build_student
+from distill.student.config import StudentConfig
 from storage.embeddings import embedding_matrix
 from storage.errors import KdrecError
 from storage.pseudonyms import Pseudonymiser

@@ -49,7 +49,7 @@ def test_smollm2_prefix_sharing_matches_naive(ml):
 
 
 @pytest.fixture(scope="module")
-def default_report(ml) -> dict:
+def default_comparison(ml):
     """One seed of every arm of the default report, as `make run` trains them."""
     from distill.student.stage import QualityPlan, quality
     from distill.train import available_cores
@@ -66,9 +66,84 @@ def default_report(ml) -> dict:
         seeds=[0],
         content=cfg.content,
     )
-    return quality(
-        dataset, split, plan, teacher_cache=Path(cache), workers=available_cores()
-    ).report.as_json()
+    return quality(dataset, split, plan, teacher_cache=Path(cache), workers=available_cores())
+
+
+@pytest.fixture(scope="module")
+def default_report(default_comparison) -> dict:
+    return default_comparison.report.as_json()
+
+
+def test_the_default_bundle_extended_serves_a_new_item_to_the_fans_of_its_genre(
+    ml, default_comparison, tmp_path
+):
+    """`kdrec models extend` on the bundle `make run` publishes, then `kdrec serve`: a new Sci-Fi
+    film reaches the top 10 of users whose history is the most Sci-Fi, and ranks far higher for
+    them than for the users who watch the least of it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+    import polars as pl
+
+    from distill.bundle import bundle_files
+    from storage.registry import Registry
+    from storage.workdir import WorkDir
+    from tests.pipelines.test_serve import free_port, wait_until
+
+    work, dataset, _ = ml
+    best = default_comparison.best
+    registry = Registry(WorkDir(work).registry)
+    registry.publish(bundle_files(best, dataset, {}), {}, validation=best.valid)
+    new = tmp_path / "new.csv"
+    new.write_text(
+        "item_id,title,year,genres\nnew-scifi,Star Trek: The Final Frontier Returns,1998,"
+        "Action|Adventure|Sci-Fi\n"
+    )
+    cmd = [sys.executable, "-m", "pipelines.cli"]
+    extend = subprocess.run(
+        [*cmd, "models", "extend", "--items", str(new), "--work-dir", str(work)],
+        capture_output=True,
+        text=True,
+    )
+    assert extend.returncode == 0, extend.stdout + extend.stderr
+    share = (
+        dataset.interactions()
+        .join(dataset.items().select("item_id", "genres"), on="item_id")
+        .group_by("user_id")
+        .agg(pl.col("genres").list.contains("Sci-Fi").mean().alias("share"), pl.len().alias("n"))
+        .filter(pl.col("n") >= 20)
+        .sort("share", descending=True)
+    )
+    fans = share.head(20).get_column("user_id").to_list()
+    others = share.tail(200).get_column("user_id").to_list()
+    port = free_port()
+    server = subprocess.Popen(
+        [*cmd, "serve", "--port", str(port), "--registry", str(WorkDir(work).registry)],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        wait_until(lambda: server.poll() is not None or client.get("/health").status_code == 200)
+        assert server.poll() is None, server.stdout.read()
+
+        def rank(user: str) -> int:
+            items = client.get("/recommend", params={"user": user, "k": 500}).json()["items"]
+            ids = [r["item_id"] for r in items]
+            return ids.index("new-scifi") if "new-scifi" in ids else 500
+
+        fan_ranks, other_ranks = [rank(u) for u in fans], [rank(u) for u in others]
+        assert min(fan_ranks) < 10, fan_ranks  # in the top 10 of a user of its genre
+        assert np.median(fan_ranks) * 2 < np.median(other_ranks), (fan_ranks, other_ranks)
+    finally:
+        client.close()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
 
 
 def test_default_report_has_a_correct_plain_sasrec(default_report):

@@ -46,7 +46,7 @@ class ContentConfig(BaseModel):
     # or above (1 - max_warm_loss) x the reference: the plain SASRec of the same seed ("plain":
     # a surplus of the distilled student over it is spent on new items) or the same student
     # with its new items unplaced ("self")
-    scale: float = Field(0.85, gt=0)
+    scale: float = Field(0.9, gt=0)
     max_warm_loss: float = Field(0.01, ge=0, lt=1)
     calibrate_against: Literal["plain", "self"] = "plain"
     scales: list[float] = Field(  # the grid that choice searches

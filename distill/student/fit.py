@@ -27,7 +27,8 @@ from distill.evaluate import EVAL_FOLDS, Scorer, evaluate, vector_scorer
 from distill.layers import left_padded
 from distill.sasrec import window_targets, windows
 from distill.soft_labels import SoftLabels
-from distill.student import StudentConfig, build_student
+from distill.student.build import build_student
+from distill.student.config import StudentConfig
 from distill.student.content import cold_items
 from distill.train import LoopConfig, TrainResult, fit
 from storage.split import Split

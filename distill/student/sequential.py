@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.sasrec import SASRec
-from distill.student import StudentConfig
+from distill.student.config import StudentConfig
 
 
 class SequentialStudent(nn.Module):

@@ -21,7 +21,8 @@ from distill.evaluate import EvalResult, Scorer, evaluate
 from distill.parallel import InBackground, map_in_processes
 from distill.report import ModelRow, Report, build_report, paired_test
 from distill.soft_labels import SoftLabels
-from distill.student import StudentConfig, n_params
+from distill.student.build import n_params
+from distill.student.config import StudentConfig
 from distill.student.content import (
     ContentConfig,
     ContentTower,
@@ -251,7 +252,7 @@ def run_job(job: TrainJob, split: Split, teacher_cache: Path | None) -> StudentR
             raise ValueError("this student reads the teacher: pass its cache folder")
         cache = TeacherCache(teacher_cache)
         wants_labels = job.kd.alpha > 0 or (job.content is not None and job.content.alpha > 0)
-        soft_labels = cache.soft_labels() if wants_labels else None
+        soft_labels = SoftLabels(cache) if wants_labels else None
         text_emb = cache.vectors("items", "embedding")
         if job.kd.init == "previous" and job.warm is not None:
             init = previous_state(job.warm, job.config, job.loop.seed)
@@ -399,7 +400,7 @@ def quality(
     job; with `workers` > 1 they run in that many processes of one torch thread each (on a small
     machine, two one-thread trainings finish far sooner than two two-thread ones in a row).
     `run` replaces that (the student flow makes each job a Prefect task)."""
-    soft = TeacherCache(teacher_cache).soft_labels()
+    soft = SoftLabels(TeacherCache(teacher_cache))
     rows = baseline_rows(split)
     jobs: list[TrainJob] = []
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from distill.layers import ItemTower
 from distill.losses import NEG, multi_positive_ce
-from distill.student import StudentConfig
+from distill.student.config import StudentConfig
 
 
 class TwoTower(nn.Module):

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from distill.bundle import StudentBundle
-from distill.student import StudentConfig
+from distill.student.config import StudentConfig
 from storage.registry import Registry
 
 log = logging.getLogger(__name__)

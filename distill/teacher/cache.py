@@ -13,7 +13,8 @@
                              layout (distill.index.CandidateIndex)
   soft_labels/               the ShardStore: shards + manifest.json (committed last)
 
-Readers (soft labels, students, the monitor, the CLI) take a `TeacherCache`; the teacher stage
+Readers (`distill.soft_labels.SoftLabels(cache)`, students, the monitor, the CLI) take a
+`TeacherCache`, never the other way round; the teacher stage
 (`distill/teacher/stage.py`) writes one through the `write_*` methods.
 """
 
@@ -40,7 +41,6 @@ from storage.shards import ShardStore
 from storage.workdir import WorkDir
 
 if TYPE_CHECKING:
-    from distill.soft_labels import SoftLabels
     from distill.teacher import adapt
     from storage.split import Split
 
@@ -175,11 +175,6 @@ class TeacherCache:
         """The teacher as a recommender: its user vectors per fold against its item vectors."""
         users = {c: self.vectors("users", c) for c in ("vector", "test_vector")}
         return cached_scorer(users, self.vectors("items"))
-
-    def soft_labels(self, **kwargs) -> SoftLabels:
-        from distill.soft_labels import SoftLabels
-
-        return SoftLabels(self, **kwargs)
 
     def candidate_index(self, item_vec: np.ndarray | None = None) -> faiss_index.CandidateIndex:
         """The FAISS index of the teacher's item vectors (written once by prepare; a cache made

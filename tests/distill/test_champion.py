@@ -18,8 +18,8 @@ from distill.bundle import StudentBundle, bundle_files
 from distill.champion import head_to_head
 from distill.evaluate import evaluate
 from distill.layers import left_padded
-from distill.student import StudentConfig
 from distill.student import stage as student_stage
+from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig, UserData, student_scorer
 from distill.train import LoopConfig
 from storage.datasets import DatasetConfig, ingest, load_dataset

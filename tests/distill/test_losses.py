@@ -89,7 +89,8 @@ def _tiny_split():
 
 
 def test_sampled_softmax_over_every_item_equals_full_softmax():
-    from distill.student import StudentConfig, build_student
+    from distill.student.build import build_student
+    from distill.student.config import StudentConfig
     from distill.student.fit import DistillConfig, UserData, window_loss
 
     split = _tiny_split()

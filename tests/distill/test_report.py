@@ -146,7 +146,11 @@ def test_report_round_trips_through_report_json_and_finishes_once():
     served = {"previous_model": {"version": "v1"}, "delta_vs_previous": {"ndcg@10": 0.01}}
     report.finish(cost, served)
     assert set(report.bars) == {"beats_best_plain", "teacher_vs_sasrec", "serving_cost"}
-    assert report.bars == bars(report.as_json())
+    # the bars of the finished report, worked out by hand: +6 %, p 0.01 holds; 0.12 / 0.1
+    # = 1.200x holds; 1.00x the SASRec's serving time with as many parameters holds
+    assert report.bars["beats_best_plain"]["value"] == "+6.0% vs SASRec (no teacher), p=0.01"
+    assert report.bars["teacher_vs_sasrec"]["value"] == "1.200x (0.1200 vs 0.1000)"
+    assert all(bar["holds"] for bar in report.bars.values())
     flat = report.as_json()
     assert flat["teacher_fingerprint"] == "abc" and flat["cost"] == cost
     assert flat["previous_model"] == {"version": "v1"} and flat["protocol"] == "standard"
@@ -159,4 +163,8 @@ def test_report_round_trips_through_report_json_and_finishes_once():
         }
         row.update(train_seconds=1.0, users_per_second=10.0)
     report.tests["kd_vs_best_plain"].update(metric="ndcg@10", n_pairs=10)
-    assert markdown(report) == markdown(report.as_json())  # one renderer for both
+    text = markdown(report)
+    assert "| Teacher | teacher | 0.1000 | 0.1000 | 0.1000 | 0.1000 |" in text
+    assert "| Teacher | 10 | 1.0 | 10 |" in text  # the cost table: params, train s, users/s
+    assert "(SASRec (no teacher); paired t-test on per-user ndcg@10, 10 pairs): +6.0%" in text
+    assert "- teacher_vs_sasrec: teacher >= 1.10x the plain SASRec's NDCG@10" in text

@@ -11,7 +11,8 @@ import torch
 from distill import index as faiss_index
 from distill.evaluate import evaluate
 from distill.soft_labels import SoftLabels, UserLabels
-from distill.student import StudentConfig, build_student
+from distill.student.build import build_student
+from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig, UserData, user_loss
 from distill.teacher.base import AdaptConfig
 from distill.teacher.stage import run_teacher

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,9 @@ from distill.bundle import bundle_files
 from distill.index import build_index
 from distill.recommend import Recommender, UnknownUser
 from distill.soft_labels import SoftLabels
-from distill.student import StudentConfig, build_student
 from distill.student import stage as student_stage
+from distill.student.build import build_student
+from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig, UserData, start_from, student_scorer, train_student
 from distill.teacher.base import AdaptConfig, TeacherConfig
 from distill.teacher.cache import TeacherCache
@@ -24,15 +26,35 @@ from tests.conftest import candidates_teacher
 LOOP = LoopConfig(max_epochs=3, patience=2, batch_size=8, lr=5e-3)
 
 
-@pytest.fixture
-def teacher_cache(synthetic, work, tiny_encoder_path) -> Path:
-    dataset, split = synthetic
+@pytest.fixture(scope="session")
+def teacher_work(tmp_path_factory, tiny_encoder_path) -> tuple[Path, str]:
+    """A work dir with the synthetic dataset and its tiny teacher, built once per test run:
+    (work dir, the cache folder's name)."""
+    from storage.datasets import DatasetConfig, ingest, load_dataset
+    from storage.split import make_split
+    from tests.conftest import synthetic_tables, write_tables
+
+    root = tmp_path_factory.mktemp("teacher-work")
+    work = root / "work"
+    paths = write_tables(root / "src", synthetic_tables())
+    result = ingest(DatasetConfig(name="syn", source="files", **paths), work_dir=work)
+    dataset = load_dataset(work, "syn", result.version)
     cfg = TeacherConfig(
         model_path=tiny_encoder_path,
         users_per_shard=8,
         adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2, heads=1),
     )
-    return Path(run_teacher(cfg, dataset, split, work_dir=work, progress=False).plan.cache_dir)
+    run = run_teacher(cfg, dataset, make_split(dataset), work_dir=work, progress=False)
+    return work, Path(run.plan.cache_dir).relative_to(work).as_posix()
+
+
+@pytest.fixture
+def teacher_cache(synthetic, work, teacher_work) -> Path:
+    """The session's teacher work dir copied into this test's (the same dataset version as
+    `synthetic`'s): the cache folder, whose plan reads this copy's files."""
+    source, cache = teacher_work
+    shutil.copytree(source, work, dirs_exist_ok=True)
+    return work / cache
 
 
 @pytest.mark.parametrize("kind", ["two_tower", "sequential"])

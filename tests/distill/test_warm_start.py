@@ -6,8 +6,8 @@ import polars as pl
 import torch
 from safetensors.torch import load as load_tensors
 
-from distill.student import StudentConfig
 from distill.student import stage as student_stage
+from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig, train_student
 from distill.student.warm_start import WarmStart, previous_state, warm_start_from
 from distill.train import LoopConfig

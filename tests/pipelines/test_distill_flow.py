@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from distill.recommend import Recommender
-from distill.student import StudentConfig
+from distill.student.config import StudentConfig
 from distill.teacher.base import AdaptConfig, TeacherConfig
 from distill.train import LoopConfig
 from pipelines.config import RunConfig, RunnerConfig

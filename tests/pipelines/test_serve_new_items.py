@@ -15,8 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 from distill.bundle import bundle_files
-from distill.student import StudentConfig
 from distill.student import stage as student_stage
+from distill.student.config import StudentConfig
 from distill.student.content import ContentConfig
 from distill.student.fit import DistillConfig
 from distill.teacher.base import TeacherConfig

@@ -11,8 +11,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from distill.bundle import bundle_files  # noqa: E402
-from distill.student import StudentConfig  # noqa: E402
 from distill.student import stage as student_stage  # noqa: E402
+from distill.student.config import StudentConfig  # noqa: E402
 from distill.student.content import ContentConfig  # noqa: E402
 from distill.student.fit import DistillConfig  # noqa: E402
 from distill.teacher.base import AdaptConfig, TeacherConfig  # noqa: E402

@@ -17,7 +17,8 @@ from safetensors.torch import save
 
 from distill import index as faiss_index
 from distill.soft_labels import SoftLabels
-from distill.student import StudentConfig, build_student
+from distill.student.build import build_student
+from distill.student.config import StudentConfig
 from distill.teacher.base import AdaptConfig, TeacherConfig
 from distill.teacher.stage import run_teacher
 from storage.atomic import parquet_bytes

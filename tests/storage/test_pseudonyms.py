@@ -7,8 +7,8 @@ import pytest
 
 from distill.bundle import bundle_files
 from distill.recommend import Recommender, UnknownUser
-from distill.student import StudentConfig
 from distill.student import stage as student_stage
+from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig
 from distill.train import LoopConfig
 from pipelines.config import RunConfig
