@@ -27,7 +27,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export KDREC_WORK_DIR := $(abspath $(WORK))
 
-.PHONY: help install run quality test test-slow check lint format bench bench-scale ui ui-stop alerts screenshots clean
+.PHONY: help install run quality test test-slow check lint typecheck format bench bench-scale ui ui-stop alerts screenshots clean
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -64,11 +64,14 @@ lint: $(STAMP) ## ruff lint + format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+typecheck: $(STAMP) ## mypy over storage/, distill/ and pipelines/ (settings in pyproject.toml)
+	$(VENV)/bin/mypy
+
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-check: lint test ## lint, format check and fast tests
+check: lint typecheck test ## lint, format check, type check and fast tests
 
 bench: $(STAMP) ## run the benchmarks; results in bench/results/*.json
 	$(PY) bench/run_all.py

@@ -56,15 +56,15 @@ def one(config: RunConfig, dataset: Dataset, source: Path, cache: Path, runner: 
     t0 = time.perf_counter()
     result = run_teacher_flow(config.teacher, copied, None, work, runner)
     seconds = time.perf_counter() - t0
-    assert not result["reused"], "the copy kept soft labels"
+    assert not result.reused, "the copy kept soft labels"
     out = {
         "flow_seconds": round(seconds, 1),
-        "pairs": result["pairs"],
-        "pairs_per_second": round(result["pairs_per_second"]),
-        "texts_encoded": result["item_texts_encoded"] + result["user_texts_encoded"],
+        "pairs": result.pairs,
+        "pairs_per_second": round(result.stats["pairs_per_second"]),
+        "texts_encoded": result.texts_encoded,
     }
     print(name, out, flush=True)
-    return out, shard_bytes(Path(result["cache_dir"]))
+    return out, shard_bytes(result.cache.folder)
 
 
 def main() -> None:

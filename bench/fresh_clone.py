@@ -46,7 +46,10 @@ def main() -> None:
             clone = args.dest / target
             shutil.rmtree(clone, ignore_errors=True)
             subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-            results[f"make_{target}"] = timed(target, clone)
+            head = subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True
+            ).stdout.strip()  # what ran: the committed HEAD, whatever this tree holds
+            results[f"make_{target}"] = {"cloned_commit": head, **timed(target, clone)}
     save("fresh_clone", {"clone": str(args.dest), "cpu_cores": os.cpu_count(), **results})
 
 

@@ -139,9 +139,10 @@ def main() -> None:
                 folder / f"items-{day}.parquet"
             )
         t1 = time.perf_counter()
-        result = nightly(cfg)
+        result = nightly(cfg).run
+        assert result is not None, f"night {day}: the inbox was not read"
         seconds = time.perf_counter() - t1
-        report = read_json(Path(result["run_dir"]) / "report.json")
+        report = read_json(result.run_dir.report_json)
         versus = report.get("versus_champion") or {}
         dataset = load_dataset(work, cfg.dataset.name)
         served = Registry(WorkDir(work).registry, cfg.model_name).bundle()
@@ -156,11 +157,11 @@ def main() -> None:
             "new_items": len(new_items),
             "new_users": len(set(today.get_column("user_id").to_list()) - old_users),
             "seconds": seconds,
-            "teacher_seconds": result["timings"]["teacher"],
-            "student_seconds": result["timings"]["student"],
-            "teacher_warm_start": result["teacher"].get("warm_start"),
-            "published": result["publish"]["published"],
-            "gate": result["publish"]["reason"],
+            "teacher_seconds": result.timings["teacher"],
+            "student_seconds": result.timings["student"],
+            "teacher_warm_start": result.teacher.warm_start,
+            "published": result.publish.published,
+            "gate": result.publish.reason,
             "champion_valid": versus.get("champion", {}).get("ndcg@10"),
             "challenger_valid": versus.get("challenger", {}).get("ndcg@10"),
             "p_value": versus.get("test", {}).get("p_value"),

@@ -40,7 +40,7 @@ def main() -> None:
             "-c",
             "from pipelines.nightly_flow import nightly; "
             "from pipelines.config import RunConfig; "
-            f"print(nightly(RunConfig(work_dir={str(work_dir())!r}))['status'])",
+            f"print(nightly(RunConfig(work_dir={str(work_dir())!r})).status)",
         ],
         cwd=ROOT,
         check=True,

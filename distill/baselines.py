@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,7 +157,9 @@ class BaselineRun:
 def run_baselines(split: Split, *, fold: str = "test") -> list[BaselineRun]:
     """Fit and evaluate every baseline with the shared harness."""
     runs = []
-    makers = [lambda: (Popularity().fit(split.train), "")]
+    makers: list[Callable[[], tuple[Popularity | ItemKNN | EASE, str]]] = [
+        lambda: (Popularity().fit(split.train), "")
+    ]
     if split.n_items <= DENSE_ITEM_LIMIT:
         makers += [
             lambda: (ItemKNN().fit(split.train), "cosine, all neighbours"),

@@ -32,11 +32,12 @@ import pyarrow as pa
 import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save
-from torch import Tensor, nn
+from torch import Tensor
 
 from distill import index as faiss_index
 from distill.layers import left_padded
 from distill.report import Report
+from distill.student.build import StudentNet
 from distill.student.config import StudentConfig
 from distill.student.content import ContentTower, Placement
 from distill.student.fit import DistillConfig
@@ -50,7 +51,7 @@ from storage.pseudonyms import SCHEME, key_id, pseudonym
 class TrainedStudent(Protocol):
     """What a bundle is built from (a `distill.student.stage.StudentRun` is one)."""
 
-    model: nn.Module
+    model: StudentNet
     config: StudentConfig
     kd: DistillConfig
     seed: int
@@ -68,7 +69,7 @@ INDEX_FILES = {"exact": "items.faiss", "sq8": "items.sq8.faiss"}
 
 
 def serving_vectors(
-    model: nn.Module, dataset: Dataset, history_len: int, item_vecs: Tensor
+    model: StudentNet, dataset: Dataset, history_len: int, item_vecs: Tensor
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """User vectors from each user's whole known history (serving time) read with the served
     item vectors, and the seen items."""

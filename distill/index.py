@@ -128,9 +128,13 @@ def one_thread() -> Iterator[None]:
 def candidate_graph(vecs: np.ndarray, *, float16: bool = True) -> faiss.Index:
     """`candidate_index`'s HNSW graph (M 32, efConstruction 40, efSearch 128) in insertion
     order, before its cluster layout; float32 vectors when not `float16` (for the benchmark)."""
+    index: faiss.IndexHNSW
     if float16:
-        index = faiss.IndexHNSWSQ(
-            vecs.shape[1], faiss.ScalarQuantizer.QT_fp16, 32, faiss.METRIC_INNER_PRODUCT
+        index = faiss.IndexHNSWSQ(  # the stubs miss SWIG's (d, quantizer type, M, metric)
+            vecs.shape[1],
+            faiss.ScalarQuantizer.QT_fp16,  # type: ignore[arg-type]
+            32,
+            faiss.METRIC_INNER_PRODUCT,
         )
     else:
         index = faiss.IndexHNSWFlat(vecs.shape[1], 32, faiss.METRIC_INNER_PRODUCT)

@@ -50,22 +50,26 @@ class ItemTower(nn.Module):
 
     def forward(self, text_emb: Tensor | None = None) -> Tensor:
         """All item vectors (I, D). `text_emb` (I, T) is required when the tower has a text part."""
-        out = 0
-        if self.ids is not None:
-            out = self.ids.weight
+        parts = [] if self.ids is None else [self.ids.weight]
         if self.text is not None:
             if text_emb is None:
                 raise ValueError("this item tower needs text embeddings")
-            out = out + self.text(text_emb)
-        return out  # (I, D)
+            parts.append(self.text(text_emb))
+        return _sum(parts)  # (I, D)
 
     def at(self, ids: Tensor, text_emb: Tensor | None = None) -> Tensor:
         """(N, D) vectors of items `ids` only (a lookup: sparse gradients with `sparse`)."""
-        out = 0
-        if self.ids is not None:
-            out = self.ids(ids)
+        parts = [] if self.ids is None else [self.ids(ids)]
         if self.text is not None:
             if text_emb is None:
                 raise ValueError("this item tower needs text embeddings")
-            out = out + self.text(text_emb[ids])
-        return out
+            parts.append(self.text(text_emb[ids]))
+        return _sum(parts)
+
+
+def _sum(parts: list[Tensor]) -> Tensor:
+    """The sum of the ID and text parts (the constructor guarantees at least one)."""
+    out = parts[0]
+    for part in parts[1:]:
+        out = out + part
+    return out

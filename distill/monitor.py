@@ -77,7 +77,7 @@ def freshness(work_dir: Path, dataset: str, config: MonitorConfig, now: float) -
         )
     ]
     if config.max_interaction_age_days is not None:
-        newest = float(latest.interactions().get_column("timestamp").max())
+        newest = float(latest.interactions().get_column("timestamp").to_numpy().max())
         event_age = (now - newest) / DAY
         checks.append(
             Check(

@@ -30,7 +30,9 @@ from distill.new_items import (
     warm_ndcg,
 )
 from distill.report import paired
+from distill.sasrec import SASRec
 from distill.student.content import ContentConfig
+from distill.student.sequential import SequentialStudent
 from distill.student.stage import (
     DROPOUTNET_ROW,
     SASREC_ROW,
@@ -152,7 +154,7 @@ def teacher_scorer(cache: TeacherCache, split: Split) -> Scorer:
     with torch.no_grad():
         text = model.text()
         item_vecs = model.item_vectors()
-        projected = torch.cat([h.text(text) for h in model.heads], dim=1)
+        projected = torch.cat([_projection(h, text) for h in model.head_nets()], dim=1)
         item_vecs = torch.where(cold[:, None], projected, item_vecs)
     users = {fold: cache.head_user_vectors(split, fold)[0] for fold in ("valid", "test")}
     return vector_scorer(lambda u, fold: users[fold](torch.as_tensor(u)), item_vecs)
@@ -190,6 +192,8 @@ def new_item_rows(
     no_teacher = plan.content.model_copy(update={"alpha": 0.0})
     with_tower = []
     for run in sasrec:
+        if not isinstance(run.model, SequentialStudent):
+            raise TypeError(f"the report's SASRec row is a sequential model, not {run.model}")
         tower = content_tower(run.model, split, item_emb, no_teacher, run.seed)
         placement = place_items(run.model, split, item_emb, tower)
         with_tower.append(replace(run, placement=placement, content=tower))
@@ -224,7 +228,8 @@ def _matched(
     trained (scale 1), and the distilled student calibrated, seed by seed on validation, to
     lose no more warm NDCG@10 than it does. The runs keep their own (product) scale."""
     reference = NewItemRow(AS_TRAINED, "matched", False, [], [], [1.0] * len(dropoutnet))
-    ours = NewItemRow(f"{name} at the DropoutNet's warm", "matched", True, [], [], [])
+    scales: list[float] = []
+    ours = NewItemRow(f"{name} at the DropoutNet's warm", "matched", True, [], [], scales)
     for run, theirs in zip(runs, dropoutnet, strict=True):
         for fold in ("valid", "test"):
             result = evaluate_new_items(theirs.scorer(split, 1.0), split, plan.targets, fold=fold)
@@ -233,7 +238,7 @@ def _matched(
         at = scorer_at(run, split)
         scale, result = calibrate(at, split, plan.targets, plan.content.scales, warm_floor=floor)
         ours.valid.append(result)
-        ours.scales.append(scale)
+        scales.append(scale)
         ours.test.append(evaluate_new_items(at(scale), split, plan.targets))
     return [reference, ours]
 
@@ -279,3 +284,10 @@ def new_items_section(rows: list[NewItemRow], plan: NewItemsPlan) -> dict:
         "rows": [r.as_json() for r in rows],
         "tests": tests,
     }
+
+
+def _projection(head: SASRec, text: torch.Tensor) -> torch.Tensor:
+    """A teacher head's projection of the LM item embeddings (its vectors for text-only items)."""
+    if head.text is None:
+        raise ValueError("this teacher head has no text projection: it cannot place new items")
+    return head.text(text)

@@ -18,7 +18,7 @@ import torch
 
 from distill.bundle import INDEX_FILES, StudentBundle
 from distill.layers import left_padded
-from distill.student.build import build_student
+from distill.student.build import StudentNet, build_student
 from distill.student.config import StudentConfig
 from storage.embeddings import embedding_matrix
 from storage.errors import KdrecError
@@ -77,7 +77,7 @@ class HistoryEncoder:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: StudentNet,
         item_vecs: np.ndarray,
         history_len: int,
         text_dim: int | None = None,
@@ -199,7 +199,8 @@ class Recommender:
         fallback: str | None = None,
     ) -> list[list[Recommendation]]:
         k = self._check_k(k)
-        rows, out = [], [None] * len(user_ids)
+        rows: list[tuple[int, int]] = []
+        out: list[list[Recommendation]] = [[] for _ in user_ids]
         for pos, uid in enumerate(user_ids):
             row = self.user_row.get(self.pseudonymise(uid))
             if row is None:

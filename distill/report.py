@@ -15,6 +15,7 @@ from scipy import stats
 
 from distill.evaluate import EvalResult
 from storage.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from storage.rundir import RunDir
 from storage.split import Split
 
 REPORT_METRICS = ("hr@10", "ndcg@10", "mrr", "recall@20")
@@ -162,8 +163,9 @@ class Report:
 
     Built by `build_report` (the student stage's `quality`), finished once by `finish` (serving
     cost, the comparison with the served model, the product's bars), written once by
-    `save_report` (report.json, which the bundle carries byte for byte, plots, report.md) and
-    rendered by one function, `markdown`, for report.md, the Prefect artifact and the terminal.
+    `save_report` (report.json, which the bundle carries byte for byte, and the plots) and, after
+    the gate, `write_markdown` (report.md); rendered by one function, `markdown`, for report.md,
+    the Prefect artifact and the terminal.
     `as_json()` is report.json's contract (flat keys, which scripts read)."""
 
     dataset: str
@@ -541,12 +543,17 @@ def versus_current(versus: dict | None) -> dict:
     }
 
 
-def save_report(report: Report, folder: Path, rows: list[ModelRow]) -> None:
-    """report.json (written once per run: the bundle carries the same bytes), plots, report.md."""
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "report.json", report.as_json())
-    _plots(report, folder, rows)
-    atomic_write_text(folder / "report.md", markdown(report, relative_images(folder)))
+def save_report(report: Report, run: RunDir, rows: list[ModelRow]) -> None:
+    """report.json (written once per run: the bundle carries the same bytes) and the plots;
+    report.md is written once the gate has decided (`write_markdown`)."""
+    run.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run.report_json, report.as_json())
+    _plots(report, run.path, rows)
+
+
+def write_markdown(report: Report, run: RunDir, publish: str | None = None) -> None:
+    """report.md, the one writer: the report with the run's plots and the gate's decision."""
+    atomic_write_text(run.report_md, markdown(report, relative_images(run.path), publish=publish))
 
 
 def _plots(report: Report, folder: Path, rows: list[ModelRow]) -> None:

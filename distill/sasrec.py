@@ -197,6 +197,7 @@ class SASRec(nn.Module):
         """(I, D): ID embeddings, plus the projected text embeddings (I, T) when configured.
         `id_keep` (I, 1) scales each item's ID embedding (0 drops it: ID dropout)."""
         if self.text is None:
+            assert self.item_emb is not None  # the constructor keeps IDs when there is no text
             return self.item_emb.weight
         if text_emb is None:
             raise ValueError("this SASRec projects text embeddings: pass text_emb")

@@ -89,7 +89,8 @@ class SoftLabels:
         self.store.verify()  # a damaged shard is a clear error before training starts
         self.n_items = self.plan.n_items
         self.cache_bytes = cache_bytes
-        self._cache: dict[str, Tensor] = {}
+        self._users: dict[str, UserLabels] = {}  # decoded shards, by key, within cache_bytes
+        self._positions: dict[str, PositionLabels] = {}
 
     @property
     def fingerprint(self) -> str:
@@ -106,8 +107,8 @@ class SoftLabels:
 
     def users(self, key: str) -> UserLabels:
         """The whole-history labels of the shard's users, sparse."""
-        if key in self._cache:
-            return self._cache[key]
+        if key in self._users:
+            return self._users[key]
         _, start, end = next(s for s in self.shards if s[0] == key)
         frame = (
             self.store.read_shard(key, verify=False)
@@ -121,7 +122,7 @@ class SoftLabels:
             scores=torch.as_tensor(frame.get_column("score").to_numpy().copy()),
         )
         if self._cached_bytes() + labels.nbytes <= self.cache_bytes:
-            self._cache[key] = labels
+            self._users[key] = labels
         return labels
 
     def block(self, key: str) -> Tensor:
@@ -132,9 +133,8 @@ class SoftLabels:
 
     def positions(self, key: str) -> PositionLabels:
         """The teacher's top-K after every prefix, for the shard's users."""
-        cache_key = f"positions:{key}"
-        if cache_key in self._cache:
-            return self._cache[cache_key]
+        if key in self._positions:
+            return self._positions[key]
         _, start, end = next(s for s in self.shards if s[0] == key)
         frame = (
             self.store.read_shard(key, verify=False)
@@ -158,7 +158,7 @@ class SoftLabels:
         )
         used = self._cached_bytes()
         if used + labels.items.numel() * 12 <= self.cache_bytes:
-            self._cache[cache_key] = labels
+            self._positions[key] = labels
         return labels
 
     def decoded_bytes(self) -> int:
@@ -183,10 +183,13 @@ class SoftLabels:
 
     def _cached_bytes(self) -> int:
         """Bytes held by decoded shards: whole-history and per-position labels alike."""
-        return sum(
-            v.nbytes if isinstance(v, UserLabels) else v.items.numel() * 12
-            for v in self._cache.values()
-        )
+        users = sum(v.nbytes for v in self._users.values())
+        return users + sum(v.items.numel() * 12 for v in self._positions.values())
+
+    def _forget(self) -> None:
+        """Drop the decoded shards (their joined copy is held instead)."""
+        self._users.clear()
+        self._positions.clear()
 
 
 class _Whole(SoftLabels):
@@ -195,7 +198,7 @@ class _Whole(SoftLabels):
     def __init__(self, parts: SoftLabels) -> None:
         self.plan, self.store, self.n_items = parts.plan, parts.store, parts.n_items
         self.cache_bytes, self._parts = parts.cache_bytes, parts
-        self._cache = {}
+        self._users, self._positions = {}, {}
 
     @property
     def shards(self) -> list[tuple[str, int, int]]:
@@ -206,34 +209,34 @@ class _Whole(SoftLabels):
         return True
 
     def users(self, key: str) -> UserLabels:
-        if "users" not in self._cache:
+        if "all" not in self._users:
             parts = [self._parts.users(k) for k, _, _ in self._ordered()]
             offsets = np.cumsum([0] + [len(p.items) for p in parts[:-1]])
-            self._cache["users"] = UserLabels(
+            self._users["all"] = UserLabels(
                 indptr=np.concatenate(
                     [[0]] + [p.indptr[1:] + o for p, o in zip(parts, offsets, strict=True)]
                 ).astype(np.int64),
                 items=torch.cat([p.items for p in parts]),
                 scores=torch.cat([p.scores for p in parts]),
             )
-            self._parts._cache.clear()  # noqa: SLF001 (held once, here)
-        return self._cache["users"]
+            self._parts._forget()  # noqa: SLF001 (held once, here)
+        return self._users["all"]
 
     def positions(self, key: str) -> PositionLabels:
-        if "positions" not in self._cache:
+        if "all" not in self._positions:
             parts = [self._parts.positions(k) for k, _, _ in self._ordered()]
             offsets = np.cumsum([0] + [len(p.items) for p in parts[:-1]])
             first = [
                 np.where(p.first_row >= 0, p.first_row + off, -1)
                 for p, off in zip(parts, offsets, strict=True)
             ]
-            self._cache["positions"] = PositionLabels(
+            self._positions["all"] = PositionLabels(
                 items=torch.cat([p.items for p in parts]),
                 scores=torch.cat([p.scores for p in parts]),
                 first_row=np.concatenate(first),
             )
-            self._parts._cache.clear()  # noqa: SLF001 (held once, here)
-        return self._cache["positions"]
+            self._parts._forget()  # noqa: SLF001 (held once, here)
+        return self._positions["all"]
 
     def _ordered(self) -> list[tuple[str, int, int]]:
         shards = sorted(self._parts.shards, key=lambda s: s[1])

@@ -133,13 +133,13 @@ def _restore(model: nn.Module, optimizer: Optimizer | None, blob: bytes) -> None
     tensors = load(blob)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     if optimizer is not None:
-        state: dict[int, dict[str, Tensor]] = {}
+        state: dict[int, dict[str, Tensor | int]] = {}
         for key, value in tensors.items():
             if key.startswith("optim."):
                 _, idx, name = key.split(".", 2)
-                if value.ndim == 0 and not value.is_floating_point():
-                    value = int(value)  # a plain-int step counter (SparseAdam) stays an int
-                state.setdefault(int(idx), {})[name] = value
+                # a plain-int step counter (SparseAdam) stays an int
+                plain = value.ndim == 0 and not value.is_floating_point()
+                state.setdefault(int(idx), {})[name] = int(value) if plain else value
         sd = optimizer.state_dict()
         sd["state"] = state
         optimizer.load_state_dict(sd)
@@ -193,11 +193,23 @@ def fit(
 
     With `checkpoint_dir`, one process at a time trains it: another that asks for the same
     checkpoint waits, then resumes from it (a finished one returns at once)."""
-    args = dict(batches=batches, loss_fn=loss_fn, validate=validate, config=config, desc=desc)
+
+    def run(folder: Path | None) -> TrainResult:
+        return _fit(
+            model,
+            batches=batches,
+            loss_fn=loss_fn,
+            validate=validate,
+            config=config,
+            desc=desc,
+            checkpoint_dir=folder,
+            run_key=run_key,
+        )
+
     if checkpoint_dir is None:
-        return _fit(model, checkpoint_dir=None, run_key=run_key, **args)
+        return run(None)
     with exclusive(Path(checkpoint_dir) / ".lock", what=f"checkpoint of {desc}"):
-        return _fit(model, checkpoint_dir=Path(checkpoint_dir), run_key=run_key, **args)
+        return run(Path(checkpoint_dir))
 
 
 def _fit(
@@ -300,7 +312,7 @@ def _fit(
             }
             atomic_write_bytes(ckpt_path, _checkpoint_bytes(model, optimizer, best_blob, progress))
             crash_point("train.after_checkpoint")
-            _write_progress(checkpoint_dir, desc, config, history, best_score, best_epoch, t0)
+            _write_progress(ckpt_path.parent, desc, config, history, best_score, best_epoch, t0)
     bar.close()
     if checkpoint_dir is not None and history:
         _write_progress(checkpoint_dir, desc, config, history, best_score, best_epoch, t0, True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +15,23 @@ from pipelines.failures import STOP_HOOKS
 from storage.errors import ConfigError
 from storage.registry import Registry
 from storage.workdir import WorkDir
+
+
+@dataclass(frozen=True)
+class BuiltDay:
+    """A model built as of one day, and how many texts the LM encoded for it."""
+
+    day: str  # YYYY-MM-DD
+    version: str | None  # the registry version (None when publishing is off)
+    teacher_texts_encoded: int
+
+
+@dataclass(frozen=True)
+class BackfillRun:
+    """The days built and the days skipped because a model as of them existed."""
+
+    built: list[BuiltDay] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
 def cutoff(day: date) -> int:
@@ -29,17 +47,17 @@ def days(start: date, end: date) -> list[date]:
 @flow(name="backfill", log_prints=True, **STOP_HOOKS)
 def backfill(
     start: date, end: date, params: RunConfig | None = None, config_path: str | None = None
-) -> dict:
+) -> BackfillRun:
     """Build (without serving) a model as of each day; days that already have one are skipped."""
     log = get_run_logger()
     params = params or load_config(Path(config_path) if config_path else None)
     apply_threads(params.threads)
     registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
     dataset_path = ingest_task(params.dataset, params.work_dir)
-    built, skipped = [], []
+    run = BackfillRun()
     for day in days(start, end):
         if registry.find(as_of_day=day.isoformat()):
-            skipped.append(day.isoformat())
+            run.skipped.append(day.isoformat())
             log.info("%s: a model as of this day exists, skipping", day)
             continue
         day_params = params.model_copy(
@@ -51,12 +69,7 @@ def backfill(
             set_current=False,
             manifest_extra={"as_of_day": day.isoformat(), "as_of": cutoff(day)},
         )
-        built.append(
-            {
-                "day": day.isoformat(),
-                "version": result.publish.version,
-                "teacher_texts_encoded": result.teacher.get("item_texts_encoded", 0)
-                + result.teacher.get("user_texts_encoded", 0),
-            }
+        run.built.append(
+            BuiltDay(day.isoformat(), result.publish.version, result.teacher.texts_encoded)
         )
-    return {"built": built, "skipped": skipped}
+    return run

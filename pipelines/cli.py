@@ -200,7 +200,7 @@ def run_cmd(
     result = _run_flow(cfg)
     print_report(result.report)
     publish = result.publish
-    console.print(f"report: {result.run_dir / 'report.md'}")
+    console.print(f"report: {result.run_dir.report_md}")
     if publish.published:
         console.print(f"published {cfg.model_name}/{publish.version} at {publish.path}")
         _sample_recommendation(cfg)
@@ -230,11 +230,11 @@ def nightly_cmd(config: ConfigOpt = None, work_dir: WorkOpt = None) -> None:
 
     t0 = time.perf_counter()
     result = _off_main_thread(nightly, _config(config, work_dir))
-    if result["status"] == "no new data":
+    if result.run is None:
         console.print("inbox empty: no teacher work, nothing trained, nothing published")
     else:
         console.print(
-            f"publish: {result['publish']['reason']}; moved {len(result['moved'])} "
+            f"publish: {result.run.publish.reason}; moved {len(result.moved)} "
             "inbox files to processed/"
         )
     console.print(f"done in {time.perf_counter() - t0:.1f}s")
@@ -284,9 +284,9 @@ def backfill_cmd(
     result = _off_main_thread(
         backfill, date.fromisoformat(start), date.fromisoformat(end), _config(config, work_dir)
     )
-    for built in result["built"]:
-        console.print(f"{built['day']}: built {built['version']}")
-    for day in result["skipped"]:
+    for built in result.built:
+        console.print(f"{built.day}: built {built.version}")
+    for day in result.skipped:
         console.print(f"{day}: exists, skipped")
 
 
@@ -302,7 +302,7 @@ def quality_cmd(
     cfg = cfg.model_copy(update={"seeds": list(range(seeds)), "publish": False})
     result = _run_flow(cfg)
     print_report(result.report)
-    console.print(f"report: {result.run_dir / 'report.md'}")
+    console.print(f"report: {result.run_dir.report_md}")
 
 
 @teacher_app.command("run")
@@ -322,9 +322,9 @@ def teacher_run(
     dataset = load_dataset(cfg.work_dir, result.name, result.version)
     if local:
         split = make_split(dataset, cutoff=cfg.split.as_of, eval_users=cfg.split.eval_users)
-        summary = run_teacher(cfg.teacher, dataset, split, work_dir=cfg.work_dir).summary()
+        run = run_teacher(cfg.teacher, dataset, split, work_dir=cfg.work_dir)
     else:
-        summary = _off_main_thread(
+        run = _off_main_thread(
             run_teacher_flow,
             cfg.teacher,
             dataset,
@@ -333,6 +333,7 @@ def teacher_run(
             cfg.runner,
             cfg.split.eval_users,
         )
+    summary = run.summary()
     console.print(f"teacher cache: {summary['cache_dir']}")
     console.print({k: round(v, 2) if isinstance(v, float) else v for k, v in summary.items()})
 

@@ -71,7 +71,7 @@ class LocalProcessCluster:
             for process, log in zip(self.processes, self.logs, strict=True):
                 if process.poll() is not None:
                     tail = log.read_text()[-2000:]
-                    raise RuntimeError(f"{' '.join(map(str, process.args))} exited: {tail}")
+                    raise RuntimeError(f"{process.args!r} exited: {tail}")
             try:
                 if condition():
                     return

@@ -12,8 +12,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from distill.parallel import InBackground
-from distill.report import Report, embedded_images, markdown, relative_images
+from distill.report import Report, embedded_images, markdown, write_markdown
 from distill.student import stage
+from distill.teacher.stage import TeacherRun
 from distill.teacher.warm import served_heads
 from distill.train import apply_threads
 from pipelines.config import RunConfig
@@ -21,10 +22,11 @@ from pipelines.failures import STOP_HOOKS
 from pipelines.runners import task_runner
 from pipelines.student_flow import student_flow
 from pipelines.teacher_flow import teacher_flow
-from storage.atomic import atomic_write_json, atomic_write_text, read_json
+from storage.atomic import atomic_write_json, read_json
 from storage.datasets import Dataset, DatasetConfig, ingest
 from storage.holdout import hold_out_items
-from storage.registry import GateConfig, PublishResult, Registry
+from storage.registry import Bundle, GateConfig, PublishResult, Registry
+from storage.rundir import RunDir
 from storage.split import make_split
 from storage.workdir import WorkDir
 
@@ -35,10 +37,10 @@ class DistillRun:
     bundle, publish.json), the report, the gate's decision, the teacher stage's summary and the
     stage timings in seconds."""
 
-    run_dir: Path
+    run_dir: RunDir
     report: Report
     publish: PublishResult
-    teacher: dict
+    teacher: TeacherRun
     timings: dict[str, float]
 
 
@@ -75,7 +77,7 @@ def split_task(dataset_path: str, cutoff: int | None) -> str:
 @task(name="publish", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def publish_task(
     registry: Registry,
-    run_dir: Path,
+    run_dir: RunDir,
     manifest: dict,
     *,
     force: bool,
@@ -85,11 +87,11 @@ def publish_task(
 ) -> PublishResult:
     """Publish the staged bundle through the regression gate (the candidate against the served
     model on the same validation fold: `versus`); switch CURRENT atomically."""
-    files = {p.name: p.read_bytes() for p in sorted((run_dir / "bundle").iterdir())}
+    files = {p.name: p.read_bytes() for p in sorted(run_dir.bundle.iterdir())}
     return registry.publish(
         files,
         manifest,
-        validation=read_json(run_dir / "validation.json"),
+        validation=read_json(run_dir.validation),
         force=force,
         set_current=set_current,
         versus=versus,
@@ -97,12 +99,11 @@ def publish_task(
     )
 
 
-def write_publish(run_dir: Path, report: Report, publish: PublishResult) -> None:
-    """The gate's decision beside the report (publish.json) and in report.md; report.json, which
-    the bundle carries byte for byte, is not rewritten."""
-    atomic_write_json(run_dir / "publish.json", publish.as_json())
-    text = markdown(report, relative_images(run_dir), publish=publish.line)
-    atomic_write_text(run_dir / "report.md", text)
+def write_publish(run_dir: RunDir, report: Report, publish: PublishResult) -> None:
+    """The gate's decision beside the report (publish.json) and report.md with it; report.json,
+    which the bundle carries byte for byte, is not rewritten."""
+    atomic_write_json(run_dir.publish, publish.as_json())
+    write_markdown(report, run_dir, publish=publish.line)
 
 
 def _start_sasrec(params: RunConfig, dataset_path: str) -> InBackground:
@@ -118,16 +119,12 @@ def _start_sasrec(params: RunConfig, dataset_path: str) -> InBackground:
     )
 
 
-def new_run_dir(work_dir: Path) -> Path:
-    return WorkDir(work_dir).new_run()
-
-
-def _artifacts(report: Report, publish: PublishResult, run_dir: Path) -> None:
+def _artifacts(report: Report, publish: PublishResult, run_dir: RunDir) -> None:
     create_table_artifact(
         report.summary_rows(), key="kdrec-eval-table", description="Test metrics, every model"
     )
     create_markdown_artifact(
-        markdown(report, embedded_images(run_dir), publish=publish.line),
+        markdown(report, embedded_images(run_dir.path), publish=publish.line),
         key="kdrec-report",
         description="Run report",
     )
@@ -140,7 +137,8 @@ def bundle_rows(publish: PublishResult) -> list[dict]:
     """The published bundle as field/value rows (a file:// link does nothing in a browser)."""
     if publish.path is None:
         return [{"field": "published", "value": f"no: {publish.reason}"}]
-    manifest = read_json(publish.path / "manifest.json")
+    bundle = Bundle(publish.path)
+    manifest = bundle.manifest
     validation = manifest.get("validation", {})
     rows = {
         "version": publish.version,
@@ -148,7 +146,7 @@ def bundle_rows(publish: PublishResult) -> list[dict]:
         "teacher fingerprint": manifest.get("teacher_fingerprint"),
         "validation NDCG@10": round(validation["ndcg@10"], 4) if "ndcg@10" in validation else None,
         "gate": manifest.get("gate"),
-        "signed": (publish.path / "manifest.sig").exists(),
+        "signed": bundle.signed,
         "path": str(publish.path.resolve()),
     }
     return [{"field": k, "value": str(v)} for k, v in rows.items()]
@@ -200,8 +198,12 @@ def distill(
         timings["teacher"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         # the student stage's SASRec job waits on that checkpoint's lock, then finds it done
-        run_dir = student_flow(
-            params, dataset_path, teacher["cache_dir"], str(new_run_dir(params.work_dir)), nightly
+        students = student_flow(
+            params,
+            dataset_path,
+            str(teacher.cache.folder),
+            str(WorkDir(params.work_dir).new_run().path),
+            nightly,
         )
         timings["student"] = time.perf_counter() - t2
         if sasrec is not None:
@@ -212,17 +214,17 @@ def distill(
     finally:
         if sasrec is not None:
             sasrec.stop()
-    report = Report.from_json(read_json(Path(run_dir) / "report.json"))
+    report, run_dir = students.report, students.run_dir
     dataset = Dataset(Path(dataset_path))
     publish = PublishResult.disabled()
     if params.publish:
         publish = publish_task(
             Registry(WorkDir(params.work_dir).registry, params.model_name),
-            Path(run_dir),
+            run_dir,
             {
                 "dataset": dataset.ref,
                 "split": split_name,
-                "teacher_fingerprint": teacher["fingerprint"],
+                "teacher_fingerprint": teacher.fingerprint,
                 "metrics": {r["model"]: r["metrics"] for r in report.rows},
                 "config": json.loads(params.model_dump_json()),
                 **(manifest_extra or {}),
@@ -233,8 +235,8 @@ def distill(
             gate=params.gate,
         )
     (log.info if publish.published else log.warning)("publish: %s", publish.reason)
-    write_publish(Path(run_dir), report, publish)
+    write_publish(run_dir, report, publish)
     timings["total"] = time.perf_counter() - t0
     log.info("stage timings (s): %s", {k: round(v, 1) for k, v in timings.items()})
-    _artifacts(report, publish, Path(run_dir))
-    return DistillRun(Path(run_dir), report, publish, teacher, timings)
+    _artifacts(report, publish, run_dir)
+    return DistillRun(run_dir, report, publish, teacher, timings)

@@ -7,13 +7,12 @@ is the one-line reason, which a Prefect automation can turn into a notification
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from distill.monitor import MonitorConfig, markdown, run_checks, summary
+from distill.monitor import Check, MonitorConfig, markdown, run_checks, summary
 from pipelines.config import RunConfig, load_config
 from pipelines.failures import STOP_HOOKS
 
@@ -27,7 +26,7 @@ def monitor(
     params: RunConfig | None = None,
     config_path: str | None = None,
     thresholds: MonitorConfig | None = None,
-) -> list[dict]:
+) -> list[Check]:
     """Check data freshness, validation vs the previous model, teacher/student drift and serving
     errors; write the artifacts; fail with the reason if any threshold is crossed."""
     log = get_run_logger()
@@ -48,4 +47,4 @@ def monitor(
     if any(c.ok is False for c in checks):
         raise MonitorAlert(summary(checks))
     log.info(summary(checks))
-    return [asdict(c) for c in checks]
+    return checks

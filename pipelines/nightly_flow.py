@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -10,14 +11,43 @@ from prefect.cache_policies import NO_CACHE
 
 from distill.train import apply_threads
 from pipelines.config import RunConfig, load_config
-from pipelines.distill_flow import distill
+from pipelines.distill_flow import DistillRun, distill
 from pipelines.failures import STOP_HOOKS
 from storage.datasets import ingest, load_dataset
 from storage.inbox import ingest_inbox, mark_processed
 
 
+@dataclass(frozen=True)
+class InboxBatch:
+    """What the inbox held tonight: the dataset version to train on (the current one when the
+    inbox was empty), the files used, and the version it was built from."""
+
+    dataset_path: Path
+    files: dict[str, list[Path]]
+    base: str | None = None  # the version the inbox was merged into; None: nothing new
+    version: str | None = None
+
+    @property
+    def new_data(self) -> bool:
+        return self.version is not None
+
+
+@dataclass(frozen=True)
+class NightlyRun:
+    """One night: the inbox batch, the distill run (None when the inbox was empty) and the
+    inbox files moved to processed/."""
+
+    inbox: InboxBatch
+    run: DistillRun | None = None
+    moved: tuple[Path, ...] = ()
+
+    @property
+    def status(self) -> str:
+        return "processed" if self.run is not None else "no new data"
+
+
 @task(name="ingest-inbox", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def inbox_task(params: RunConfig) -> dict:
+def inbox_task(params: RunConfig) -> InboxBatch:
     """Merge the inbox into a new dataset version (deduplicated); nothing if the inbox is empty."""
     work = params.work_dir
     try:
@@ -26,32 +56,25 @@ def inbox_task(params: RunConfig) -> dict:
         first = ingest(params.dataset, work_dir=work)
         current = load_dataset(work, first.name, first.version)
     result, files = ingest_inbox(work, current, params.dataset)
-    names = {k: [str(p) for p in v] for k, v in files.items()}
     if result is None:
-        return {"new_data": False, "dataset_path": str(current.path), "files": names}
-    return {
-        "new_data": True,
-        "dataset_path": str(result.path),
-        "files": names,
-        "base": current.ref,
-        "version": result.version,
-    }
+        return InboxBatch(current.path, files)
+    return InboxBatch(result.path, files, base=current.ref, version=result.version)
 
 
 @task(name="mark-processed", cache_policy=NO_CACHE)
-def processed_task(files: dict[str, list[str]]) -> list[str]:
+def processed_task(files: dict[str, list[Path]]) -> list[Path]:
     """Move the inbox files this run used to processed/."""
-    return [str(p) for p in mark_processed({k: [Path(p) for p in v] for k, v in files.items()})]
+    return mark_processed(files)
 
 
 @flow(name="nightly", log_prints=True, **STOP_HOOKS)
-def nightly(params: RunConfig | None = None, config_path: str | None = None) -> dict:
+def nightly(params: RunConfig | None = None, config_path: str | None = None) -> NightlyRun:
     """Ingest new inbox files, re-run the teacher on what changed, retrain, publish via the gate."""
     log = get_run_logger()
     params = params or load_config(Path(config_path) if config_path else None)
     apply_threads(params.threads)
     inbox = inbox_task(params)
-    if not inbox["new_data"]:
+    if not inbox.new_data:
         message = "No new data in the inbox: no teacher work, nothing trained, nothing published."
         log.info(message)
         create_markdown_artifact(
@@ -59,30 +82,23 @@ def nightly(params: RunConfig | None = None, config_path: str | None = None) -> 
             key="kdrec-nightly",
             description="Nightly re-distillation",
         )
-        return {"status": "no new data", **inbox}
-    log.info("new dataset version %s from %s", inbox["version"], inbox["files"])
+        return NightlyRun(inbox)
+    log.info("new dataset version %s from %s", inbox.version, inbox.files)
     if params.nightly_warm_start and params.distill.init == "teacher":
         warm = params.distill.model_copy(update={"init": "previous"})
         params = params.model_copy(update={"distill": warm})
         log.info("warm start: the student starts from the published model when it fits")
     result = distill(
         params,
-        dataset_path=inbox["dataset_path"],
-        manifest_extra={"nightly_base": inbox["base"]},
+        dataset_path=str(inbox.dataset_path),
+        manifest_extra={"nightly_base": inbox.base},
         nightly=True,
     )
-    moved = processed_task(inbox["files"])
+    moved = processed_task(inbox.files)
     create_markdown_artifact(
-        f"# Nightly run\n\nnew version {inbox['version']} (from {inbox['base']} + "
+        f"# Nightly run\n\nnew version {inbox.version} (from {inbox.base} + "
         f"{len(moved)} inbox files)\n\npublish: {result.publish.reason}\n",
         key="kdrec-nightly",
         description="Nightly re-distillation",
     )
-    return {
-        "status": "processed",
-        "publish": result.publish.as_json(),
-        "moved": moved,
-        "run_dir": str(result.run_dir),
-        "teacher": result.teacher,
-        "timings": result.timings,
-    }
+    return NightlyRun(inbox, result, tuple(moved))

@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
+from uuid import UUID
 
 from distill.train import PROGRESS
 
@@ -72,10 +74,13 @@ class TrainingProgress:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
         self.since = time.time() - 1.0  # file times have coarse resolution on some filesystems
-        artifact = create_progress_artifact(0.0, key=self.key, description=self.what)
-        self._update = lambda percent, text: update_progress_artifact(
-            artifact, percent, description=f"{self.what}: {text}"
-        )
+        # called in a flow, Prefect's sync/async helper returns the id
+        artifact = cast(UUID, create_progress_artifact(0.0, key=self.key, description=self.what))
+
+        def update(percent: float, text: str) -> None:
+            update_progress_artifact(artifact, percent, description=f"{self.what}: {text}")
+
+        self._update = update
         self._thread = threading.Thread(target=self._run, name=f"{self.key}-poll", daemon=True)
         self._thread.start()
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -14,7 +15,7 @@ from distill.champion import head_to_head
 from distill.new_item_rows import NewItemsPlan, new_item_rows, new_items_section
 from distill.new_items import NewItemTargets
 from distill.parallel import InBackground
-from distill.report import champion_line, save_report, versus_current
+from distill.report import Report, champion_line, save_report, versus_current
 from distill.student import stage
 from distill.student.warm_start import warm_start_from
 from distill.train import available_cores
@@ -25,8 +26,18 @@ from storage.datasets import Dataset
 from storage.holdout import HALVES, HeldOutItems
 from storage.pseudonyms import id_key
 from storage.registry import Registry
+from storage.rundir import RunDir
 from storage.split import Split, make_split
 from storage.workdir import WorkDir
+
+
+@dataclass(frozen=True)
+class StudentResult:
+    """What the student stage leaves: its run folder (report.json, plots, the staged bundle,
+    validation.json) and the report it wrote there."""
+
+    run_dir: RunDir
+    report: Report
 
 
 @task(
@@ -57,7 +68,8 @@ def job_tasks(workers: int) -> stage.JobRunner:
     def run(
         jobs: list[stage.TrainJob], split: Split, teacher_cache: Path | None
     ) -> list[stage.StudentRun]:
-        with ThreadPoolTaskRunner(max_workers=max(workers, 1)) as runner:
+        pool: ThreadPoolTaskRunner[stage.StudentRun] = ThreadPoolTaskRunner(max(workers, 1))
+        with pool as runner:
             futures = [
                 runner.submit(
                     job_task,
@@ -79,14 +91,14 @@ def job_tasks(workers: int) -> stage.JobRunner:
 @task(name="student-train-evaluate", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def train_evaluate_task(
     params: RunConfig, dataset_path: str, teacher_cache: str, run_dir: str, nightly: bool = False
-) -> str:
+) -> StudentResult:
     """Train the students (with and without KD) for every seed; write the report and bundle.
     Their epochs show in the UI as the `student-progress` artifact."""
     log = get_run_logger()
     dataset = Dataset(Path(dataset_path))
     split = make_split(dataset, cutoff=params.split.as_of, eval_users=params.split.eval_users)
     held = HeldOutItems.of(dataset)
-    out = Path(run_dir)
+    out = RunDir(Path(run_dir))
     students = WorkDir(params.work_dir).students
     with TrainingProgress(students, "student-progress", "students (arms x seeds)"):
         result = _train_students(
@@ -117,8 +129,8 @@ def train_evaluate_task(
         quantized=params.quantized_index,
         user_key=id_key(params.work_dir, create=True) if params.pseudonymized else None,
     ).items():
-        atomic_write_bytes(out / "bundle" / name, data)
-    atomic_write_bytes(out / "validation.json", json.dumps(best.valid).encode())
+        atomic_write_bytes(out.bundle / name, data)
+    atomic_write_bytes(out.validation, json.dumps(best.valid).encode())
     for name, bar in report.bars.items():
         log.info(
             "bar %s: %s -> %s (%s)",
@@ -127,7 +139,7 @@ def train_evaluate_task(
             bar["value"],
             "holds" if bar["holds"] else "NOT met",
         )
-    return str(out)
+    return StudentResult(out, report)
 
 
 def _train_students(
@@ -185,7 +197,8 @@ def student_flow(
     teacher_cache: str,
     run_dir: str,
     nightly: bool = False,
-) -> str:
-    """Returns the run folder holding report.{json,md}, plots and the staged bundle. `nightly`:
-    only the distilled student is trained (the undistilled rows are `kdrec quality`'s)."""
+) -> StudentResult:
+    """Train, evaluate, write report.json, plots and the staged bundle into `run_dir`.
+    `nightly`: only the distilled student is trained (the undistilled rows are `kdrec
+    quality`'s)."""
     return train_evaluate_task(params, dataset_path, teacher_cache, run_dir, nightly)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -39,7 +41,8 @@ def prepare_task(
     dataset = Dataset(Path(dataset_path))
     stats: dict = {}
     split = make_split(dataset, cutoff=cutoff, eval_users=eval_users)
-    heads = TrainingProgress(WorkDir(work_dir).adapters, "teacher-head-progress", "teacher heads")
+    adapters = WorkDir(Path(work_dir)).adapters
+    heads = TrainingProgress(adapters, "teacher-head-progress", "teacher heads")
     with heads:  # head epochs in the UI
         plan = stage.prepare(
             config, dataset, split, work_dir=Path(work_dir), stats=stats, warm=warm
@@ -78,8 +81,8 @@ def teacher_flow(
     work_dir: str = "work",
     eval_users: int | None = None,
     warm: HeadsWarmStart | None = None,
-) -> dict:
-    """Run the teacher once over all (user, item) pairs. Returns `TeacherRun.summary()`."""
+) -> stage.TeacherRun:
+    """Run the teacher once over all (user, item) pairs; the run's plan, manifest and stats."""
     log = get_run_logger()
     t0 = time.perf_counter()
     cache_dir, stats = prepare_task(config, dataset_path, cutoff, work_dir, eval_users, warm)
@@ -93,9 +96,12 @@ def teacher_flow(
             f" (recomputed damaged shards {repaired})" if repaired else "",
         )
         stats.update(reused=True, repaired=repaired)
-        return stage.TeacherRun(plan, cache.store.manifest(), stats).summary()
-    progress = create_progress_artifact(
-        0.0, key="teacher-progress", description=f"teacher shards of {plan.fingerprint}"
+        return stage.TeacherRun(plan, cache.store.manifest(), stats)
+    progress = cast(  # called in a flow, Prefect's sync/async helper returns the id
+        UUID,
+        create_progress_artifact(
+            0.0, key="teacher-progress", description=f"teacher shards of {plan.fingerprint}"
+        ),
     )
     t1 = time.perf_counter()
     futures = shard_task.map(cache_dir, [s[0] for s in plan.shards], work_dir)
@@ -122,7 +128,7 @@ def teacher_flow(
         time.perf_counter() - t0,
     )
     stats.update(reused=False, score_seconds=score_s, pairs_per_second=pairs_per_s)
-    return stage.TeacherRun(plan, manifest, stats).summary()
+    return stage.TeacherRun(plan, manifest, stats)
 
 
 def run_teacher_flow(
@@ -132,7 +138,7 @@ def run_teacher_flow(
     work_dir: Path,
     runner: RunnerConfig,
     eval_users: int | None = None,
-) -> dict:
-    """Call the flow with the configured task runner; returns `TeacherRun.summary()`."""
+) -> stage.TeacherRun:
+    """Call the flow with the configured task runner."""
     configured = teacher_flow.with_options(task_runner=task_runner(runner, work_dir))
     return configured(config, str(dataset.path), cutoff, str(work_dir), eval_users)

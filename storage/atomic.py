@@ -63,7 +63,7 @@ def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}")
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Run `write(tmp)`, fsync tmp, rename it onto `path`: readers see the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(path)

@@ -53,7 +53,8 @@ def merge_inbox(current: Dataset, files: dict[str, list[Path]], config: DatasetC
     inter = _canonical(current.interactions(), ("user_idx", "item_idx"))
     items = _canonical(current.items(), ("item_idx",))
     users = _canonical(current.users(), ("user_idx",))
-    str_cols = {c: pl.String for c in inter.columns if c in ("user_id", "item_id")}
+    as_text: list[str] = [c for c in ("user_id", "item_id") if c in inter.columns]
+    as_text += ["timestamp", "rating", "weight"]
     new_inter = [_renamed(p, config.columns) for p in files["interactions"]]
     new_items = [_renamed(p, config.columns) for p in files["items"]]
     new_items = [
@@ -63,11 +64,7 @@ def merge_inbox(current: Dataset, files: dict[str, list[Path]], config: DatasetC
         for f in new_items
     ]
     if new_inter:
-        parts = [
-            inter.cast(
-                {**str_cols, "timestamp": pl.String, "rating": pl.String, "weight": pl.String}
-            )
-        ]
+        parts = [inter.cast(dict.fromkeys(as_text, pl.String))]
         parts += [f.cast(dict.fromkeys(f.columns, pl.String)) for f in new_inter]
         inter = pl.concat(parts, how="diagonal_relaxed")
     if new_items:

@@ -8,15 +8,16 @@
   cache/teacher/adapters/<key>/      adapted heads' checkpoints
   cache/students/<key>/              student checkpoints (content-keyed, reused across runs)
   registry/<model>/<version>/        published bundles + CURRENT
-  runs/<timestamp>/                  one folder per pipeline run: report, plots, staged bundle
+  runs/<timestamp>/                  one folder per pipeline run (storage/rundir.py)
   keys/user-id.key                   the key of pseudonymised user ids (never in a bundle)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+
+from storage.rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,6 @@ class WorkDir:
     def id_key(self) -> Path:
         return self.root / "keys" / "user-id.key"
 
-    def new_run(self) -> Path:
-        """A fresh run folder name (not created)."""
-        return self.runs / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    def new_run(self) -> RunDir:
+        """A fresh run folder (not created); its files are `RunDir`'s."""
+        return RunDir.new(self.runs)

@@ -9,10 +9,12 @@ from distill.student.config import StudentConfig
 from distill.student.sequential import SequentialStudent
 from distill.student.two_tower import TwoTower
 
+StudentNet = SequentialStudent | TwoTower  # every student kind; they share the serving methods
+
 
 def build_student(
     config: StudentConfig, n_users: int, n_items: int, text_emb: np.ndarray | None
-) -> nn.Module:
+) -> StudentNet:
     """The student for `config`; `text_emb` (I, T) are the teacher's frozen item embeddings."""
     use_text = config.text_projection and text_emb is not None
     if config.kind == "two_tower":

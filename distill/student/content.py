@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from distill import losses
 from distill.soft_labels import SoftLabels
+from distill.student.sequential import SequentialStudent
 
 
 class ContentConfig(BaseModel):
@@ -102,7 +103,7 @@ class Placement:
 
 
 def fit_content(
-    student: nn.Module,
+    student: SequentialStudent,
     inputs: Tensor,
     targets: Tensor,
     slots: tuple[np.ndarray, np.ndarray] | None,
@@ -133,7 +134,8 @@ def fit_content(
     n = len(labels_of)
     chosen = torch.randperm(n, generator=generator)[: config.max_positions]
     states, labels_of = states[chosen], labels_of[chosen]
-    t_items = t_scores = None
+    t_items: Tensor | None = None
+    t_scores: Tensor | None = None
     if soft_labels is not None and config.alpha > 0 and slots is not None:
         users, positions = (a[keep.numpy()][chosen.numpy()] for a in slots)
         t_items, t_scores = _position_labels(soft_labels, users, positions)
@@ -155,7 +157,7 @@ def fit_content(
                 logits = logits.masked_fill(unknown, losses.NEG)
             log_q = F.log_softmax(logits, dim=-1)
             loss = F.nll_loss(log_q, labels_of[rows])
-            if t_items is not None:
+            if t_items is not None and t_scores is not None:
                 loss = loss + config.alpha * losses.kd_topk_kl(
                     logits, t_items[rows], t_scores[rows], 1.0, log_q=log_q
                 )
@@ -169,7 +171,8 @@ def _position_labels(
     soft_labels: SoftLabels, users: np.ndarray, positions: np.ndarray
 ) -> tuple[Tensor, Tensor]:
     """The teacher's top-K (items, scores), each (N, K), after each (user, position)."""
-    items = scores = None
+    items: Tensor | None = None
+    scores: Tensor | None = None
     for key, start, end in soft_labels.shards:
         mine = np.flatnonzero((users >= start) & (users < end))
         if not len(mine):
@@ -177,7 +180,7 @@ def _position_labels(
         got_items, got_scores = soft_labels.positions(key).gather(
             users[mine] - start, positions[mine]
         )
-        if items is None:
+        if items is None or scores is None:
             items = torch.zeros((len(users), got_items.shape[1]), dtype=torch.long)
             scores = torch.zeros((len(users), got_items.shape[1]))
         items[mine], scores[mine] = got_items, got_scores

@@ -27,9 +27,11 @@ from distill.evaluate import EVAL_FOLDS, Scorer, evaluate, vector_scorer
 from distill.layers import left_padded
 from distill.sasrec import window_targets, windows
 from distill.soft_labels import SoftLabels
-from distill.student.build import build_student
+from distill.student.build import StudentNet, build_student
 from distill.student.config import StudentConfig
 from distill.student.content import cold_items
+from distill.student.sequential import SequentialStudent
+from distill.student.two_tower import TwoTower
 from distill.train import LoopConfig, TrainResult, fit
 from storage.split import Split
 
@@ -86,7 +88,7 @@ class UserData:
         return torch.from_numpy(self.train[users].toarray())
 
 
-def student_scorer(model: nn.Module, data: UserData, item_vecs: Tensor | None = None) -> Scorer:
+def student_scorer(model: StudentNet, data: UserData, item_vecs: Tensor | None = None) -> Scorer:
     """(users, fold) -> (B, I) scores from the fold's input history; `item_vecs`: the vectors
     it is served with (`distill.student.content.Placement.served`), default as trained."""
     model.eval()
@@ -136,7 +138,7 @@ def kd_term(config: DistillConfig, student: Tensor, teacher: Tensor, seen: Tenso
 
 
 def user_loss(
-    m: nn.Module, data: UserData, kd: DistillConfig, soft_labels: SoftLabels | None, batch: Batch
+    m: TwoTower, data: UserData, kd: DistillConfig, soft_labels: SoftLabels | None, batch: Batch
 ) -> tuple[Tensor, dict[str, float]]:
     """Two-tower: CE over each user's train items (+ KD to the whole-history label).
 
@@ -163,7 +165,7 @@ def user_loss(
 
 
 def sampled_user_loss(
-    m: nn.Module, data: UserData, kd: DistillConfig, soft_labels: SoftLabels | None, batch: Batch
+    m: TwoTower, data: UserData, kd: DistillConfig, soft_labels: SoftLabels | None, batch: Batch
 ) -> tuple[Tensor, dict[str, float]]:
     """The two-tower loss over ragged per-user item lists: the cost of a step is its users'
     histories, train items and candidates plus the shared negatives, whatever the catalog's
@@ -198,7 +200,7 @@ def sampled_user_loss(
     hits = torch.from_numpy(train[:, negatives.numpy()].toarray() > 0)
     pos_logits = (user_vecs[owner] * vecs[local(pos_items)]).sum(-1)
     l_c = losses.sampled_multi_positive_ce(pos_logits, owner, shared.masked_fill(hits, -torch.inf))
-    if items is None:
+    if rows is None or items is None or scores is None:
         return l_c, {"l_c": l_c.item()}
     student = (user_vecs[rows] * vecs[local(items)]).sum(-1)
     if kd.loss == "kl":
@@ -211,7 +213,7 @@ def sampled_user_loss(
 
 
 def window_loss(
-    m: nn.Module,
+    m: SequentialStudent,
     data: UserData,
     kd: DistillConfig,
     soft_labels: SoftLabels | None,
@@ -235,7 +237,7 @@ def window_loss(
             data.owner[rows][slots] - start, data.position[rows][slots]
         )
     unknown = data.cold if m.reads_text else None
-    if t_items is not None and unknown is not None:
+    if t_items is not None and t_scores is not None and unknown is not None:
         t_scores = t_scores.masked_fill(unknown[t_items], losses.NEG)
     if n_negatives:
         required = targets if t_items is None else torch.cat([targets, t_items.flatten()])
@@ -252,7 +254,7 @@ def window_loss(
             logits = logits.masked_fill(unknown, losses.NEG)
     log_q = F.log_softmax(logits, dim=-1)  # one (N, I) softmax for L_c and, at T = 1, L_k
     l_c = F.nll_loss(log_q, targets)
-    if t_items is None:
+    if t_items is None or t_scores is None:
         return l_c, {"l_c": l_c.item()}
     if kd.loss == "kl":
         at_t = log_q if kd.temperature == 1 else None
@@ -294,7 +296,7 @@ def train_student(
     text_emb: np.ndarray | None,
     init_state: dict[str, Tensor] | None = None,
     checkpoint_dir: Path | None = None,
-) -> tuple[nn.Module, TrainResult]:
+) -> tuple[StudentNet, TrainResult]:
     """Fit one student; early stopping on validation NDCG@10. kd.alpha == 0: no soft labels used.
     `init_state`: starting weights of a sequential student's SASRec (`distill.init: teacher`)."""
     torch.manual_seed(loop.seed)
@@ -310,12 +312,14 @@ def train_student(
         labels = labels.whole()  # every example in one shuffle, as without labels
     # batches shuffle every example together, or shard by shard when the labels are too large
     shards = labels.shards if labels is not None else [("all", 0, split.n_users)]
-    if config.kind == "sequential":
+    loss_fn: Callable[..., tuple[Tensor, dict[str, float]]]  # called with batch=
+    if isinstance(model, SequentialStudent):
         examples_of = lambda start, end: np.flatnonzero(  # noqa: E731
             (data.window_user >= start) & (data.window_user < end)
         )
         loss_fn = partial(
             window_loss,
+            model,
             data=data,
             kd=kd,
             soft_labels=labels,
@@ -325,10 +329,10 @@ def train_student(
         examples_of = lambda start, end: data.active[  # noqa: E731
             (data.active >= start) & (data.active < end)
         ]
-        loss_fn = partial(user_loss, data=data, kd=kd, soft_labels=labels)
+        loss_fn = partial(user_loss, model, data=data, kd=kd, soft_labels=labels)
 
-    def validate(m: nn.Module) -> float:
-        return evaluate(student_scorer(m, data), split, fold="valid").primary
+    def validate(m: nn.Module) -> float:  # m is model
+        return evaluate(student_scorer(model, data), split, fold="valid").primary
 
     uses_teacher = use_kd or init_state is not None
     whole = labels is not None and labels.is_whole
@@ -340,7 +344,7 @@ def train_student(
     result = fit(
         model,
         batches=_batches(examples_of, shards, loop.batch_size),
-        loss_fn=lambda m, batch: loss_fn(m, batch=batch),
+        loss_fn=lambda m, batch: loss_fn(batch=batch),  # m is model
         validate=validate,
         config=loop,
         checkpoint_dir=checkpoint_dir,

@@ -14,6 +14,8 @@ from distill.student.config import StudentConfig
 
 
 class SequentialStudent(nn.Module):
+    text_emb: Tensor  # (I, T) frozen LM item embeddings, or (0,) without a text projection
+
     def __init__(self, n_items: int, config: StudentConfig, text_emb: np.ndarray | None) -> None:
         super().__init__()
         self.n_items = n_items

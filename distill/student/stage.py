@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from distill import index as faiss_index
 from distill.baselines import run_baselines
@@ -21,7 +21,7 @@ from distill.evaluate import EvalResult, Scorer, evaluate
 from distill.parallel import InBackground, map_in_processes
 from distill.report import ModelRow, Report, build_report, paired_test
 from distill.soft_labels import SoftLabels
-from distill.student.build import n_params
+from distill.student.build import StudentNet, n_params
 from distill.student.config import StudentConfig
 from distill.student.content import (
     ContentConfig,
@@ -31,6 +31,7 @@ from distill.student.content import (
     fit_content,
 )
 from distill.student.fit import DistillConfig, UserData, student_scorer, train_student
+from distill.student.sequential import SequentialStudent
 from distill.student.warm_start import WarmStart, previous_state
 from distill.teacher.cache import TeacherCache
 from distill.train import LoopConfig, TrainResult, config_hash
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StudentRun:
-    model: nn.Module
+    model: StudentNet
     config: StudentConfig
     kd: DistillConfig
     seed: int
@@ -85,13 +86,15 @@ def fit_and_evaluate(
     )
     tower = None
     if content is not None and text_emb is not None:
+        if not isinstance(model, SequentialStudent):
+            raise ValueError("a content tower is fitted on a sequential student only")
         tower = content_tower(model, split, text_emb, content, loop.seed, soft_labels)
     placement = place_items(model, split, text_emb, tower, scale=content.scale if content else 1.0)
     return evaluated(model, config, kd, loop.seed, result, split, placement, tower)
 
 
 def content_tower(
-    model: nn.Module,
+    model: SequentialStudent,
     split: Split,
     text_emb: np.ndarray,
     content: ContentConfig,
@@ -117,7 +120,7 @@ def content_tower(
 
 
 def evaluated(
-    model: nn.Module,
+    model: StudentNet,
     config: StudentConfig,
     kd: DistillConfig,
     seed: int,
@@ -137,7 +140,7 @@ def evaluated(
 
 
 def place_items(
-    model: nn.Module,
+    model: StudentNet,
     split: Split,
     text_emb: np.ndarray | None,
     tower: ContentTower | None,

@@ -13,6 +13,8 @@ from distill.student.config import StudentConfig
 
 
 class TwoTower(nn.Module):
+    text_emb: Tensor  # (I, T) frozen LM item embeddings, or (0,) without a text projection
+
     def __init__(
         self, n_users: int, n_items: int, config: StudentConfig, text_emb: np.ndarray | None
     ) -> None:

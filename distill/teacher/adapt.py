@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -34,6 +35,8 @@ EmbedFn = Callable[[Sequence[str], nn.Module, bool], Tensor]  # (texts, lm, grad
 
 class FrozenText(nn.Module):
     """Cached LM item embeddings: a constant (I, T) tensor."""
+
+    emb: Tensor
 
     def __init__(self, emb: np.ndarray) -> None:
         super().__init__()
@@ -95,13 +98,17 @@ class AdaptedTeacher(nn.Module):
         super().__init__()
         self.text, self.heads = text, nn.ModuleList(heads)
 
+    def head_nets(self) -> list[SASRec]:
+        """The heads, typed (`heads` is the ModuleList their state-dict keys come from)."""
+        return [cast(SASRec, h) for h in self.heads]
+
     def head(self, k: int) -> AdaptedTeacher:
         """Head k alone on the same text source (shares its modules: training it trains this)."""
-        return AdaptedTeacher(self.text, [self.heads[k]])
+        return AdaptedTeacher(self.text, [self.head_nets()[k]])
 
     def item_vectors(self) -> Tensor:
         text = self.text()
-        return torch.cat([h.item_vectors(text) for h in self.heads], dim=1)  # (I, H * D)
+        return torch.cat([h.item_vectors(text) for h in self.head_nets()], dim=1)  # (I, H * D)
 
     def _chunks(self, item_vecs: Tensor) -> tuple[Tensor, ...]:
         return item_vecs.split(item_vecs.shape[1] // len(self.heads), dim=1)
@@ -109,12 +116,12 @@ class AdaptedTeacher(nn.Module):
     def history_vectors(self, hist: Tensor, item_vecs: Tensor | None = None) -> Tensor:
         """hist (B, L) right-aligned histories -> (B, H * D)."""
         item_vecs = self.item_vectors() if item_vecs is None else item_vecs
-        parts = zip(self.heads, self._chunks(item_vecs), strict=True)
+        parts = zip(self.head_nets(), self._chunks(item_vecs), strict=True)
         return torch.cat([h.history_vectors(hist, v) for h, v in parts], dim=1) / len(self.heads)
 
     def states(self, seq: Tensor, item_vecs: Tensor) -> Tensor:
         """seq (B, L) left-aligned windows -> (B, L, H * D) user states after every prefix."""
-        parts = zip(self.heads, self._chunks(item_vecs), strict=True)
+        parts = zip(self.head_nets(), self._chunks(item_vecs), strict=True)
         return torch.cat([h.states(seq, v) for h, v in parts], dim=-1) / len(self.heads)
 
     def trainable_state(self) -> dict[str, Tensor]:
@@ -184,7 +191,7 @@ def _train_one_head(
     model: AdaptedTeacher, split: Split, config: AdaptConfig, checkpoint_dir: Path | None
 ) -> tuple[dict[str, Tensor], TrainResult]:
     result = train_head(model, split, config, checkpoint_dir=checkpoint_dir)
-    return model.heads[0].state_dict(), result
+    return model.head_nets()[0].state_dict(), result
 
 
 def train_head(
@@ -197,12 +204,12 @@ def train_head(
         for a in windows(split.train_sequences(), config.history_len, split.n_items)
     )
 
-    def loss_fn(m: nn.Module, idx: Tensor) -> tuple[Tensor, dict[str, float]]:
-        loss = m.heads[0].loss(inputs[idx], targets[idx], m.item_vectors())
+    def loss_fn(m: nn.Module, idx: Tensor) -> tuple[Tensor, dict[str, float]]:  # m is model
+        loss = model.head_nets()[0].loss(inputs[idx], targets[idx], model.item_vectors())
         return loss, {"loss": loss.item()}
 
     def validate(m: nn.Module) -> float:
-        return evaluate(scorer(m, split, config.history_len), split, fold="valid").primary
+        return evaluate(scorer(model, split, config.history_len), split, fold="valid").primary
 
     loop = LoopConfig(
         lr=config.lr,

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 PLAN = "plan.json"
 REPORT = "report.json"
+SOFT_LABELS = "soft_labels"  # the ShardStore's folder (storage/shards.py owns what is inside)
 CANDIDATE_INDEX = "candidates.npz"
 _HEADS: PerProcess[adapt.AdaptedTeacher] = PerProcess(limit=4)  # by adapter path
 
@@ -65,7 +66,7 @@ class TeacherPlan:
 
     @property
     def store(self) -> ShardStore:
-        return ShardStore(Path(self.cache_dir) / "soft_labels")
+        return ShardStore(Path(self.cache_dir) / SOFT_LABELS)
 
     @property
     def teacher_config(self) -> TeacherConfig:
@@ -147,7 +148,7 @@ class TeacherCache:
 
     def is_complete(self) -> bool:
         """Prepared and every soft-label shard committed."""
-        return (self.folder / "soft_labels" / "manifest.json").exists()
+        return ShardStore(self.folder / SOFT_LABELS).exists()
 
     # -- reading -------------------------------------------------------------------------------
     def vectors(self, which: str, column: str = "vector") -> np.ndarray:
@@ -193,7 +194,8 @@ class TeacherCache:
         from distill.train import load_weights
 
         plan = self.plan
-        if plan.adapter_path is None:
+        adapter_path = plan.adapter_path
+        if adapter_path is None:
             raise TeacherError(
                 f"teacher cache {self.folder} has no adapted head: set teacher.adapt.mode "
                 "(not none) or distill.init: random"
@@ -207,10 +209,10 @@ class TeacherCache:
                 plan.teacher_config.adapt,
                 adapt.FrozenText(item_emb),
             )
-            load_weights(model, Path(plan.adapter_path), strict=False)
+            load_weights(model, Path(adapter_path), strict=False)
             return model.eval()
 
-        return _HEADS.get(plan.adapter_path, load)
+        return _HEADS.get(adapter_path, load)
 
     def head_state(self, k: int, *, fold_text: bool) -> dict[str, torch.Tensor]:
         """Head k (mod the number of heads) as a plain SASRec state dict, to initialise a
@@ -218,7 +220,7 @@ class TeacherCache:
         vectors (ID embedding + projected LM embedding, computed once), so a student with ID
         embeddings only starts as that head exactly and serves at a plain SASRec's cost."""
         model = self.adapted_head()
-        head = model.heads[k % len(model.heads)]
+        head = model.head_nets()[k % len(model.heads)]
         state = {n: v.detach().clone() for n, v in head.state_dict().items()}
         if fold_text:
             with torch.no_grad():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from distill.teacher.base import (
@@ -108,7 +108,7 @@ class CausalLMTeacher:
             )
         self.device = resolve_device(config.device)
         self.forward_passes = 0  # model invocations
-        self._model = None
+        self._model: PreTrainedModel | None = None
         self._tokenizer = None
 
     @property
@@ -121,12 +121,13 @@ class CausalLMTeacher:
         return self._tokenizer
 
     @property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> PreTrainedModel:
         if self._model is None:
             model = AutoModelForCausalLM.from_pretrained(
                 self.path, dtype=resolve_dtype(self.config.dtype)
             )
-            self._model = model.to(self.device).eval()
+            torch.nn.Module.to(model, self.device)  # in place (the typed wrapper misreads it)
+            self._model = model.eval()
         return self._model
 
     def count_tokens(self, text: str) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 
 from distill.teacher.base import (
     TeacherConfig,
@@ -69,7 +69,7 @@ class EncoderTeacher:
         self.device = resolve_device(config.device)
         self.pooling = _pooling_mode(self.path)
         self.forward_passes = 0  # model invocations (batches)
-        self._model: torch.nn.Module | None = None
+        self._model: PreTrainedModel | None = None
         self._tokenizer = None
 
     @property
@@ -79,7 +79,7 @@ class EncoderTeacher:
         return self._tokenizer
 
     @property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> PreTrainedModel:
         if self._model is None:
             try:
                 model = AutoModel.from_pretrained(self.path, dtype=resolve_dtype(self.config.dtype))
@@ -87,7 +87,8 @@ class EncoderTeacher:
                 raise TeacherError(
                     f"unsupported or unreadable encoder at {self.path}: {exc}"
                 ) from None
-            self._model = model.to(self.device).eval()
+            model.to(self.device)  # in place
+            self._model = model.eval()
         return self._model
 
     def count_tokens(self, text: str) -> int:

@@ -22,6 +22,7 @@ import polars as pl
 import pyarrow as pa
 import scipy.sparse as sp
 import torch
+from torch import nn
 
 from distill.evaluate import evaluate, vector_scorer
 from distill.memo import PerProcess
@@ -262,6 +263,7 @@ def _teacher_model(
     teacher: Teacher, config: TeacherConfig, split: Split, texts: list[str], item_emb: np.ndarray
 ) -> adapt.AdaptedTeacher:
     """The head on a frozen (cached) or partly trainable (top layers / LoRA) LM."""
+    text: nn.Module
     if config.adapt.mode == "frozen":
         text = adapt.FrozenText(item_emb)
     else:
@@ -398,7 +400,11 @@ def score_shard(cache_dir: Path, key: str, *, work_dir: Path) -> ShardInfo:
         )
         labels = [(item_vec[c] @ user_vec[row]).astype(np.float32) for row, c in enumerate(cands)]
     if config.kind == "causal" and config.pairs == "candidates":
+        from distill.teacher.causal import CausalLMTeacher
+
         teacher = load_teacher(config, work_dir)
+        if not isinstance(teacher, CausalLMTeacher):
+            raise TypeError(f"pairs: candidates needs a causal LM teacher, got {type(teacher)}")
         utexts, item_list = cache.texts("users"), cache.texts("items")
         labels = [
             teacher.score_shared(utexts[int(u)], [item_list[i] for i in c])
@@ -504,12 +510,41 @@ class TeacherRun:
     manifest: dict
     stats: dict  # prepare's (texts encoded, seconds) + reused/repaired or scoring speed
 
+    @property
+    def cache(self) -> TeacherCache:
+        """The committed cache the student stage reads."""
+        return TeacherCache(Path(self.plan.cache_dir))
+
+    @property
+    def fingerprint(self) -> str:
+        return self.plan.fingerprint
+
+    @property
+    def pairs(self) -> int:
+        return int(self.manifest.get("total_rows", 0))
+
+    @property
+    def reused(self) -> bool:
+        """True when the cache was already complete: no teacher work was done."""
+        return bool(self.stats.get("reused", False))
+
+    @property
+    def texts_encoded(self) -> int:
+        """Item and user texts the LM encoded in this run (0 when every text was cached)."""
+        stats = self.stats
+        return int(stats.get("item_texts_encoded", 0) + stats.get("user_texts_encoded", 0))
+
+    @property
+    def warm_start(self) -> dict | None:
+        """Where the heads started from (`HeadsWarmStart.summary()`), None when from scratch."""
+        return self.stats.get("warm_start")
+
     def summary(self) -> dict:
-        """The run as plain JSON: what the teacher flow returns and `kdrec teacher run` prints."""
+        """The run as plain JSON, for `kdrec teacher run` and the nightly record."""
         return {
             "cache_dir": self.plan.cache_dir,
             "fingerprint": self.plan.fingerprint,
-            "pairs": int(self.manifest.get("total_rows", 0)),
+            "pairs": self.pairs,
             **self.stats,
         }
 

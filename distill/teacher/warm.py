@@ -60,7 +60,7 @@ def start_heads(model: AdaptedTeacher, warm: HeadsWarmStart, item_ids: Sequence[
     pairs = [(r, row_of[i]) for r, i in enumerate(item_ids) if i in row_of]
     carried = 0
     n_old = len({n.split(".")[1] for n in state if n.startswith("heads.")})
-    for k, head in enumerate(model.heads):
+    for k, head in enumerate(model.head_nets()):
         prefix = f"heads.{k % max(n_old, 1)}."
         old = {n[len(prefix) :]: v for n, v in state.items() if n.startswith(prefix)}
         mine = head.state_dict()

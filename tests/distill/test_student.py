@@ -382,4 +382,4 @@ def test_soft_labels_cache_counts_both_label_shapes(teacher_cache):
     assert soft._cached_bytes() == positions.items.numel() * 12 + users.nbytes
     assert users.nbytes == users.items.numel() * 12 + users.indptr.nbytes
     soft.users(soft.shards[1][0])  # a cache holding per-position labels still takes users
-    assert len(soft._cache) == 3
+    assert len(soft._users) + len(soft._positions) == 3

@@ -27,7 +27,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalProcessCluster]:
         assert all(p.poll() is not None for p in started.processes)
 
 
-def _shard_bytes(cache_dir: str) -> dict[str, bytes]:
+def _shard_bytes(cache_dir: Path) -> dict[str, bytes]:
     """Every committed shard (verified against its manifest hash), by file name."""
     return {p.name: p.read_bytes() for p in TeacherCache(Path(cache_dir)).store.paths()}
 
@@ -56,10 +56,10 @@ def test_teacher_shards_on_a_real_cluster_equal_a_local_run_and_a_blind_worker_f
         RunnerConfig(kind="dask", dask_address=cluster.address),
     )
     executed = cluster.run(lambda dask_worker: dask_worker.state.executed_count)
-    shards = _shard_bytes(remote["cache_dir"])
+    shards = _shard_bytes(remote.cache.folder)
     assert len(executed) == 2 and sum(executed.values()) >= len(shards) > 1, executed
-    assert remote["fingerprint"] == local["fingerprint"]
-    assert shards == _shard_bytes(local["cache_dir"])  # byte for byte
+    assert remote.fingerprint == local.fingerprint
+    assert shards == _shard_bytes(local.cache.folder)  # byte for byte
 
     if not _can_unshare():
         pytest.skip("no mount namespaces here (unshare): the blind-worker half did not run")

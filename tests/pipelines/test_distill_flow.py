@@ -43,7 +43,7 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
     result = distill(cfg)
     publish = result.publish
     assert publish.published, publish
-    run_dir = result.run_dir
+    run_dir = result.run_dir.path
     for name in ("report.json", "report.md", "val_ndcg.png", "activity.png"):
         assert (run_dir / name).exists(), name
     report = result.report.as_json()
@@ -65,11 +65,11 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
         "users.parquet",
         "report.json",
     }
-    assert bundle.manifest["teacher_fingerprint"] == result.teacher["fingerprint"]
+    assert bundle.manifest["teacher_fingerprint"] == result.teacher.fingerprint
     assert len(Recommender.load(WorkDir(work).registry).recommend("u1", k=3)) == 3
     rows = {r["field"]: r["value"] for r in bundle_rows(publish)}
     assert rows["version"] == bundle.version and rows["dataset"] == bundle.manifest["dataset"]
-    assert rows["teacher fingerprint"] == result.teacher["fingerprint"]
+    assert rows["teacher fingerprint"] == result.teacher.fingerprint
     assert rows["gate"] == bundle.manifest["gate"] and rows["path"] == str(bundle.path.resolve())
     if runner == "local":
         check_report_artifact(run_dir, report)
@@ -119,8 +119,8 @@ def check_monitor(cfg: RunConfig, work: Path) -> None:
     """Healthy right after the run (drift measured against the teacher cache); an injected
     regression makes the flow run Failed with the reason as its message."""
     healthy = monitor(cfg)
-    drift = next(c for c in healthy if c["name"] == "teacher vs student overlap@10")
-    assert drift["ok"] is True, drift
+    drift = next(c for c in healthy if c.name == "teacher vs student overlap@10")
+    assert drift.ok is True, drift
     registry = Registry(WorkDir(work).registry, "kdrec")
     current = registry.bundle()
     files = {p.name: p.read_bytes() for p in current.path.iterdir() if p.name != "manifest.json"}

@@ -40,7 +40,7 @@ def _drop_inbox_file(cfg, night: int = 1) -> Path:
 def test_nightly_empty_inbox_does_nothing(prefect_harness, tmp_path, work, tiny_encoder_path):
     cfg = tiny_run_config(tmp_path, work, tiny_encoder_path)
     result = nightly(cfg)
-    assert result["status"] == "no new data"
+    assert result.status == "no new data" and result.run is None
     assert not WorkDir(work).cache.exists()  # no teacher work at all
     assert Registry(WorkDir(work).registry, "kdrec").versions() == []
 
@@ -51,24 +51,25 @@ def test_nightly_with_new_file_publishes_and_moves_it(
     cfg = tiny_run_config(tmp_path, work, tiny_encoder_path)
     path = _drop_inbox_file(cfg)
     result = nightly(cfg)
-    assert result["status"] == "processed" and result["publish"]["published"]
+    assert result.run is not None and result.run.publish.published
+    assert result.moved == (path.parent / "processed" / path.name,)
     assert not path.exists() and (path.parent / "processed" / path.name).exists()
     latest = load_dataset(work, "syn")
     assert latest.meta["tables"]["interactions"]["rows"] == 30 * 8 + 3
-    assert result["teacher"]["user_texts_encoded"] == 30  # first teacher run: every user
-    assert read_json(Path(result["run_dir"]) / "report.json")["distill"]["init"] == "previous"
+    assert result.run.teacher.stats["user_texts_encoded"] == 30  # first run: every user
+    assert read_json(result.run.run_dir.report_json)["distill"]["init"] == "previous"
     again = nightly(cfg)
-    assert again["status"] == "no new data"
+    assert again.run is None
     _drop_inbox_file(cfg, night=2)  # the second night starts from the first night's student
-    second = nightly(cfg)
-    assert second["status"] == "processed", second
-    report = read_json(Path(second["run_dir"]) / "report.json")  # against the first night's model
-    assert report["previous_model"]["version"] == result["publish"]["version"]
+    second = nightly(cfg).run
+    assert second is not None
+    report = read_json(second.run_dir.report_json)  # against the first night's model
+    assert report["previous_model"]["version"] == result.run.publish.version
     assert set(report["delta_vs_previous"]) == set(report["previous_model"]["validation"])
     # a night costs what changed: the heads start from the served model's teacher, and only the
     # product (the distilled student) is trained; the gate compared both models on one fold
-    assert second["teacher"]["warm_start"]["from"] == result["teacher"]["fingerprint"]
-    assert second["teacher"]["warm_start"]["items_carried"] == 40
+    first_teacher = result.run.teacher.fingerprint
+    assert second.teacher.warm_start == {"from": first_teacher, "items_carried": 40}
     assert [r["model"] for r in report["rows"]] == [
         "Popularity",
         "ItemKNN",
@@ -77,8 +78,8 @@ def test_nightly_with_new_file_publishes_and_moves_it(
         "Student sequential (KD kl)",
     ]
     versus = report["versus_champion"]
-    assert versus["champion_version"] == result["publish"]["version"]
-    assert "on tonight's validation fold" in second["publish"]["reason"]
+    assert versus["champion_version"] == result.run.publish.version
+    assert "on tonight's validation fold" in second.publish.reason
 
 
 def test_a_night_with_new_items_publishes_a_bundle_that_recommends_them(
@@ -95,17 +96,16 @@ def test_a_night_with_new_items_publishes_a_bundle_that_recommends_them(
             "genres": ["Drama", "Comedy", "Action|Horror"],
         }
     ).write_csv(folder / "items-0001.csv")
-    result = nightly(cfg)
-    assert result["status"] == "processed" and result["publish"]["published"], result
+    result = nightly(cfg).run
+    assert result is not None and result.publish.published, result
     from distill.bundle import StudentBundle
     from distill.recommend import Recommender
-    from distill.teacher.cache import TeacherCache
 
     rec = Recommender.load(WorkDir(work).registry)
     new = [rec.item_row[i] for i in ("n1", "n2", "n3")]
     bundle = StudentBundle(rec.path)
     tower, scale = bundle.content_tower()
-    emb = TeacherCache(Path(result["teacher"]["cache_dir"])).vectors("items", "embedding")
+    emb = result.teacher.cache.vectors("items", "embedding")
     with torch.no_grad():  # served from text: scale x the content tower, not their ID rows
         expected = scale * tower(torch.as_tensor(emb[new])).numpy()
     np.testing.assert_allclose(rec.encoder.item_vecs.numpy()[new], expected, atol=1e-5)
@@ -137,14 +137,14 @@ def test_backfill_two_days_then_repeat_builds_nothing(
     path = cfg.dataset.interactions
     pl.read_csv(path).with_columns((pl.col("timestamp") - 1000) * 86_400).write_csv(path)
     result = backfill(date(1970, 3, 1), date(1970, 3, 2), cfg)
-    assert [b["day"] for b in result["built"]] == ["1970-03-01", "1970-03-02"]
+    assert [b.day for b in result.built] == ["1970-03-01", "1970-03-02"]
     registry = Registry(WorkDir(work).registry, "kdrec")
     assert len(registry.versions()) == 2 and registry.current_version() is None
-    assert registry.bundle(result["built"][0]["version"]).manifest["as_of_day"] == "1970-03-01"
+    assert registry.bundle(result.built[0].version).manifest["as_of_day"] == "1970-03-01"
     # the second day re-encodes only the texts of users whose history changed that day
-    assert 0 < result["built"][1]["teacher_texts_encoded"] < 30
+    assert 0 < result.built[1].teacher_texts_encoded < 30
     repeat = backfill(date(1970, 3, 1), date(1970, 3, 2), cfg)
-    assert repeat["built"] == [] and repeat["skipped"] == ["1970-03-01", "1970-03-02"]
+    assert repeat.built == [] and repeat.skipped == ["1970-03-01", "1970-03-02"]
 
 
 def test_prefect_yaml_deploys_against_the_api(prefect_harness, tmp_path):

@@ -25,8 +25,8 @@ def test_teacher_flow_runs_and_reruns_without_work(
     result = run_teacher_flow(_config(tiny_encoder_path), dataset, None, work.resolve(), runner)
     prefixes = sum(max(len(seq) - 1, 0) for seq in split.train_sequences())
     top_k = min(_config(tiny_encoder_path).position_top_k, split.n_items)
-    assert not result["reused"]
-    assert result["pairs"] == split.n_users * split.n_items + prefixes * top_k
+    assert not result.reused
+    assert result.pairs == split.n_users * split.n_items + prefixes * top_k
     again = run_teacher_flow(_config(tiny_encoder_path), dataset, None, work.resolve(), runner)
-    assert again["reused"] and again["fingerprint"] == result["fingerprint"]
-    assert again["item_texts_encoded"] == 0 and again["user_texts_encoded"] == 0
+    assert again.reused and again.fingerprint == result.fingerprint
+    assert again.texts_encoded == 0
