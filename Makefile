@@ -74,10 +74,10 @@ format: $(STAMP) ## apply ruff fixes and formatting
 check: lint typecheck test ## lint, format check, type check and fast tests
 
 bench: $(STAMP) ## run the benchmarks; results in bench/results/*.json
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run_all
 
 bench-scale: $(STAMP) ## the pipeline on synthetic data at x1, x10, x100 ML-100K -> bench/results/scale.json/.png
-	$(PY) bench/scale.py
+	$(PY) -m bench.scale
 
 UI_DIR := $(abspath $(WORK))/ui
 UI_URL := http://127.0.0.1:$(UI_PORT)

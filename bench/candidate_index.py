@@ -1,7 +1,7 @@
 """The teacher's candidate index on a large catalog: HNSW over float32 vectors, over float16
 vectors, and over float16 vectors laid out cluster by cluster (what `candidate_index` builds).
 
-    python bench/candidate_index.py --cache /tmp/kdrec-scale-*/x100/work/cache/teacher/<fingerprint>
+    python -m bench.candidate_index --cache /tmp/kdrec-scale-*/x100/work/cache/teacher/<fingerprint>
 
 Reads a teacher cache with `pairs: candidates` (the ×100 size of `make bench-scale` keeps its
 cache under the scratch folder the bench prints) and compares, on its own item and user vectors:
@@ -15,19 +15,16 @@ Results: bench/results/candidate_index.json.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import faiss
+import numpy as np
 
-import faiss  # noqa: E402
-import numpy as np  # noqa: E402
-
-from bench.common import save  # noqa: E402
-from distill.index import LAYOUT_CLUSTERS, approx_recall, candidate_graph, candidate_index  # noqa: E402
-from distill.teacher.cache import TeacherCache  # noqa: E402
-from distill.train import apply_threads  # noqa: E402
+from bench.common import save
+from distill.index import LAYOUT_CLUSTERS, approx_recall, candidate_graph, candidate_index
+from distill.teacher.cache import TeacherCache
+from distill.train import apply_threads
 
 RECALL_USERS = 2_000
 SEARCH_USERS = 24_576
@@ -72,7 +69,7 @@ def main() -> None:
     save(
         "candidate_index",
         {
-            "command": "python bench/candidate_index.py --cache <the x100 teacher cache>",
+            "command": "python -m bench.candidate_index --cache <the x100 teacher cache>",
             "items": len(items),
             "users_searched": len(users),
             "k": k,

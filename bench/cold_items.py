@@ -1,6 +1,6 @@
 """Cold items: can the student rank items it never saw, from their text alone?
 
-    python bench/cold_items.py [--fraction 0.1] [--seed 0]
+    python -m bench.cold_items [--fraction 0.1] [--seed 0]
 
 Holds out a random `--fraction` of ML-100K's items with all their interactions, ingests the rest as
 a dataset of its own, runs the default teacher on it, and trains two students side by side with
@@ -32,20 +32,19 @@ import numpy as np
 import polars as pl
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import movielens, save, work_dir  # noqa: E402
-from distill.bundle import serving_vectors  # noqa: E402
-from distill.cold_items import NoTextProjection, cold_vectors  # noqa: E402
-from distill.recommend import HistoryEncoder  # noqa: E402
-from distill.student import stage  # noqa: E402
-from distill.student.fit import DistillConfig  # noqa: E402
-from distill.teacher.stage import load_teacher, run_teacher  # noqa: E402
-from distill.texts import item_texts  # noqa: E402
-from distill.train import available_cores  # noqa: E402
-from pipelines.config import RunConfig  # noqa: E402
-from storage.datasets import DatasetConfig, ingest, load_dataset  # noqa: E402
-from storage.split import make_split  # noqa: E402
-from storage.workdir import WorkDir  # noqa: E402
+from bench.common import movielens, save, work_dir
+from distill.bundle import serving_vectors
+from distill.cold_items import NoTextProjection, cold_vectors
+from distill.recommend import HistoryEncoder
+from distill.student import stage
+from distill.student.fit import DistillConfig
+from distill.teacher.stage import load_teacher, run_teacher
+from distill.texts import item_texts
+from distill.train import available_cores
+from pipelines.config import RunConfig
+from storage.datasets import DatasetConfig, ingest, load_dataset
+from storage.split import make_split
+from storage.workdir import WorkDir
 
 
 def ndcg_at_10(scores: np.ndarray, targets: list[set[int]]) -> float:
@@ -196,7 +195,7 @@ def main() -> None:
     path = save(
         "cold_items",
         {
-            "command": "python bench/cold_items.py " + " ".join(sys.argv[1:]),
+            "command": "python -m bench.cold_items " + " ".join(sys.argv[1:]),
             "dataset": dataset.ref,
             "held_out_items": len(cold_col),
             "held_out_seed": args.seed,

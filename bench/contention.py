@@ -1,6 +1,6 @@
 """Training speed on a busy machine: idle against two competing CPU-bound processes.
 
-    python bench/contention.py [--epochs 3]
+    python -m bench.contention [--epochs 3]
 
 A fixed piece of real work — `--epochs` epochs on ML-100K of the teacher head's architecture (SASRec
 + a projection of the cached MiniLM item embeddings), the sequential student and the two-tower
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+
 PARTS = ("teacher_head", "sequential", "two_tower")
 BUSY = "while True: pass"
 
@@ -102,7 +102,7 @@ def main() -> None:
     save(
         "contention",
         {
-            "command": "python bench/contention.py " + " ".join(sys.argv[1:]),
+            "command": "python -m bench.contention " + " ".join(sys.argv[1:]),
             "epochs": args.epochs,
             "competitors": args.competitors,
             "cores": available_cores(),

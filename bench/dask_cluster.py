@@ -1,6 +1,6 @@
 """The teacher's shard tasks on a real Dask cluster against the local runner, on ML-100K.
 
-    python bench/dask_cluster.py [--workers 2]
+    python -m bench.dask_cluster [--workers 2]
 
 Needs the default teacher of the bench work dir (`KDREC_BENCH_WORK`, else `KDREC_WORK_DIR`; built
 when missing, which trains the heads). For each runner, a fresh work dir gets copies of the dataset,
@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import default_teacher, save, work_dir
+from distill.teacher.cache import TeacherCache
+from pipelines.config import RunConfig, RunnerConfig, load_config
+from pipelines.dask_cluster import LocalProcessCluster
+from pipelines.teacher_flow import run_teacher_flow
+from storage.datasets import Dataset
+from storage.workdir import WorkDir
 
-from bench.common import default_teacher, save, work_dir  # noqa: E402
-from distill.teacher.cache import TeacherCache  # noqa: E402
-from pipelines.config import RunConfig, RunnerConfig, load_config  # noqa: E402
-from pipelines.dask_cluster import LocalProcessCluster  # noqa: E402
-from pipelines.teacher_flow import run_teacher_flow  # noqa: E402
-from storage.datasets import Dataset  # noqa: E402
-from storage.workdir import WorkDir  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def fresh_copy(source: Path, cache_dir: Path, target: Path) -> None:

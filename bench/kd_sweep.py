@@ -7,7 +7,7 @@ seeds. The setting to use is the one with the best mean *validation* NDCG@10; te
 recorded next to it but must not be used to choose.
 
 Rows accumulate in the JSON (a re-run setting and seeds replaces its row); compare settings on
-the same seeds only. Usage: python bench/kd_sweep.py [--seeds 0,1] [--only 9,10] [--student ...]
+the same seeds only. Usage: python -m bench.kd_sweep [--seeds 0,1] [--only 9,10] [--student ...]
 (a two-tower run takes ~40 s on 2 cores; a sequential (SASRec) run ~4-6 min.)
 """
 
@@ -15,21 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import RESULTS, default_teacher, save, work_dir  # noqa: E402
-from distill.soft_labels import SoftLabels  # noqa: E402
-from distill.student import stage  # noqa: E402
-from distill.student.config import StudentConfig  # noqa: E402
-from distill.student.fit import DistillConfig  # noqa: E402
-from distill.train import available_cores  # noqa: E402
-from pipelines.config import RunConfig  # noqa: E402
-from storage.workdir import WorkDir  # noqa: E402
+from bench.common import RESULTS, default_teacher, save, work_dir
+from distill.soft_labels import SoftLabels
+from distill.student import stage
+from distill.student.config import StudentConfig
+from distill.student.fit import DistillConfig
+from distill.train import available_cores
+from pipelines.config import RunConfig
+from storage.workdir import WorkDir
 
 R, T = {"init": "random"}, {"init": "teacher"}  # student start: SASRec init, or a teacher head
 GRID: list[dict] = [

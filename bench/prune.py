@@ -1,6 +1,6 @@
 """Pruning by width: the default student distilled from the same teacher at smaller widths.
 
-    python bench/prune.py [--dims 64,32,16] [--seed 0]
+    python -m bench.prune [--dims 64,32,16] [--seed 0]
 
 Each width trains the default student (SASRec, KD kl α 0.5) from a random start (`init: teacher`
 needs the teacher head's width, 64) on the default teacher cache, side by side. Reports the bundle's
@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import default_teacher, save, work_dir  # noqa: E402
-from distill.bundle import bundle_files  # noqa: E402
-from distill.soft_labels import SoftLabels  # noqa: E402
-from distill.student import stage  # noqa: E402
-from distill.student.fit import DistillConfig  # noqa: E402
-from distill.train import available_cores  # noqa: E402
-from pipelines.config import RunConfig  # noqa: E402
-from storage.workdir import WorkDir  # noqa: E402
+from bench.common import default_teacher, save, work_dir
+from distill.bundle import bundle_files
+from distill.soft_labels import SoftLabels
+from distill.student import stage
+from distill.student.fit import DistillConfig
+from distill.train import available_cores
+from pipelines.config import RunConfig
+from storage.workdir import WorkDir
 
 SERVED = ("student.safetensors", "items.faiss", "items.sq8.faiss", "items.parquet", "users.parquet")
 
@@ -71,7 +69,7 @@ def main() -> None:
     save(
         "prune",
         {
-            "command": "python bench/prune.py " + " ".join(sys.argv[1:]),
+            "command": "python -m bench.prune " + " ".join(sys.argv[1:]),
             "teacher_fingerprint": fingerprint,
             "distill": kd.model_dump(),
             "seed": args.seed,

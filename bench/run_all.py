@@ -13,9 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import RESULTS, save, work_dir  # noqa: E402
+from bench.common import RESULTS, save, work_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,8 +44,8 @@ def main() -> None:
         check=True,
     )
     timings["nightly_noop_seconds_with_prefect_startup"] = time.perf_counter() - t0
-    _run([py, "bench/teacher_bench.py"])
-    _run([py, "bench/student_bench.py"])
+    _run([py, "-m", "bench.teacher_bench"])
+    _run([py, "-m", "bench.student_bench"])
     teacher = json.loads((RESULTS / "teacher.json").read_text())
     student = json.loads((RESULTS / "student.json").read_text())
     table = {

@@ -7,25 +7,21 @@ mean validation NDCG@10 per point; the point with the best validation is the def
 configs/default.yaml. Test NDCG@10 is recorded next to it but must not be used to choose.
 Checkpoints are shared with `kdrec quality`, so a point it already trained is reused.
 
-Usage: python bench/sasrec_grid.py [--seeds 0] [--workers 2]   (~6 min per run on one core)
+Usage: python -m bench.sasrec_grid [--seeds 0] [--workers 2]   (~6 min per run on one core)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import default_teacher, save, work_dir  # noqa: E402
-from distill.soft_labels import SoftLabels  # noqa: E402
-from distill.student import stage  # noqa: E402
-from distill.train import available_cores  # noqa: E402
-from pipelines.config import RunConfig  # noqa: E402
-from storage.workdir import WorkDir  # noqa: E402
+from bench.common import default_teacher, save, work_dir
+from distill.soft_labels import SoftLabels
+from distill.student import stage
+from distill.train import available_cores
+from pipelines.config import RunConfig
+from storage.workdir import WorkDir
 
 GRID: list[dict] = [
     {"student": {}, "train": {}},  # the standard recipe

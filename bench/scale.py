@@ -1,7 +1,7 @@
 """Scale benchmark: the whole pipeline on synthetic data at ×1, ×10 and ×100 the ML-100K size.
 
     make bench-scale                        # ×1, ×10, ×100 -> bench/results/scale.json + .png
-    python bench/scale.py --scales 1 10     # a quicker look
+    python -m bench.scale --scales 1 10     # a quicker look
 
 Each size runs in its own process (so its peak RSS is its own), through the same stage functions
 the Prefect flows call: ingest of `files` (bench/synthetic.py) -> split -> teacher prepare (texts,
@@ -31,13 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench import synthetic  # noqa: E402
-from bench.common import RESULTS, save, timer  # noqa: E402
-from storage.atomic import atomic_write_bytes, atomic_write_json, read_json  # noqa: E402
+from bench import synthetic
+from bench.common import RESULTS, save, timer
+from storage.atomic import atomic_write_bytes, atomic_write_json, read_json
 
 SCALES = (1, 10, 100)
 EVAL_USERS = 2_000  # full-ranking evaluation on a seeded sample of users per fold

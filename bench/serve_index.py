@@ -1,6 +1,6 @@
 """Exact (float32) against int8 (SQ8) item index on a published bundle: size, latency, NDCG@10.
 
-    python bench/serve_index.py [--registry work/registry] [--queries 2000]
+    python -m bench.serve_index [--registry work/registry] [--queries 2000]
 
 Under the standard protocol (the test item of each ML-100K user, the input every item before it,
 ranking excludes the input), through the bundle's own user tower and each FAISS index: exactly what
@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import movielens, save  # noqa: E402
-from distill import index as faiss_index  # noqa: E402
-from distill.recommend import Recommender  # noqa: E402
-from distill.student.fit import UserData  # noqa: E402
-from storage.workdir import WorkDir  # noqa: E402
+from bench.common import movielens, save
+from distill import index as faiss_index
+from distill.recommend import Recommender
+from distill.student.fit import UserData
+from storage.workdir import WorkDir
 
 
 def ndcg_at_10(index, user_vecs: np.ndarray, seen: list[set[int]], targets: np.ndarray) -> float:
@@ -111,7 +110,7 @@ def main() -> None:
     path = save(
         "serve_index",
         {
-            "command": "python bench/serve_index.py " + " ".join(sys.argv[1:]),
+            "command": "python -m bench.serve_index " + " ".join(sys.argv[1:]),
             "bundle": rec.version,
             "dataset": dataset.ref,
             "n_items": rec.n_items,

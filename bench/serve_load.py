@@ -1,6 +1,6 @@
 """Load on `kdrec serve` while CURRENT swaps: latency, throughput and failures, 1 and 2 workers.
 
-    python bench/serve_load.py [--registry work/registry] [--requests 3000] [--swaps 10]
+    python -m bench.serve_load [--registry work/registry] [--requests 3000] [--swaps 10]
 
 Copies the newest published bundle(s) of the registry into a temp registry (two versions: the two
 newest, or the newest and a byte copy of it under a second name, so every swap loads and verifies a
@@ -31,10 +31,9 @@ import httpx
 import numpy as np
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import save  # noqa: E402
-from storage.registry import Registry  # noqa: E402
-from storage.workdir import WorkDir  # noqa: E402
+from bench.common import save
+from storage.registry import Registry
+from storage.workdir import WorkDir
 
 
 def free_port() -> int:
@@ -196,7 +195,7 @@ def main() -> None:
     path = save(
         "serve",
         {
-            "command": "python bench/serve_load.py " + " ".join(sys.argv[1:]),
+            "command": "python -m bench.serve_load " + " ".join(sys.argv[1:]),
             "bundle": source.bundle().version,
             "mix": "80% GET /recommend?user, 20% POST /recommend (10-item history), k=10",
             "runs": runs,

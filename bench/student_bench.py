@@ -4,29 +4,26 @@ Training time to early stop on ML-100K (distilled, one seed), serving latency p5
 user and throughput for batches (from a published bundle), and the per-user scoring cost of the
 student vs the teacher, measured side by side.
 
-Usage: python bench/student_bench.py   (needs the default teacher cache: run `make run` first,
+Usage: python -m bench.student_bench   (needs the default teacher cache: run `make run` first,
 or it is built here)
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import default_teacher, save, work_dir  # noqa: E402
-from distill.bundle import bundle_files  # noqa: E402
-from distill.recommend import Recommender  # noqa: E402
-from distill.soft_labels import SoftLabels  # noqa: E402
-from distill.student import stage  # noqa: E402
-from distill.teacher.cache import TeacherCache  # noqa: E402
-from pipelines.config import RunConfig  # noqa: E402
-from storage.registry import Registry  # noqa: E402
+from bench.common import default_teacher, save, work_dir
+from distill.bundle import bundle_files
+from distill.recommend import Recommender
+from distill.soft_labels import SoftLabels
+from distill.student import stage
+from distill.teacher.cache import TeacherCache
+from pipelines.config import RunConfig
+from storage.registry import Registry
 
 
 def main() -> None:

@@ -9,21 +9,18 @@ items, 10M interactions). Like ML-100K:
   them (by popularity inside the genre), half from the whole catalog by popularity;
 - timestamps are chronological per user, within one year from a random start.
 
-    python bench/synthetic.py --scale 10 --out /tmp/syn10    # writes interactions/items.parquet
+    python -m bench.synthetic --scale 10 --out /tmp/syn10    # writes interactions/items.parquet
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from storage.atomic import write_parquet  # noqa: E402
+from storage.atomic import write_parquet
 
 BASE_USERS, BASE_ITEMS, BASE_INTERACTIONS = 943, 1_682, 100_000
 MIN_PER_USER = 20

@@ -5,7 +5,7 @@
 3. The whole teacher stage on ML-100K, all pairs, excluding adaptation (fresh cache), and a
    zero-change re-run of the default teacher.
 
-Usage: python bench/teacher_bench.py [--users N] [--device cpu|cuda] [--parts encoder,stage,causal]
+Usage: python -m bench.teacher_bench [--users N] [--device cpu|cuda] [--parts encoder,stage,causal]
 """
 
 from __future__ import annotations
@@ -13,17 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import RESULTS, movielens, save, timer, work_dir  # noqa: E402
-from distill.teacher.base import AdaptConfig, TeacherConfig  # noqa: E402
-from distill.teacher.stage import load_teacher, run_teacher  # noqa: E402
-from distill.texts import item_texts, user_texts  # noqa: E402
+from bench.common import RESULTS, movielens, save, timer, work_dir
+from distill.teacher.base import AdaptConfig, TeacherConfig
+from distill.teacher.stage import load_teacher, run_teacher
+from distill.texts import item_texts, user_texts
 
 
 def _texts(cfg: TeacherConfig, teacher, dataset, split) -> tuple[list[str], list[str]]:

@@ -9,7 +9,7 @@ for comparison, the log of the mean of their softmax probabilities). The size is
 validation; test is reported beside it. Also reported: the standard error of a model's NDCG@10
 over the evaluated users, the scale of the differences this benchmark can resolve.
 
-Usage: python bench/teacher_ensemble.py [--heads 4] [--lms minilm,smollm] [--workers 2]
+Usage: python -m bench.teacher_ensemble [--heads 4] [--lms minilm,smollm] [--workers 2]
   (~10 min per head on one core; checkpoints under $KDREC_BENCH_WORK/teacher_ensemble, so an
   interrupted run resumes)
 """
@@ -17,7 +17,6 @@ Usage: python bench/teacher_ensemble.py [--heads 4] [--lms minilm,smollm] [--wor
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,16 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import movielens, save, work_dir  # noqa: E402
-from distill.evaluate import EVAL_FOLDS, Scorer, evaluate  # noqa: E402
-from distill.parallel import map_in_processes  # noqa: E402
-from distill.teacher import adapt  # noqa: E402
-from distill.teacher.base import AdaptConfig, TeacherConfig  # noqa: E402
-from distill.teacher.stage import load_teacher  # noqa: E402
-from distill.texts import item_texts  # noqa: E402
-from distill.train import available_cores  # noqa: E402
+from bench.common import movielens, save, work_dir
+from distill.evaluate import EVAL_FOLDS, Scorer, evaluate
+from distill.parallel import map_in_processes
+from distill.teacher import adapt
+from distill.teacher.base import AdaptConfig, TeacherConfig
+from distill.teacher.stage import load_teacher
+from distill.texts import item_texts
+from distill.train import available_cores
 
 LMS = {
     "minilm": ("all-MiniLM-L6-v2", TeacherConfig()),

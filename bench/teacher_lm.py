@@ -8,30 +8,27 @@ plain SASRec), MovieLens-100K, standard protocol. The choice is made on validati
   SmolLM2-135M-Instruct   mean-pooled final hidden states of the packaged GGUF (576 dims)
   all-mpnet-base-v2       with --mpnet PATH, a sentence-transformers folder (768 dims)
 
-Usage: python bench/teacher_lm.py [--mpnet PATH] [--seed 0] [--workers 2] [--dim 128]
+Usage: python -m bench.teacher_lm [--mpnet PATH] [--seed 0] [--workers 2] [--dim 128]
        [--only ids,minilm,smollm,mpnet]   (~7-10 min per head on one core)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import movielens, save, work_dir  # noqa: E402
-from distill.evaluate import evaluate  # noqa: E402
-from distill.parallel import map_in_processes  # noqa: E402
-from distill.teacher import adapt  # noqa: E402
-from distill.teacher.base import AdaptConfig, TeacherConfig  # noqa: E402
-from distill.teacher.stage import load_teacher  # noqa: E402
-from distill.texts import item_texts  # noqa: E402
-from distill.train import available_cores  # noqa: E402
+from bench.common import movielens, save, work_dir
+from distill.evaluate import evaluate
+from distill.parallel import map_in_processes
+from distill.teacher import adapt
+from distill.teacher.base import AdaptConfig, TeacherConfig
+from distill.teacher.stage import load_teacher
+from distill.texts import item_texts
+from distill.train import available_cores
 
 
 def train_and_score(name: str, emb: np.ndarray, split, config: AdaptConfig) -> dict:

@@ -2,7 +2,7 @@
 dictionary encoding tried on the floats) against `storage.embeddings.vector_layout` (row groups of
 VECTOR_ROW_GROUP rows, byte-stream-split floats, no dictionary), which kdrec writes.
 
-    python bench/vector_parquet.py --cache /tmp/kdrec-scale-*/x100/work/cache/teacher/<fingerprint>
+    python -m bench.vector_parquet --cache /tmp/kdrec-scale-*/x100/work/cache/teacher/<fingerprint>
 
 Writes the cache's users.parquet and items.parquet both ways into a scratch folder (atomically,
 as kdrec does), then reads the `vector` column into a float32 matrix (what `TeacherCache.vectors`
@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pyarrow.parquet as pq
 
-import pyarrow.parquet as pq  # noqa: E402
-
-from bench.common import save  # noqa: E402
-from storage.atomic import write_parquet  # noqa: E402
-from storage.embeddings import VECTOR_ROW_GROUP, embedding_matrix, vector_layout  # noqa: E402
+from bench.common import save
+from storage.atomic import write_parquet
+from storage.embeddings import VECTOR_ROW_GROUP, embedding_matrix, vector_layout
 
 ROUNDS = 5
 

@@ -1,7 +1,7 @@
 """Warm start on a simulated night: train as of day D, then add day D+1 and train again, from
 scratch and from D's published student (`distill.init: previous`, items mapped by id).
 
-    python bench/warm_start.py [--day 1998-03-31]
+    python -m bench.warm_start [--day 1998-03-31]
 
 The student is the default SASRec trained without the teacher (α 0): the warm start is a property
 of the weights it starts from, and a distilled night would also need two teacher runs. D's model
@@ -17,16 +17,15 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import movielens, save, work_dir  # noqa: E402
-from distill.bundle import bundle_files  # noqa: E402
-from distill.parallel import map_in_processes  # noqa: E402
-from distill.student import stage  # noqa: E402
-from distill.student.fit import DistillConfig  # noqa: E402
-from distill.student.warm_start import WarmStart, previous_state  # noqa: E402
-from pipelines.config import RunConfig  # noqa: E402
-from storage.registry import Registry  # noqa: E402
-from storage.split import make_split  # noqa: E402
+from bench.common import movielens, save, work_dir
+from distill.bundle import bundle_files
+from distill.parallel import map_in_processes
+from distill.student import stage
+from distill.student.fit import DistillConfig
+from distill.student.warm_start import WarmStart, previous_state
+from pipelines.config import RunConfig
+from storage.registry import Registry
+from storage.split import make_split
 
 
 def fit(split, student, kd, loop, init_state) -> dict:
@@ -78,7 +77,7 @@ def main() -> None:
     save(
         "warm_start",
         {
-            "command": "python bench/warm_start.py " + " ".join(sys.argv[1:]),
+            "command": "python -m bench.warm_start " + " ".join(sys.argv[1:]),
             "day": args.day,
             "interactions_as_of_d": split_d.frame.height,
             "added_on_d_plus_1": added,
