@@ -18,12 +18,14 @@ import torch
 
 from distill.bundle import INDEX_FILES, StudentBundle
 from distill.layers import left_padded
-from distill.student.build import StudentNet, build_student
+from distill.student.build import StudentNet, build_student, int8_tower
 from distill.student.config import StudentConfig
 from storage.embeddings import embedding_matrix
 from storage.errors import KdrecError
 from storage.pseudonyms import Pseudonymiser
 from storage.registry import Bundle, Registry
+
+TOWERS = ("float32", "int8")  # the user tower's precision for posted histories
 
 
 class UnknownUser(KdrecError, KeyError):
@@ -102,6 +104,12 @@ class HistoryEncoder:
         model.load_state_dict(state)
         return cls(model, item_vecs, student.history_len, text_dim)
 
+    def int8(self) -> HistoryEncoder:
+        """The same encoder with its linear layers in int8 (`int8_tower`)."""
+        return HistoryEncoder(
+            int8_tower(self.model), self.item_vecs.numpy(), self.history_len, self.text_dim
+        )
+
     def window(self, history: Sequence[int]) -> list[int]:
         """The part of a history (oldest first) that the user vector reads."""
         return list(history)[-self.history_len :]
@@ -147,13 +155,18 @@ class Recommender:
         *,
         verify: bool = True,
         index: str = "exact",
+        tower: str = "float32",
     ) -> Recommender:
-        """`index`: "exact" (float32) or "sq8" (int8, when the bundle was published with it)."""
+        """`index`: "exact" (float32) or "sq8" (int8, when the bundle was published with it);
+        `tower`: "float32" or "int8", the user tower that encodes posted histories (known users
+        are served from the bundle's stored vectors either way)."""
         published = Registry(registry, model).bundle(version)
         if verify:
             published.verify()
         if index not in INDEX_FILES:
             raise BadRequest(f"index must be one of {sorted(INDEX_FILES)}, got {index!r}")
+        if tower not in TOWERS:
+            raise BadRequest(f"tower must be one of {list(TOWERS)}, got {tower!r}")
         bundle = StudentBundle(published.path)
         search_index = bundle.index(index)
         users, items = bundle.users(), bundle.items()
@@ -161,6 +174,8 @@ class Recommender:
         encoder = HistoryEncoder.from_bundle(
             bundle, embedding_matrix(items.to_arrow().column("vector"))
         )
+        if tower == "int8":
+            encoder = encoder.int8()
         ids = bundle.config.get("user_ids") or {}
         pseudo = Pseudonymiser.for_bundle(
             ids.get("scheme"), ids.get("key_id"), Path(registry).parent

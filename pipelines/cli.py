@@ -516,6 +516,13 @@ def serve_cmd(
     index: Annotated[
         str, typer.Option(help="exact (float32) or sq8 (the bundle's int8 index).")
     ] = "exact",
+    tower: Annotated[
+        str,
+        typer.Option(
+            help="float32 or int8: the user tower that encodes POSTed histories (known users are "
+            "served from the bundle's stored vectors)."
+        ),
+    ] = "float32",
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     work_dir: WorkOpt = None,
 ) -> None:
@@ -534,6 +541,7 @@ def serve_cmd(
         reload_seconds=reload_seconds,
         max_k=max_k,
         index=index,
+        tower=tower,
     )
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to this handler
     signal.signal(signal.SIGINT, _served)

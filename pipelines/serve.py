@@ -60,6 +60,7 @@ class ServeSettings(BaseModel):
     threads: int = Field(1, ge=1)
     max_k: int = Field(1000, ge=1)  # the largest k a request may ask for
     index: Literal["exact", "sq8"] = "exact"  # float32 index or the bundle's int8 copy
+    tower: Literal["float32", "int8"] = "float32"  # the user tower for posted histories
 
 
 class HistoryRequest(BaseModel):
@@ -76,8 +77,10 @@ class ModelHolder:
     def __init__(self, settings: ServeSettings) -> None:
         self.registry = Registry(settings.registry, settings.model)
         self.interval = settings.reload_seconds
-        self.index = settings.index
-        self.model = Recommender.load(settings.registry, settings.model, index=self.index)
+        self.index, self.tower = settings.index, settings.tower
+        self.model = Recommender.load(
+            settings.registry, settings.model, index=self.index, tower=self.tower
+        )
         self.last_error: str | None = None
         self.reloads = 0
         self.reload_failures = 0
@@ -103,7 +106,11 @@ class ModelHolder:
             return
         try:
             fresh = Recommender.load(
-                self.registry.root.parent, self.registry.model, version, index=self.index
+                self.registry.root.parent,
+                self.registry.model,
+                version,
+                index=self.index,
+                tower=self.tower,
             )
         except Exception as exc:  # any broken bundle must leave the old model serving
             self._failed = version
@@ -263,6 +270,7 @@ def create_app(settings: ServeSettings, token: str | None = None) -> FastAPI:
             "dataset": model.manifest.get("dataset"),
             "n_items": model.n_items,
             "index": holder.index,
+            "tower": holder.tower,
             "reloads": holder.reloads,
             "last_reload_error": holder.last_error,
         }

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import cast
+
 import numpy as np
+import torch
 from torch import nn
 
 from distill.student.config import StudentConfig
@@ -20,6 +24,18 @@ def build_student(
     if config.kind == "two_tower":
         return TwoTower(n_users, n_items, config, text_emb if use_text else None)
     return SequentialStudent(n_items, config, text_emb if use_text else None)
+
+
+def int8_tower(model: StudentNet) -> StudentNet:
+    """A copy of the student whose linear layers (attention, feed-forward, text projection) run
+    in int8: dynamic quantisation, int8 weights with activations quantised per batch. Its
+    embeddings stay float32 (the served item vectors come from the bundle, not from it)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch deprecates its quantized tensors for torchao's
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation.*")
+        quantized = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=False)
+    return cast(StudentNet, quantized.eval())
 
 
 def n_params(model: nn.Module) -> int:

@@ -112,6 +112,39 @@ def test_the_int8_index_ranks_like_the_exact_one(published, seq):
     np.testing.assert_allclose([r.score for r in sq8.recommend("u2", 5)], exact_scores, atol=0.05)
 
 
+def test_the_int8_tower_encodes_histories_like_the_float32_one(published, seq):
+    """Its linear layers run in int8: history vectors stay close and the top 10 barely moves;
+    known users keep the bundle's stored vectors."""
+    int8 = Recommender.load(
+        published["registry"], version=published["versions"]["sequential"], tower="int8"
+    )
+    assert any("quantized" in type(m).__module__ for m in int8.encoder.model.modules())
+    assert not any("quantized" in type(m).__module__ for m in seq.encoder.model.modules())
+    users = list(seq.user_row)[:20]
+    histories = [seq.item_rows(user_history(seq, u)) for u in users]
+    exact, approx = seq.encoder(histories), int8.encoder(histories)
+    assert not np.array_equal(exact, approx)  # it really runs another arithmetic
+    cosine = (
+        (exact * approx).sum(1) / np.linalg.norm(exact, axis=1) / np.linalg.norm(approx, axis=1)
+    )
+    assert cosine.min() > 0.99, cosine
+    overlap = [
+        len(
+            {r.item_id for r in int8.recommend_history(user_history(seq, u), 10)}
+            & {r.item_id for r in seq.recommend_history(user_history(seq, u), 10)}
+        )
+        for u in users
+    ]
+    assert np.mean(overlap) >= 8.0, overlap
+    assert [r.item_id for r in int8.recommend("u3", 10)] == [
+        r.item_id for r in seq.recommend("u3", 10)
+    ]
+    with pytest.raises(BadRequest, match="tower must be one of"):
+        Recommender.load(
+            published["registry"], version=published["versions"]["sequential"], tower="int4"
+        )
+
+
 def test_an_index_the_bundle_lacks_is_a_clear_error(published, tmp_path):
     import shutil
 
