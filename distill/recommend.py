@@ -156,10 +156,12 @@ class Recommender:
         verify: bool = True,
         index: str = "exact",
         tower: str = "float32",
+        work_dir: Path | None = None,
     ) -> Recommender:
         """`index`: "exact" (float32) or "sq8" (int8, when the bundle was published with it);
         `tower`: "float32" or "int8", the user tower that encodes posted histories (known users
-        are served from the bundle's stored vectors either way)."""
+        are served from the bundle's stored vectors either way); `work_dir`: the work dir whose
+        key file pseudonymised the bundle's user ids ($KDREC_ID_KEY wins; None: that only)."""
         published = Registry(registry, model).bundle(version)
         if verify:
             published.verify()
@@ -177,9 +179,7 @@ class Recommender:
         if tower == "int8":
             encoder = encoder.int8()
         ids = bundle.config.get("user_ids") or {}
-        pseudo = Pseudonymiser.for_bundle(
-            ids.get("scheme"), ids.get("key_id"), Path(registry).parent
-        )
+        pseudo = Pseudonymiser.for_bundle(ids.get("scheme"), ids.get("key_id"), work_dir)
         users, items = users.drop("vector"), items.drop("vector")
         return cls(bundle.path, users, items, search_index, vecs, encoder, pseudo)
 

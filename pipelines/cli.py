@@ -213,7 +213,7 @@ def _sample_recommendation(cfg: RunConfig) -> None:
     from distill.recommend import Recommender
     from storage.datasets import load_dataset
 
-    rec = Recommender.load(WorkDir(cfg.work_dir).registry, cfg.model_name)
+    rec = Recommender.load(WorkDir(cfg.work_dir).registry, cfg.model_name, work_dir=cfg.work_dir)
     user = load_dataset(cfg.work_dir, cfg.dataset.name).users().get_column("user_id")[0]
     table = Table(title=f"sample: top 5 for user {user}")
     for col in ("item", "title", "score"):
@@ -486,7 +486,8 @@ def recommend_cmd(
     """Print the top-k items for a user from a published model."""
     from distill.recommend import Recommender
 
-    rec = Recommender.load(WorkDir(_config(None, work_dir).work_dir).registry, model, version)
+    work = _config(None, work_dir).work_dir
+    rec = Recommender.load(WorkDir(work).registry, model, version, work_dir=work)
     table = Table(title=f"top {k} for user {user} ({rec.path.name})")
     for col in ("#", "item", "title", "score"):
         table.add_column(col)
@@ -534,9 +535,11 @@ def serve_cmd(
     """
     from pipelines.serve import ServeSettings, serve
 
-    root = registry or WorkDir(_config(None, work_dir).work_dir).registry
+    work = _config(None, work_dir).work_dir
+    root = registry or WorkDir(work).registry
     settings = ServeSettings(
         registry=root.resolve(),
+        work_dir=Path(work).resolve(),
         model=model,
         reload_seconds=reload_seconds,
         max_k=max_k,

@@ -54,6 +54,7 @@ class ServeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     registry: Path  # the registry folder (work_dir/registry)
+    work_dir: Path | None = None  # whose key file holds the user-id key (else $KDREC_ID_KEY)
     model: str = "kdrec"  # model name inside the registry
     reload_seconds: float = Field(2.0, gt=0)  # how often CURRENT is checked
     # torch and FAISS threads per worker process: a request is one user, so 1; scale with workers
@@ -75,11 +76,17 @@ class ModelHolder:
     """The model being served and the thread that swaps in a new CURRENT."""
 
     def __init__(self, settings: ServeSettings) -> None:
+        self.registry_path = settings.registry
         self.registry = Registry(settings.registry, settings.model)
         self.interval = settings.reload_seconds
         self.index, self.tower = settings.index, settings.tower
+        self.work_dir = settings.work_dir
         self.model = Recommender.load(
-            settings.registry, settings.model, index=self.index, tower=self.tower
+            settings.registry,
+            settings.model,
+            index=self.index,
+            tower=self.tower,
+            work_dir=self.work_dir,
         )
         self.last_error: str | None = None
         self.reloads = 0
@@ -106,11 +113,12 @@ class ModelHolder:
             return
         try:
             fresh = Recommender.load(
-                self.registry.root.parent,
+                self.registry_path,
                 self.registry.model,
                 version,
                 index=self.index,
                 tower=self.tower,
+                work_dir=self.work_dir,
             )
         except Exception as exc:  # any broken bundle must leave the old model serving
             self._failed = version

@@ -22,10 +22,13 @@ KEY_ENV = "KDREC_ID_KEY"
 SCHEME = "hmac-sha256"
 
 
-def id_key(work_dir: Path, *, create: bool) -> bytes | None:
-    """The user-id key: $KDREC_ID_KEY, else the work dir's key file (made when `create`)."""
+def id_key(work_dir: Path | None, *, create: bool) -> bytes | None:
+    """The user-id key: $KDREC_ID_KEY, else the work dir's key file (made when `create`);
+    `work_dir` None: the environment's key only."""
     if os.environ.get(KEY_ENV):
         return os.environ[KEY_ENV].encode()
+    if work_dir is None:
+        return None
     path = WorkDir(work_dir).id_key
     if path.exists():
         return path.read_bytes()
@@ -53,15 +56,16 @@ class Pseudonymiser:
         self.key = key
 
     @classmethod
-    def for_bundle(cls, scheme: str | None, expected_key_id: str | None, work_dir: Path):
+    def for_bundle(cls, scheme: str | None, expected_key_id: str | None, work_dir: Path | None):
         """The mapping a bundle needs: `scheme` None = raw ids; else the key whose id matches."""
         if scheme is None:
             return cls(None)
         key = id_key(work_dir, create=False)
         if key is None:
+            where = f" (or provide {WorkDir(work_dir).id_key})" if work_dir else ""
             raise IntegrityError(
-                f"this bundle stores pseudonymised user ids; set {KEY_ENV} (or provide "
-                f"{WorkDir(work_dir).id_key}) with the key it was published with"
+                f"this bundle stores pseudonymised user ids; set {KEY_ENV}{where} with the key "
+                "it was published with"
             )
         if key_id(key) != expected_key_id:
             raise IntegrityError(

@@ -20,6 +20,7 @@ Readers (`distill.soft_labels.SoftLabels(cache)`, students, the monitor, the CLI
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -63,6 +64,7 @@ class TeacherPlan:
     n_items: int
     shards: list[tuple[str, int, int]]  # (key, first user, end user)
     adapter_path: str | None = None  # the adapted head's weights (None: zero-shot or causal)
+    work_dir: str | None = None  # the work dir the paths above live in (None: plans before it)
 
     @property
     def store(self) -> ShardStore:
@@ -72,20 +74,31 @@ class TeacherPlan:
     def teacher_config(self) -> TeacherConfig:
         return TeacherConfig.model_validate(self.config)
 
+    def to_json(self) -> dict:
+        """The plan as plan.json records it: every path inside its work dir relative to the
+        cache folder, so a moved or copied work dir reads and writes its own files (never the
+        folder it was copied from)."""
+        data = asdict(self)
+        if self.work_dir is not None:
+            for name in _WORK_PATHS:
+                if data[name] and Path(data[name]).is_relative_to(self.work_dir):
+                    data[name] = os.path.relpath(data[name], self.cache_dir)
+        return data
+
     @classmethod
     def load(cls, cache_dir: Path) -> TeacherPlan:
-        """The plan in `cache_dir`. Paths it recorded inside its work dir are re-rooted on the
-        work dir it is read from, so a moved or copied work dir reads and writes its own files
-        (never the folder it was copied from)."""
+        """The plan in `cache_dir`, its relative paths resolved from where it is read."""
         cache_dir = Path(cache_dir).absolute()
         data = read_json(cache_dir / PLAN)
         data["shards"] = [tuple(s) for s in data["shards"]]
-        old_root, new_root = Path(data["cache_dir"]).parents[2], cache_dir.parents[2]
-        for name in ("dataset_path", "adapter_path"):
-            if data.get(name) and Path(data[name]).is_relative_to(old_root):
-                data[name] = str(new_root / Path(data[name]).relative_to(old_root))
+        for name in _WORK_PATHS:
+            if data.get(name) and not Path(data[name]).is_absolute():
+                data[name] = os.path.normpath(cache_dir / data[name])
         data["cache_dir"] = str(cache_dir)
         return cls(**data)
+
+
+_WORK_PATHS = ("work_dir", "model_path", "dataset_path", "adapter_path")
 
 
 @dataclass(frozen=True)
@@ -253,5 +266,5 @@ class TeacherCache:
 
     def write_plan(self, plan: TeacherPlan) -> None:
         """Last of prepare's writes: the cache is prepared once this file exists."""
-        atomic_write_json(self.folder / PLAN, asdict(plan))
+        atomic_write_json(self.folder / PLAN, plan.to_json())
         self.__dict__.pop("plan", None)

@@ -139,7 +139,8 @@ def prepare(
         config.position_top_k,
     )[:20]
     cache = TeacherCache(WorkDir(work_dir).teachers / fingerprint)
-    plan = _plan(config, teacher, dataset, split, cache, adapter_dir if adapted else None)
+    adapter = adapter_dir if adapted else None
+    plan = _plan(config, teacher, dataset, split, cache, adapter, work_dir)
     if not cache.is_prepared():
         _write_cache(cache, plan, config, split, enc, model, adapter_dir, stats, teacher.path)
     return plan
@@ -196,6 +197,7 @@ def _plan(
     split: Split,
     cache: TeacherCache,
     adapter_dir: Path | None,
+    work_dir: Path,
 ) -> TeacherPlan:
     step = config.users_per_shard
     return TeacherPlan(
@@ -211,6 +213,7 @@ def _plan(
             (f"{s:06d}", s, min(s + step, split.n_users)) for s in range(0, split.n_users, step)
         ],
         adapter_path=None if adapter_dir is None else str(adapter_dir / "adapter.safetensors"),
+        work_dir=str(Path(work_dir).absolute()),
     )
 
 

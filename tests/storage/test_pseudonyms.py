@@ -12,6 +12,7 @@ from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig
 from distill.train import LoopConfig
 from pipelines.config import RunConfig
+from pipelines.serve import ModelHolder, ServeSettings
 from storage.datasets import DatasetConfig, ingest, load_dataset
 from storage.errors import IntegrityError
 from storage.pseudonyms import id_key, key_id, pseudonym
@@ -66,18 +67,22 @@ def test_no_raw_user_id_is_in_any_bundle_file(bundle):
 
 def test_lookups_hash_the_raw_id_with_the_same_key(bundle, monkeypatch):
     work, raw, key = bundle
-    rec = Recommender.load(WorkDir(work).registry)
+    rec = Recommender.load(WorkDir(work).registry, work_dir=work)
     assert len(rec.recommend(raw[3], k=3)) == 3
     assert rec.explain(raw[3], rec.recommend(raw[3], k=1)[0].item_id).contributions
     with pytest.raises(UnknownUser):
         rec.recommend(pseudonym(key, raw[3]))  # a stored pseudonym is not an id
+    served = ModelHolder(ServeSettings(registry=WorkDir(work).registry, work_dir=work)).model
+    assert served.recommend(raw[3], k=3) == rec.recommend(raw[3], k=3)
+    with pytest.raises(IntegrityError, match="set KDREC_ID_KEY with"):
+        Recommender.load(WorkDir(work).registry)  # the key file is the named work dir's only
     monkeypatch.setenv("KDREC_ID_KEY", "another key")
     with pytest.raises(IntegrityError, match=f"pseudonymised with key {key_id(key)}"):
-        Recommender.load(WorkDir(work).registry)
+        Recommender.load(WorkDir(work).registry, work_dir=work)
     monkeypatch.delenv("KDREC_ID_KEY")
     WorkDir(work).id_key.unlink()
     with pytest.raises(IntegrityError, match="set KDREC_ID_KEY"):
-        Recommender.load(WorkDir(work).registry)
+        Recommender.load(WorkDir(work).registry, work_dir=work)
 
 
 def test_on_by_default_for_files_data_only(tmp_path):
