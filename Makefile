@@ -27,7 +27,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export KDREC_WORK_DIR := $(abspath $(WORK))
 
-.PHONY: help install run quality test test-slow check lint typecheck format bench bench-scale ui ui-stop alerts screenshots clean
+.PHONY: help install run quality test test-slow check lint typecheck format bench bench-all bench-scale ui ui-stop alerts screenshots clean
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ check: lint typecheck test ## lint, format check, type check and fast tests
 
 bench: $(STAMP) ## run the benchmarks; results in bench/results/*.json
 	$(PY) -m bench.run_all
+
+bench-all: $(STAMP) ## regenerate every committed result in bench/results/ (a day or more; ONLY="name ..." for some)
+	$(PY) -m bench.all $(if $(ONLY),--only $(ONLY))
 
 bench-scale: $(STAMP) ## the pipeline on synthetic data at x1, x10, x100 ML-100K -> bench/results/scale.json/.png
 	$(PY) -m bench.scale

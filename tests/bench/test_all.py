@@ -1,0 +1,35 @@
+"""`make bench-all`: every committed result has a recipe, and every study is used by one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from bench import all as bench_all
+from bench.__main__ import studies
+from bench.common import RESULTS
+
+
+def test_every_committed_result_has_a_recipe_and_every_study_one_result():
+    written = {name for recipe in bench_all.RECIPES for name in recipe.results}
+    committed = {path.stem for path in RESULTS.glob("*.json")}
+    assert committed <= written, f"no recipe regenerates {sorted(committed - written)}"
+    used = {recipe.study for recipe in bench_all.RECIPES}
+    run_by_run_all = {"teacher_bench", "student_bench"}  # run_all writes their results too
+    assert set(studies()) - {"all"} - run_by_run_all == used
+    for recipe in bench_all.RECIPES:
+        assert set(recipe.needs) <= {"published", "scale"}, recipe
+        assert recipe.study in studies(), recipe
+
+
+def test_a_dry_run_prints_each_command_without_running_it(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.all", "--dry-run", "--only", "vector_parquet", "prune"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"KDREC_BENCH_WORK": str(tmp_path), "PATH": ""},
+    ).stdout
+    assert "2 recipes" in out
+    assert "bench.vector_parquet --cache {scale_cache}" in out and "bench.prune" in out
+    assert not list(tmp_path.iterdir())  # nothing prepared, nothing run
