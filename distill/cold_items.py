@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -21,9 +22,12 @@ from distill import bundle as bundle_io
 from distill.bundle import StudentBundle
 from distill.recommend import HistoryEncoder
 from distill.student.content import ContentTower
+from distill.teacher.base import TeacherConfig
+from distill.teacher.stage import load_teacher
+from distill.texts import item_texts
 from storage.embeddings import embedding_matrix
 from storage.errors import ConfigError, DataError, KdrecError
-from storage.registry import Bundle
+from storage.registry import Bundle, PublishResult, Registry
 
 log = logging.getLogger(__name__)
 ID_TABLES = ("net.item_emb.weight", "items.ids.weight")  # sequential, two-tower
@@ -134,3 +138,37 @@ def extend_bundle(bundle: Bundle, new: NewItems) -> tuple[dict[str, bytes], int]
         **({bundle_io.CONTENT: contents.raw(bundle_io.CONTENT)} if content is not None else {}),
     }
     return files, n_new
+
+
+@dataclass(frozen=True)
+class Extension:
+    """What `extend_published` did: how many items it appended, and the publish decision."""
+
+    added: int
+    publish: PublishResult
+
+
+def extend_published(
+    registry: Registry,
+    items: pl.DataFrame,
+    teacher: TeacherConfig,
+    work_dir: Path,
+    *,
+    force: bool = False,
+) -> Extension:
+    """`kdrec models extend`: the teacher LM encodes the new items' texts, `extend_bundle`
+    appends them to the current bundle, and the result is published through the regression gate
+    (the current bundle's validation stands: warm users and items are unchanged)."""
+    current = registry.bundle()
+    texts = item_texts(items.with_row_index("item_idx"), teacher.texts)
+    emb = load_teacher(teacher, work_dir).encode(texts.get_column("text").to_list())
+    files, added = extend_bundle(current, NewItems(items, emb))
+    kept = {k: v for k, v in current.manifest.items() if k in ("dataset", "teacher_fingerprint")}
+    publish = registry.publish(
+        files,
+        {**kept, "extended_from": current.version, "cold_items": added},
+        validation=current.manifest.get("validation", {}),
+        force=force,
+        tag="extended",
+    )
+    return Extension(added, publish)

@@ -359,24 +359,19 @@ def teacher_status(work_dir: WorkOpt = None) -> None:
     from distill.teacher.cache import TeacherCache
 
     cfg = _config(None, work_dir)
-    root = WorkDir(cfg.work_dir).teachers
-    table = Table(title=f"teacher caches in {root}")
+    table = Table(title=f"teacher caches in {WorkDir(cfg.work_dir).teachers}")
     for col in ("fingerprint", "kind", "dataset", "shards", "complete", "MB", "NDCG@10"):
         table.add_column(col)
     for cache in TeacherCache.all(cfg.work_dir):
-        plan, store = cache.plan, cache.store
-        done = len(store.shards()) if store.exists() else len(store.pending())
-        size = sum(p.stat().st_size for p in cache.folder.rglob("*") if p.is_file()) / 1e6
-        report = cache.report()
-        quality = report.get("adapted", report.get("zero_shot", {})).get("test", {})
+        status = cache.status()
         table.add_row(
-            plan.fingerprint,
-            plan.config["kind"],
-            Path(plan.dataset_path).name,
-            f"{done}/{len(plan.shards)}",
-            "yes" if store.exists() else "no",
-            f"{size:.1f}",
-            f"{quality.get('ndcg@10', float('nan')):.4f}",
+            status.fingerprint,
+            status.kind,
+            status.dataset,
+            f"{status.shards_done}/{status.shards}",
+            "yes" if status.complete else "no",
+            f"{status.bytes / 1e6:.1f}",
+            f"{status.test_ndcg:.4f}",
         )
     console.print(table)
 
@@ -441,30 +436,18 @@ def models_extend(
     work_dir: WorkOpt = None,
 ) -> None:
     """Add items that arrived after training (e.g. the nightly inbox's items file) to the current
-    model without retraining: the teacher LM encodes their texts, the student's text projection
-    places them. Publishes a new version through the regression gate; needs a student trained
-    with text_projection: true."""
-    from distill.cold_items import NewItems, extend_bundle
-    from distill.teacher.stage import load_teacher
-    from distill.texts import item_texts
+    model without retraining: the teacher LM encodes their texts and the bundle's content path
+    (the content tower of the default student, or a student's text projection) places them.
+    Publishes a new version through the regression gate."""
+    from distill.cold_items import extend_published
     from storage.datasets import read_new_items
     from storage.registry import Registry
 
     cfg = _config(config, work_dir)
     frame = read_new_items(items, cfg.dataset)
     registry = Registry(WorkDir(cfg.work_dir).registry, model)
-    bundle = registry.bundle()
-    texts = item_texts(frame.with_row_index("item_idx"), cfg.teacher.texts)
-    emb = load_teacher(cfg.teacher, cfg.work_dir).encode(texts.get_column("text").to_list())
-    files, added = extend_bundle(bundle, NewItems(frame, emb))
-    manifest = {k: v for k, v in bundle.manifest.items() if k in ("dataset", "teacher_fingerprint")}
-    result = registry.publish(
-        files,
-        {**manifest, "extended_from": bundle.version, "cold_items": added},
-        validation=bundle.manifest.get("validation", {}),
-        force=force,
-        tag="extended",
-    )
+    extension = extend_published(registry, frame, cfg.teacher, cfg.work_dir, force=force)
+    added, result = extension.added, extension.publish
     verb = "published" if result.published else "NOT published"
     console.print(f"{added} new items; {verb} {result.version or ''} ({result.reason})")
     if not result.published:

@@ -128,6 +128,20 @@ def vectors_table(
     )
 
 
+@dataclass(frozen=True)
+class CacheStatus:
+    """One line of `kdrec teacher status`."""
+
+    fingerprint: str
+    kind: str  # the teacher kind (embedding, causal)
+    dataset: str  # the dataset version it was built on
+    shards_done: int
+    shards: int
+    complete: bool  # every shard committed
+    bytes: int  # on disk
+    test_ndcg: float  # the teacher's own test NDCG@10 (nan when not evaluated)
+
+
 class TeacherCache:
     """One teacher cache folder."""
 
@@ -144,6 +158,22 @@ class TeacherCache:
         return [cls(p.parent) for p in sorted(root.glob(f"*/{PLAN}"))]
 
     # -- state ---------------------------------------------------------------------------------
+    def status(self) -> CacheStatus:
+        plan, store = self.plan, self.store
+        complete = store.exists()
+        report = self.report()
+        quality = report.get("adapted", report.get("zero_shot", {})).get("test", {})
+        return CacheStatus(
+            fingerprint=plan.fingerprint,
+            kind=plan.config["kind"],
+            dataset=Path(plan.dataset_path).name,
+            shards_done=len(store.shards()) if complete else len(store.pending()),
+            shards=len(plan.shards),
+            complete=complete,
+            bytes=sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file()),
+            test_ndcg=float(quality.get("ndcg@10", float("nan"))),
+        )
+
     @cached_property
     def plan(self) -> TeacherPlan:
         return TeacherPlan.load(self.folder)

@@ -383,3 +383,16 @@ def test_soft_labels_cache_counts_both_label_shapes(teacher_cache):
     assert users.nbytes == users.items.numel() * 12 + users.indptr.nbytes
     soft.users(soft.shards[1][0])  # a cache holding per-position labels still takes users
     assert len(soft._users) + len(soft._positions) == 3
+
+
+def test_teacher_status_describes_a_complete_cache(teacher_cache, work):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    status = TeacherCache(teacher_cache).status()
+    assert status.complete and status.shards_done == status.shards >= 2
+    assert status.fingerprint == teacher_cache.name and status.kind == "embedding"
+    assert status.bytes > 0 and 0 <= status.test_ndcg <= 1
+    out = CliRunner().invoke(app, ["teacher", "status", "--work-dir", str(work)]).output
+    assert status.fingerprint in out and f"{status.shards}/{status.shards}" in out
