@@ -72,7 +72,7 @@ def test_main_exits_2_on_user_errors_and_lets_bugs_show_their_traceback(monkeypa
     """Only kdrec's own error types are the user's to fix; a KeyError is a bug, not bad input."""
     import signal
 
-    from pipelines import cli
+    from pipelines.cli import entry as cli
     from storage.errors import ConfigError
 
     monkeypatch.setattr(signal, "signal", lambda *a: None)  # main() installs handlers
@@ -105,7 +105,8 @@ def test_flows_leave_the_clis_sigterm_handler_in_charge(prefect_harness):
 
     from prefect import flow
 
-    from pipelines import cli
+    from pipelines.cli import entry as cli
+    from pipelines.cli.common import off_main_thread
 
     @flow
     def handler_during_flow() -> object:
@@ -114,9 +115,9 @@ def test_flows_leave_the_clis_sigterm_handler_in_charge(prefect_harness):
     ours = signal.signal(signal.SIGTERM, cli._interrupt)
     try:
         assert handler_during_flow() is not cli._interrupt  # what the guard is for
-        assert cli._off_main_thread(handler_during_flow) is cli._interrupt
+        assert off_main_thread(handler_during_flow) is cli._interrupt
         with pytest.raises(ZeroDivisionError):  # a flow's exception still reaches the caller
-            cli._off_main_thread(lambda: 1 / 0)
+            off_main_thread(lambda: 1 / 0)
     finally:
         signal.signal(signal.SIGTERM, ours)
 

@@ -1,0 +1,3 @@
+from pipelines.cli.entry import main
+
+main()
