@@ -19,7 +19,7 @@ import torch
 from distill.bundle import StudentBundle
 from distill.evaluate import EvalResult, Scorer, evaluate
 from distill.recommend import HistoryEncoder
-from distill.report import paired
+from distill.stats import paired
 from storage.datasets import Dataset
 from storage.split import Split
 

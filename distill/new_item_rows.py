@@ -29,8 +29,8 @@ from distill.new_items import (
     evaluate_new_items,
     warm_ndcg,
 )
-from distill.report import paired
 from distill.sasrec import SASRec
+from distill.stats import paired
 from distill.student.content import ContentConfig
 from distill.student.sequential import SequentialStudent
 from distill.student.stage import (

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from distill.evaluate import EvalResult
+from distill.stats import paired
 from storage.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from storage.rundir import RunDir
 from storage.split import Split
@@ -67,31 +67,6 @@ def paired_test(treated: ModelRow, control: ModelRow, metric: str = "ndcg@10") -
     return paired(
         treated.results, control.results, names=(treated.model, control.model), metric=metric
     )
-
-
-def paired(
-    treated: Sequence[EvalResult],
-    control: Sequence[EvalResult],
-    *,
-    names: tuple[str, str],
-    metric: str = "ndcg@10",
-) -> dict:
-    """Paired t-test on per-user metric values pooled across seeds (same users, same seeds). A
-    deterministic control with one result (a classic baseline) is paired with every seed."""
-    a = np.concatenate([r.per_user[metric] for r in treated])
-    if len(control) == 1:
-        control = list(control) * len(treated)
-    b = np.concatenate([r.per_user[metric] for r in control])
-    base = b.mean()
-    p_value = float(stats.ttest_rel(a, b).pvalue) if np.any(a != b) else 1.0
-    return {
-        "metric": metric,
-        "relative_gain": float(a.mean() / base - 1) if base else 0.0,
-        "p_value": p_value,
-        "n_pairs": int(len(a)),
-        "treated": names[0],
-        "control": names[1],
-    }
 
 
 def activity_buckets(split: Split, users: np.ndarray) -> tuple[np.ndarray, dict[str, str]]:
@@ -181,12 +156,21 @@ class Report:
     bars: dict = field(default_factory=dict)  # the product's quality bars (`bars`)
     # the item-cold-start protocol's section (distill/new_item_rows.py), with split.new_items
     new_items: dict | None = None
+    # the lightweight students' frontier (distill/frontier.py), with `kdrec quality --frontier`
+    frontier: dict | None = None
 
-    def finish(self, cost: dict | None, served: dict, new_items: dict | None = None) -> Report:
+    def finish(
+        self,
+        cost: dict | None,
+        served: dict,
+        new_items: dict | None = None,
+        frontier: dict | None = None,
+    ) -> Report:
         """Add what is known once every model is trained; evaluates the bars. Once."""
         if self.bars:
             raise ValueError("report already finished")
         self.cost, self.served, self.new_items = cost, dict(served), new_items
+        self.frontier = frontier
         self.bars = bars(self.as_json())
         return self
 
@@ -206,6 +190,8 @@ class Report:
             out["cost"] = self.cost
         if self.new_items is not None:
             out["new_items"] = self.new_items
+        if self.frontier is not None:
+            out["frontier"] = self.frontier
         if self.bars:
             out["bars"] = self.bars
         return out
@@ -223,6 +209,7 @@ class Report:
             "cost",
             "bars",
             "new_items",
+            "frontier",
         )
         return cls(
             dataset=data["dataset"],
@@ -237,6 +224,7 @@ class Report:
             served={k: data[k] for k in SERVED if k in data},
             bars=data.get("bars", {}),
             new_items=data.get("new_items"),
+            frontier=data.get("frontier"),
         )
 
     def summary_rows(self) -> list[dict]:
@@ -372,6 +360,7 @@ TRAIN_SECONDS_NOTE = (
 PLOTS = (  # file name in the run folder, caption
     ("val_ndcg.png", "Validation NDCG@10 by epoch, students, seed 0"),
     ("activity.png", "Test NDCG@10 by user activity"),
+    ("frontier.png", "Lightweight students: test NDCG@10 against p50 latency per request"),
 )
 
 
@@ -467,6 +456,8 @@ def markdown(
             )
     if report.get("new_items"):
         lines += new_items_markdown(report["new_items"])
+    if report.get("frontier"):
+        lines += frontier_markdown(report["frontier"])
     if report.get("bars"):
         lines += ["", "Quality bars:", ""]
         for name, bar in report["bars"].items():
@@ -481,6 +472,31 @@ def markdown(
     for caption, src in images:
         lines += ["", f"![{caption}]({src})"]
     return "\n".join(lines) + "\n"
+
+
+def frontier_markdown(section: dict) -> list[str]:
+    """The lightweight students' frontier: quality and serving cost per shape and arm, and the
+    paired test of distilled against plain per shape."""
+    lines = [
+        "",
+        "Lightweight students (test NDCG@10, mean over seeds; latency of one history request "
+        "through the serving path, one thread; int8 = int8 user tower + SQ8 index):",
+        "",
+        "| shape | teacher | valid NDCG@10 | test NDCG@10 | params | p50 ms | int8 test |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in section["rows"]:
+        lines.append(
+            f"| {r['dim']}x{r['n_layers']} | {'distilled' if r['distilled'] else 'none'} | "
+            f"{r['valid_ndcg@10']:.4f} | {r['test_ndcg@10']:.4f} ± {r['test_ndcg@10_std']:.4f} | "
+            f"{r['params']:,} | {r['p50_ms']:.2f} | {r['int8_test_ndcg@10']:.4f} |"
+        )
+    for t in section["tests"]:
+        lines.append(
+            f"- {t['dim']}x{t['n_layers']}: distilled vs the same shape without the teacher "
+            f"{t['relative_gain']:+.1%}, p = {t['p_value']:.3g} ({t['n_pairs']} pairs)"
+        )
+    return lines
 
 
 def champion_line(versus: dict) -> str:
@@ -601,3 +617,41 @@ def _plots(report: Report, folder: Path, rows: list[ModelRow]) -> None:
         fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
         atomic_write_bytes(folder / "activity.png", buf.getvalue())
+    if report.frontier:
+        atomic_write_bytes(folder / "frontier.png", frontier_plot(report.frontier["rows"]))
+
+
+def frontier_plot(rows: list[dict], title: str = "SASRec students: width x blocks") -> bytes:
+    """Test NDCG@10 against p50 latency, distilled and without the teacher (PNG bytes)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for distilled, marker, label in ((False, "o", "no teacher"), (True, "s", "distilled")):
+        mine = [r for r in rows if r["distilled"] == distilled]
+        ax.scatter(
+            [r["p50_ms"] for r in mine],
+            [r["test_ndcg@10"] for r in mine],
+            marker=marker,
+            label=label,
+        )
+        for r in mine:
+            ax.annotate(
+                f"{r['dim']}x{r['n_layers']}",
+                (r["p50_ms"], r["test_ndcg@10"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    ax.set_xlabel("p50 latency per history request (ms, one thread)")
+    ax.set_ylabel("test NDCG@10 (mean over seeds)")
+    ax.set_title(title)
+    ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()

@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from distill.frontier import FrontierConfig
 from distill.student.config import StudentConfig
 from distill.student.content import ContentConfig
 from distill.student.fit import DistillConfig
@@ -74,6 +75,9 @@ class RunConfig(BaseModel):
     content: ContentConfig = ContentConfig()
     train: LoopConfig = LoopConfig()
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # students per arm
+    # `kdrec quality --frontier`: also train the student at these shapes, with and without the
+    # teacher, and report quality against serving cost (distill/frontier.py); null = not
+    frontier: FrontierConfig | None = None
     # students trained at once, each in its own process with one torch thread;
     # 0 = the cores this process may use
     train_workers: int = Field(0, ge=0)

@@ -10,14 +10,17 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from distill import frontier
 from distill.bundle import StudentBundle, bundle_files
 from distill.champion import head_to_head
 from distill.new_item_rows import NewItemsPlan, new_item_rows, new_items_section
 from distill.new_items import NewItemTargets
 from distill.parallel import InBackground
 from distill.report import Report, champion_line, save_report, versus_current
+from distill.soft_labels import SoftLabels
 from distill.student import stage
 from distill.student.warm_start import warm_start_from
+from distill.teacher.cache import TeacherCache
 from distill.train import available_cores
 from pipelines.config import RunConfig
 from pipelines.progress import TrainingProgress
@@ -104,6 +107,9 @@ def train_evaluate_task(
         result = _train_students(
             params, dataset, split, Path(teacher_cache), new_items=held is not None, nightly=nightly
         )
+        lightweight = None
+        if params.frontier is not None and not nightly:
+            lightweight = _frontier(params, params.frontier, dataset, split, Path(teacher_cache))
     section = None
     if held is not None:  # calibrates every content path on the validation half, in place
         plan = new_items_plan(held, params)
@@ -120,7 +126,7 @@ def train_evaluate_task(
             StudentBundle(served.path), current, best.scorer(split), dataset, split
         ).as_json()
         log.info("%s", champion_line(versus))
-    report = result.report.finish(cost, versus_current(versus), section)
+    report = result.report.finish(cost, versus_current(versus), section, lightweight)
     save_report(report, out, result.rows)
     for name, data in bundle_files(
         best,
@@ -176,6 +182,30 @@ def _train_students(
         teacher_cache=teacher_cache,
         run=job_tasks(params.train_workers or available_cores()),
     )
+
+
+def _frontier(
+    params: RunConfig,
+    config: frontier.FrontierConfig,
+    dataset: Dataset,
+    split: Split,
+    teacher_cache: Path,
+) -> dict:
+    """The report's frontier section: every shape x seed x with/without the teacher, as
+    `student-job` tasks (checkpointed: a re-run trains only what is missing)."""
+    fingerprint = SoftLabels(TeacherCache(teacher_cache)).fingerprint
+    jobs, keys = frontier.jobs(
+        dataset,
+        split,
+        fingerprint,
+        params.sasrec,
+        params.distill,
+        params.train,
+        {shape: config.seeds for shape in config.parsed()},
+        WorkDir(params.work_dir).students,
+    )
+    runs = job_tasks(params.train_workers or available_cores())(jobs, split, teacher_cache)
+    return frontier.section(keys, runs, dataset, split, config.latency_users)
 
 
 def new_items_plan(held: HeldOutItems, params: RunConfig) -> NewItemsPlan:

@@ -68,13 +68,40 @@ def _sample_recommendation(cfg: RunConfig) -> None:
 
 def quality_cmd(
     seeds: Annotated[int, typer.Option(help="Seeds per student arm.")] = 5,
+    frontier: Annotated[
+        bool,
+        typer.Option(
+            help="Also the lightweight students' frontier: the student at several widths x "
+            "blocks, with and without the teacher, quality against serving cost (config key "
+            "`frontier`; its default shapes 8x2,16x2,32x2,64x2, 2 seeds each)."
+        ),
+    ] = False,
+    frontier_shapes: Annotated[
+        str | None,
+        typer.Option(help="Shapes of the frontier, e.g. 8x1,16x2 (implies --frontier)."),
+    ] = None,
     config: ConfigOpt = None,
     work_dir: WorkOpt = None,
 ) -> None:
     """Train every report arm N times (plain SASRec, undistilled and distilled students); print
     mean ± std and the paired tests against the best plain model. Publishes nothing."""
+    from pydantic import ValidationError
+
+    from distill.frontier import FrontierConfig
+    from storage.errors import ConfigError
+
     cfg = run_config(config, work_dir)
-    cfg = cfg.model_copy(update={"seeds": list(range(seeds)), "publish": False})
+    updates: dict = {"seeds": list(range(seeds)), "publish": False}
+    if frontier or frontier_shapes:
+        chosen = cfg.frontier or FrontierConfig()
+        if frontier_shapes:
+            shapes = [s.strip() for s in frontier_shapes.split(",") if s.strip()]
+            try:
+                chosen = FrontierConfig.model_validate({**chosen.model_dump(), "shapes": shapes})
+            except ValidationError as exc:
+                raise ConfigError(f"--frontier-shapes {frontier_shapes!r}: {exc}") from None
+        updates["frontier"] = chosen
+    cfg = cfg.model_copy(update=updates)
     result = run_flow(cfg)
     print_report(result.report)
     console.print(f"report: {result.run_dir.report_md}")

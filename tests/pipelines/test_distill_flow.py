@@ -150,3 +150,32 @@ def run_logs(flow_run_id) -> list[str]:
                 break
             time.sleep(0.2)
     return messages
+
+
+def test_quality_with_the_frontier_reports_every_shape_with_and_without_the_teacher(
+    prefect_harness, tmp_path, work, tiny_encoder_path
+):
+    from distill.frontier import FrontierConfig
+
+    shapes = FrontierConfig(shapes=["4x1", "8x2"], seeds=1, latency_users=20)
+    cfg = tiny_run_config(tmp_path, work, tiny_encoder_path, publish=False, frontier=shapes)
+    result = distill(cfg)
+    section = result.report.as_json()["frontier"]
+    assert [(r["dim"], r["n_layers"], r["distilled"]) for r in section["rows"]] == [
+        (4, 1, False),
+        (4, 1, True),
+        (8, 2, False),
+        (8, 2, True),
+    ]
+    contract = {"seeds", "valid_ndcg@10", "test_ndcg@10", "params", "bundle_bytes", "p50_ms"}
+    for row in section["rows"]:
+        assert contract | {"p99_ms", "train_seconds", "int8_test_ndcg@10"} <= set(row)
+        assert 0 <= row["test_ndcg@10"] <= 1 and row["p50_ms"] > 0 and row["seeds"] == 1
+    small, large = section["rows"][0], section["rows"][2]
+    assert small["params"] < large["params"] and small["bundle_bytes"] < large["bundle_bytes"]
+    assert [(t["dim"], t["n_layers"]) for t in section["tests"]] == [(4, 1), (8, 2)]
+    run_dir = result.run_dir.path
+    assert (run_dir / "frontier.png").exists()
+    text = (run_dir / "report.md").read_text()
+    assert "Lightweight students" in text and "| 4x1 | distilled |" in text
+    assert "frontier.png" in text
