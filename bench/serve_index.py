@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # as a `kdrec serve` worker
     work = Path(os.environ.get("KDREC_WORK_DIR", "work"))
-    rec = Recommender.load(args.registry or WorkDir(work).registry, args.model)
+    rec = Recommender.load(args.registry or WorkDir(work).registry, args.model, work_dir=work)
     dataset, split = movielens(work)
     if rec.manifest.get("dataset") != dataset.ref:
         raise SystemExit(f"bundle is of {rec.manifest.get('dataset')}, work dir has {dataset.ref}")

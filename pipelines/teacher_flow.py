@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 from uuid import UUID
@@ -12,7 +13,6 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
-from tqdm.auto import tqdm
 
 from distill.teacher import stage
 from distill.teacher.base import TeacherConfig
@@ -73,6 +73,36 @@ def commit_task(cache_dir: str, infos: list[dict]) -> dict:
     return stage.commit(Path(cache_dir), [ShardInfo(**i) for i in infos])
 
 
+@dataclass(frozen=True)
+class FlowSteps:
+    """The teacher stage's steps as this flow's tasks: one task per shard, on the flow's task
+    runner (threads, or a Dask cluster)."""
+
+    config: TeacherConfig
+    dataset_path: str
+    cutoff: int | None
+    work_dir: str
+    eval_users: int | None
+    warm: HeadsWarmStart | None
+
+    def prepare(self) -> tuple[stage.TeacherPlan, dict]:
+        cache_dir, stats = prepare_task(
+            self.config, self.dataset_path, self.cutoff, self.work_dir, self.eval_users, self.warm
+        )
+        return TeacherCache(Path(cache_dir)).plan, stats
+
+    def repair(self, cache_dir: Path) -> list[str]:
+        return repair_task(str(cache_dir), self.work_dir)
+
+    def score(self, cache_dir: Path, keys: list[str]) -> Iterator[ShardInfo]:
+        futures = shard_task.map(str(cache_dir), keys, self.work_dir)
+        for future in as_completed(futures):
+            yield ShardInfo(**future.result())
+
+    def commit(self, cache_dir: Path, infos: list[ShardInfo]) -> dict:
+        return commit_task(str(cache_dir), [i.__dict__ for i in infos])
+
+
 @flow(name="teacher", log_prints=True)
 def teacher_flow(
     config: TeacherConfig,
@@ -82,53 +112,21 @@ def teacher_flow(
     eval_users: int | None = None,
     warm: HeadsWarmStart | None = None,
 ) -> stage.TeacherRun:
-    """Run the teacher once over all (user, item) pairs; the run's plan, manifest and stats."""
-    log = get_run_logger()
-    t0 = time.perf_counter()
-    cache_dir, stats = prepare_task(config, dataset_path, cutoff, work_dir, eval_users, warm)
-    cache = TeacherCache(Path(cache_dir))
-    plan = cache.plan
-    if cache.is_complete():
-        repaired = repair_task(cache_dir, work_dir)
-        log.info(
-            "teacher cache %s is complete: no teacher work%s",
-            plan.fingerprint,
-            f" (recomputed damaged shards {repaired})" if repaired else "",
-        )
-        stats.update(reused=True, repaired=repaired)
-        return stage.TeacherRun(plan, cache.store.manifest(), stats)
-    progress = cast(  # called in a flow, Prefect's sync/async helper returns the id
-        UUID,
-        create_progress_artifact(
-            0.0, key="teacher-progress", description=f"teacher shards of {plan.fingerprint}"
-        ),
-    )
-    t1 = time.perf_counter()
-    futures = shard_task.map(cache_dir, [s[0] for s in plan.shards], work_dir)
-    infos = []
-    bar = tqdm(total=len(plan.shards), desc="teacher shards", disable=None)
-    for future in as_completed(futures):
-        infos.append(future.result())
-        bar.update(1)
-        update_progress_artifact(progress, 100.0 * len(infos) / len(plan.shards))
-    bar.close()
-    manifest = commit_task(cache_dir, infos)
-    score_s = time.perf_counter() - t1
-    pairs_per_s = manifest["total_rows"] / max(score_s, 1e-9)
-    encoded = stats.get("item_texts_encoded", 0) + stats.get("user_texts_encoded", 0)
-    log.info(
-        "teacher %s: %d texts encoded (%.1f texts/s), %d pairs scored in %.1fs "
-        "(%.0f pairs/s), total %.1fs",
-        plan.fingerprint,
-        encoded,
-        encoded / max(stats.get("encode_seconds", 0.0), 1e-9),
-        manifest["total_rows"],
-        score_s,
-        pairs_per_s,
-        time.perf_counter() - t0,
-    )
-    stats.update(reused=False, score_seconds=score_s, pairs_per_second=pairs_per_s)
-    return stage.TeacherRun(plan, manifest, stats)
+    """Run the teacher once over all (user, item) pairs (`stage.orchestrate` over this flow's
+    tasks); the UI shows the shards' progress as the `teacher-progress` artifact."""
+    progress: UUID | None = None
+
+    def on_shard(done: int, total: int) -> None:
+        nonlocal progress
+        if progress is None:
+            progress = cast(  # called in a flow, Prefect's sync/async helper returns the id
+                UUID,
+                create_progress_artifact(0.0, key="teacher-progress", description="teacher shards"),
+            )
+        update_progress_artifact(progress, 100.0 * done / total)
+
+    steps = FlowSteps(config, dataset_path, cutoff, work_dir, eval_users, warm)
+    return stage.orchestrate(steps, on_shard=on_shard, logger=get_run_logger())
 
 
 def run_teacher_flow(

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -552,6 +553,116 @@ class TeacherRun:
         }
 
 
+class TeacherSteps(Protocol):
+    """How the teacher stage's steps run: in this process (`LocalSteps`), or as the Prefect
+    flow's tasks (pipelines/teacher_flow.py). `orchestrate` is the one control flow over them."""
+
+    def prepare(self) -> tuple[TeacherPlan, dict]:
+        """Texts, LM embeddings, the adapted head and the plan; with prepare's stats."""
+        ...
+
+    def repair(self, cache_dir: Path) -> list[str]: ...
+
+    def score(self, cache_dir: Path, keys: list[str]) -> Iterator[ShardInfo]:
+        """Score every shard of `keys`, yielding each as it completes (in any order)."""
+        ...
+
+    def commit(self, cache_dir: Path, infos: list[ShardInfo]) -> dict: ...
+
+
+@dataclass(frozen=True)
+class LocalSteps:
+    """The teacher stage's steps in this process, one shard after the other."""
+
+    config: TeacherConfig
+    dataset: Dataset
+    split: Split
+    work_dir: Path
+    warm: HeadsWarmStart | None = None
+
+    def prepare(self) -> tuple[TeacherPlan, dict]:
+        stats: dict = {}
+        plan = prepare(
+            self.config,
+            self.dataset,
+            self.split,
+            work_dir=self.work_dir,
+            stats=stats,
+            warm=self.warm,
+        )
+        return plan, stats
+
+    def repair(self, cache_dir: Path) -> list[str]:
+        return repair(cache_dir, work_dir=self.work_dir)
+
+    def score(self, cache_dir: Path, keys: list[str]) -> Iterator[ShardInfo]:
+        for key in keys:
+            yield score_shard(cache_dir, key, work_dir=self.work_dir)
+
+    def commit(self, cache_dir: Path, infos: list[ShardInfo]) -> dict:
+        return commit(cache_dir, infos)
+
+
+def orchestrate(
+    steps: TeacherSteps,
+    *,
+    progress: bool = True,
+    on_shard: Callable[[int, int], None] | None = None,
+    logger: logging.Logger | logging.LoggerAdapter | None = None,
+) -> TeacherRun:
+    """The teacher stage, wherever its steps run: prepare; a complete cache is verified (damaged
+    shards recomputed) and reused; otherwise every shard is scored, then committed at once.
+    `on_shard(done, total)` before the first shard and after each (the flow's UI progress)."""
+    from tqdm.auto import tqdm
+
+    out = logger or log
+    t0 = time.perf_counter()
+    plan, stats = steps.prepare()
+    cache_dir = Path(plan.cache_dir)
+    if is_complete(cache_dir):
+        repaired = steps.repair(cache_dir)
+        out.info(
+            "teacher cache %s is complete: no teacher work%s",
+            plan.fingerprint,
+            f" (recomputed damaged shards {repaired})" if repaired else "",
+        )
+        stats.update(reused=True, repaired=repaired, seconds=time.perf_counter() - t0)
+        return TeacherRun(plan, plan.store.manifest(), stats)
+    t1 = time.perf_counter()
+    infos: list[ShardInfo] = []
+    bar = tqdm(total=len(plan.shards), desc="teacher shards", disable=None if progress else True)
+    if on_shard is not None:
+        on_shard(0, len(plan.shards))
+    for info in steps.score(cache_dir, [s[0] for s in plan.shards]):
+        infos.append(info)
+        bar.update(1)
+        if on_shard is not None:
+            on_shard(len(infos), len(plan.shards))
+    bar.close()
+    manifest = steps.commit(cache_dir, infos)
+    score_s = time.perf_counter() - t1
+    pairs_per_s = manifest["total_rows"] / max(score_s, 1e-9)
+    encoded = stats.get("item_texts_encoded", 0) + stats.get("user_texts_encoded", 0)
+    out.info(
+        "teacher %s: %d texts encoded (%.1f texts/s), %d pairs scored in %.1fs "
+        "(%.0f pairs/s), total %.1fs",
+        plan.fingerprint,
+        encoded,
+        encoded / max(stats.get("encode_seconds", 0.0), 1e-9),
+        manifest["total_rows"],
+        score_s,
+        pairs_per_s,
+        time.perf_counter() - t0,
+    )
+    stats.update(
+        reused=False,
+        score_seconds=score_s,
+        pairs_per_second=pairs_per_s,
+        seconds=time.perf_counter() - t0,
+    )
+    return TeacherRun(plan, manifest, stats)
+
+
 def run_teacher(
     config: TeacherConfig,
     dataset: Dataset,
@@ -562,28 +673,8 @@ def run_teacher(
     warm: HeadsWarmStart | None = None,
 ) -> TeacherRun:
     """The whole teacher stage in this process (the Prefect flow runs shards as tasks instead)."""
-    from tqdm.auto import tqdm
-
     teacher = load_teacher(config, work_dir)
     passes_before = teacher.forward_passes
-    t0 = time.perf_counter()
-    stats: dict = {}
-    plan = prepare(config, dataset, split, work_dir=work_dir, stats=stats, warm=warm)
-    cache_dir = Path(plan.cache_dir)
-    if is_complete(cache_dir):
-        stats["repaired"] = repair(cache_dir, work_dir=work_dir)
-        manifest = plan.store.manifest()
-        stats["reused"] = True
-    else:
-        t1 = time.perf_counter()
-        infos = [
-            score_shard(cache_dir, key, work_dir=work_dir)
-            for key, _, _ in tqdm(plan.shards, desc="teacher shards", disable=not progress)
-        ]
-        manifest = commit(cache_dir, infos)
-        stats["score_seconds"] = time.perf_counter() - t1
-        stats["pairs_per_second"] = manifest["total_rows"] / max(stats["score_seconds"], 1e-9)
-        stats["reused"] = False
-    stats["forward_passes"] = teacher.forward_passes - passes_before
-    stats["seconds"] = time.perf_counter() - t0
-    return TeacherRun(plan=plan, manifest=manifest, stats=stats)
+    run = orchestrate(LocalSteps(config, dataset, split, work_dir, warm), progress=progress)
+    run.stats["forward_passes"] = teacher.forward_passes - passes_before
+    return run
