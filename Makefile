@@ -47,9 +47,9 @@ run: $(STAMP) ## the whole pipeline on the embedded default (MovieLens-100K + Mi
 	@mkdir -p $(PREFECT_HOME)
 	$(KDREC) run --config $(CONFIG)
 
-quality: $(STAMP) ## every report arm SEEDS times: mean ± std, paired tests vs the best plain model
+quality: $(STAMP) ## every report arm SEEDS times: mean ± std, paired tests vs the best plain model (FRONTIER=1: + the lightweight students)
 	@mkdir -p $(PREFECT_HOME)
-	$(KDREC) quality --config $(CONFIG) --seeds $(SEEDS)
+	$(KDREC) quality --config $(CONFIG) --seeds $(SEEDS) $(if $(FRONTIER),--frontier)
 
 test: $(STAMP) ## fast tests (tiny data, tiny random models)
 	@mkdir -p $(PREFECT_HOME)

@@ -29,6 +29,8 @@ from distill.student import stage
 from distill.teacher.cache import TeacherCache
 from distill.train import available_cores
 from pipelines.config import RunConfig
+from storage.datasets import Dataset
+from storage.split import Split
 from storage.workdir import WorkDir
 
 IMAGE = Path(__file__).resolve().parents[1] / "docs" / "img" / "frontier.png"
@@ -48,6 +50,54 @@ def merged(
     return sorted(rows + other, key=key), sorted(tests + other_tests, key=key), invocations
 
 
+def side_by_side(
+    config: RunConfig, dataset: Dataset, split: Split, cache: Path, fingerprint: str, workers: int
+) -> None:
+    """Latency of every shape in frontier.json, timed in this one process one shape after the
+    other (each invocation of the grid timed its own shapes under whatever else ran then): the
+    plain seed-0 model of each shape (a distilled one has the same architecture), float32 and
+    int8. Replaces the rows' latency columns; quality is untouched."""
+    path = RESULTS / "frontier.json"
+    old = json.loads(path.read_text())
+    shapes = sorted({(r["dim"], r["n_layers"]) for r in old["rows"]})
+    jobs, keys = frontier.jobs(
+        dataset,
+        split,
+        fingerprint,
+        config.sasrec,
+        config.distill,
+        config.train,
+        {s: 1 for s in shapes},
+        WorkDir(work_dir()).students,
+    )
+    plain = [(job, key) for job, key in zip(jobs, keys, strict=True) if not key[2]]
+    print(f"{len(plain)} plain seed-0 models (trained if not checkpointed)", flush=True)
+    runs = stage.run_jobs([job for job, _ in plain], split, cache, workers=workers)
+    timed = {}
+    for (_, (dim, layers, _)), run in zip(plain, runs, strict=True):
+        f32 = frontier.latency(run, dataset, split)
+        int8 = frontier.latency(run, dataset, split, tower="int8")
+        timed[(dim, layers)] = {
+            "p50_ms": f32["p50_ms"],
+            "p99_ms": f32["p99_ms"],
+            "int8_p50_ms": int8["p50_ms"],
+            "int8_p99_ms": int8["p99_ms"],
+        }
+        print(f"{dim}x{layers}", timed[(dim, layers)], flush=True)
+    rows = frontier.with_ratios([{**r, **timed[(r["dim"], r["n_layers"])]} for r in old["rows"]])
+    IMAGE.write_bytes(frontier_plot(rows, "SASRec students on ML-100K: width x blocks"))
+    provenance = ("benchmark", "created_at", "git_commit", "argv", "machine")
+    save(
+        "frontier",
+        {
+            **{k: v for k, v in old.items() if k not in provenance},
+            "rows": rows,
+            "invocations": [*old.get("invocations", []), sys.argv],
+            "latency": "every shape timed side by side in the last invocation (--latency-only)",
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dims", type=int, nargs="+", default=[8, 16, 32, 64])
@@ -56,11 +106,19 @@ def main() -> None:
     parser.add_argument("--more", type=frontier.shape, nargs="*", default=[(16, 2), (8, 2)])
     parser.add_argument("--more-seeds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=available_cores())
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="re-time every shape of frontier.json side by side in this one process",
+    )
     args = parser.parse_args()
     work = work_dir()
     config = RunConfig(work_dir=work)
     dataset, split, cache = default_teacher(work, config)
     fingerprint = SoftLabels(TeacherCache(cache)).fingerprint
+    if args.latency_only:
+        side_by_side(config, dataset, split, cache, fingerprint, args.workers)
+        return
     shapes = list(args.more) + [
         (d, n) for d in args.dims for n in args.layers if (d, n) not in args.more
     ]  # the bars' shapes first
