@@ -50,6 +50,26 @@ def merged(
     return sorted(rows + other, key=key), sorted(tests + other_tests, key=key), invocations
 
 
+def grid(
+    config: RunConfig,
+    dataset: Dataset,
+    split: Split,
+    fingerprint: str,
+    seeds: dict[frontier.Shape, int],
+) -> tuple[list[stage.TrainJob], list[frontier.Key]]:
+    """The frontier's trainings with the default run's settings, checkpointed in the work dir."""
+    return frontier.jobs(
+        dataset,
+        split,
+        fingerprint,
+        config.sasrec,
+        config.distill,
+        config.train,
+        seeds,
+        WorkDir(config.work_dir).students,
+    )
+
+
 def side_by_side(
     config: RunConfig, dataset: Dataset, split: Split, cache: Path, fingerprint: str, workers: int
 ) -> None:
@@ -60,16 +80,7 @@ def side_by_side(
     path = RESULTS / "frontier.json"
     old = json.loads(path.read_text())
     shapes = sorted({(r["dim"], r["n_layers"]) for r in old["rows"]})
-    jobs, keys = frontier.jobs(
-        dataset,
-        split,
-        fingerprint,
-        config.sasrec,
-        config.distill,
-        config.train,
-        {s: 1 for s in shapes},
-        WorkDir(work_dir()).students,
-    )
+    jobs, keys = grid(config, dataset, split, fingerprint, {s: 1 for s in shapes})
     plain = [(job, key) for job, key in zip(jobs, keys, strict=True) if not key[2]]
     print(f"{len(plain)} plain seed-0 models (trained if not checkpointed)", flush=True)
     runs = stage.run_jobs([job for job, _ in plain], split, cache, workers=workers)
@@ -123,16 +134,7 @@ def main() -> None:
         (d, n) for d in args.dims for n in args.layers if (d, n) not in args.more
     ]  # the bars' shapes first
     seeds = {s: args.more_seeds if s in args.more else args.seeds for s in shapes}
-    jobs, keys = frontier.jobs(
-        dataset,
-        split,
-        fingerprint,
-        config.sasrec,
-        config.distill,
-        config.train,
-        seeds,
-        WorkDir(work).students,
-    )
+    jobs, keys = grid(config, dataset, split, fingerprint, seeds)
     print(f"{len(jobs)} trainings ({len(shapes)} shapes), {args.workers} at a time", flush=True)
     done = stage.run_jobs(jobs, split, cache, workers=args.workers)
     found = frontier.section(keys, done, dataset, split)
