@@ -24,7 +24,6 @@ from pathlib import Path
 from bench.common import RESULTS, default_teacher, save, work_dir
 from distill import frontier
 from distill.report import frontier_plot
-from distill.soft_labels import SoftLabels
 from distill.student import stage
 from distill.teacher.cache import TeacherCache
 from distill.train import available_cores
@@ -126,7 +125,7 @@ def main() -> None:
     work = work_dir()
     config = RunConfig(work_dir=work)
     dataset, split, cache = default_teacher(work, config)
-    fingerprint = SoftLabels(TeacherCache(cache)).fingerprint
+    fingerprint = TeacherCache(cache).fingerprint
     if args.latency_only:
         side_by_side(config, dataset, split, cache, fingerprint, args.workers)
         return

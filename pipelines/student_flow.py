@@ -17,7 +17,6 @@ from distill.new_item_rows import NewItemsPlan, new_item_rows, new_items_section
 from distill.new_items import NewItemTargets
 from distill.parallel import InBackground
 from distill.report import Report, champion_line, save_report, versus_current
-from distill.soft_labels import SoftLabels
 from distill.student import stage
 from distill.student.warm_start import warm_start_from
 from distill.teacher.cache import TeacherCache
@@ -193,7 +192,7 @@ def _frontier(
 ) -> dict:
     """The report's frontier section: every shape x seed x with/without the teacher, as
     `student-job` tasks (checkpointed: a re-run trains only what is missing)."""
-    fingerprint = SoftLabels(TeacherCache(teacher_cache)).fingerprint
+    fingerprint = TeacherCache(teacher_cache).fingerprint
     jobs, keys = frontier.jobs(
         dataset,
         split,

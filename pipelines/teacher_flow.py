@@ -118,12 +118,13 @@ def teacher_flow(
 
     def on_shard(done: int, total: int) -> None:
         nonlocal progress
-        if progress is None:
+        if progress is None:  # before the first shard
             progress = cast(  # called in a flow, Prefect's sync/async helper returns the id
                 UUID,
                 create_progress_artifact(0.0, key="teacher-progress", description="teacher shards"),
             )
-        update_progress_artifact(progress, 100.0 * done / total)
+        else:
+            update_progress_artifact(progress, 100.0 * done / total)
 
     steps = FlowSteps(config, dataset_path, cutoff, work_dir, eval_users, warm)
     return stage.orchestrate(steps, on_shard=on_shard, logger=get_run_logger())
