@@ -131,7 +131,7 @@ def teacher_overlap(work_dir: Path, model: str, config: MonitorConfig) -> Check:
 
     name = "teacher vs student overlap@10"
     try:
-        rec = Recommender.load(WorkDir(work_dir).registry, model, work_dir=work_dir)
+        rec = Recommender.in_work_dir(work_dir, model)
     except (FileNotFoundError, ValueError) as exc:
         return Check(name, "-", "-", None, str(exc))
     fingerprint = rec.manifest.get("teacher_fingerprint")

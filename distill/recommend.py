@@ -24,6 +24,7 @@ from storage.embeddings import embedding_matrix
 from storage.errors import KdrecError
 from storage.pseudonyms import Pseudonymiser
 from storage.registry import Bundle, Registry
+from storage.workdir import WorkDir
 
 TOWERS = ("float32", "int8")  # the user tower's precision for posted histories
 
@@ -182,6 +183,13 @@ class Recommender:
         pseudo = Pseudonymiser.for_bundle(ids.get("scheme"), ids.get("key_id"), work_dir)
         users, items = users.drop("vector"), items.drop("vector")
         return cls(bundle.path, users, items, search_index, vecs, encoder, pseudo)
+
+    @classmethod
+    def in_work_dir(
+        cls, work_dir: Path, model: str = "kdrec", version: str = "current"
+    ) -> Recommender:
+        """A work dir's published model, with the user-id key from the same work dir."""
+        return cls.load(WorkDir(work_dir).registry, model, version, work_dir=work_dir)
 
     @property
     def version(self) -> str:

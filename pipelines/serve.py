@@ -76,24 +76,22 @@ class ModelHolder:
     """The model being served and the thread that swaps in a new CURRENT."""
 
     def __init__(self, settings: ServeSettings) -> None:
-        self.registry_path = settings.registry
+        self.settings = settings
         self.registry = Registry(settings.registry, settings.model)
         self.interval = settings.reload_seconds
-        self.index, self.tower = settings.index, settings.tower
-        self.work_dir = settings.work_dir
-        self.model = Recommender.load(
-            settings.registry,
-            settings.model,
-            index=self.index,
-            tower=self.tower,
-            work_dir=self.work_dir,
-        )
+        self.model = self._load("current")
         self.last_error: str | None = None
         self.reloads = 0
         self.reload_failures = 0
         self._failed: str | None = None  # the version that failed; retried once CURRENT moves
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="kdrec-reload", daemon=True)
+
+    def _load(self, version: str) -> Recommender:
+        s = self.settings
+        return Recommender.load(
+            s.registry, s.model, version, index=s.index, tower=s.tower, work_dir=s.work_dir
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -112,14 +110,7 @@ class ModelHolder:
         if version is None or version in (self.model.version, self._failed):
             return
         try:
-            fresh = Recommender.load(
-                self.registry_path,
-                self.registry.model,
-                version,
-                index=self.index,
-                tower=self.tower,
-                work_dir=self.work_dir,
-            )
+            fresh = self._load(version)
         except Exception as exc:  # any broken bundle must leave the old model serving
             self._failed = version
             self.reload_failures += 1
@@ -277,8 +268,8 @@ def create_app(settings: ServeSettings, token: str | None = None) -> FastAPI:
             "version": model.version,
             "dataset": model.manifest.get("dataset"),
             "n_items": model.n_items,
-            "index": holder.index,
-            "tower": holder.tower,
+            "index": holder.settings.index,
+            "tower": holder.settings.tower,
             "reloads": holder.reloads,
             "last_reload_error": holder.last_error,
         }

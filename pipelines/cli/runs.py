@@ -19,7 +19,6 @@ from pipelines.cli.common import (
     run_config,
 )
 from pipelines.config import RunConfig
-from storage.workdir import WorkDir
 
 if TYPE_CHECKING:
     from pipelines.distill_flow import DistillRun
@@ -56,7 +55,7 @@ def _sample_recommendation(cfg: RunConfig) -> None:
     from distill.recommend import Recommender
     from storage.datasets import load_dataset
 
-    rec = Recommender.load(WorkDir(cfg.work_dir).registry, cfg.model_name, work_dir=cfg.work_dir)
+    rec = Recommender.in_work_dir(cfg.work_dir, cfg.model_name)
     user = load_dataset(cfg.work_dir, cfg.dataset.name).users().get_column("user_id")[0]
     table = Table(title=f"sample: top 5 for user {user}")
     for col in ("item", "title", "score"):

@@ -28,7 +28,7 @@ def recommend_cmd(
     from distill.recommend import Recommender
 
     work = run_config(None, work_dir).work_dir
-    rec = Recommender.load(WorkDir(work).registry, model, version, work_dir=work)
+    rec = Recommender.in_work_dir(work, model, version)
     table = Table(title=f"top {k} for user {user} ({rec.path.name})")
     for col in ("#", "item", "title", "score"):
         table.add_column(col)

@@ -318,7 +318,7 @@ def test_publish_load_and_recommend(synthetic, teacher_cache, work):
     files = bundle_files(best, dataset, report)
     reg = Registry(WorkDir(work).registry, "kdrec")
     result = reg.publish(files, {"dataset": dataset.ref}, validation=best.valid)
-    rec = Recommender.load(WorkDir(work).registry, work_dir=work)
+    rec = Recommender.in_work_dir(work)
     seen = set(
         dataset.interactions()
         .filter(dataset.interactions()["user_id"] == "u3")
@@ -356,7 +356,7 @@ def test_every_student_variant_publishes_and_serves(
     assert cost["seconds_per_user"]["teacher"] > 0 and cost["student_vs_sasrec"] > 0
     files = bundle_files(run, dataset, {})
     Registry(WorkDir(work).registry, "kdrec").publish(files, {}, validation=run.valid)
-    recs = Recommender.load(WorkDir(work).registry, work_dir=work).recommend("u3", k=3)
+    recs = Recommender.in_work_dir(work).recommend("u3", k=3)
     assert len(recs) == 3 and all(np.isfinite(r.score) for r in recs)
 
 

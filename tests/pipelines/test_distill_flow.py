@@ -66,7 +66,7 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
         "report.json",
     }
     assert bundle.manifest["teacher_fingerprint"] == result.teacher.fingerprint
-    assert len(Recommender.load(WorkDir(work).registry, work_dir=work).recommend("u1", k=3)) == 3
+    assert len(Recommender.in_work_dir(work).recommend("u1", k=3)) == 3
     rows = {r["field"]: r["value"] for r in bundle_rows(publish)}
     assert rows["version"] == bundle.version and rows["dataset"] == bundle.manifest["dataset"]
     assert rows["teacher fingerprint"] == result.teacher.fingerprint

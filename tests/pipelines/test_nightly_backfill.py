@@ -101,7 +101,7 @@ def test_a_night_with_new_items_publishes_a_bundle_that_recommends_them(
     from distill.bundle import StudentBundle
     from distill.recommend import Recommender
 
-    rec = Recommender.load(WorkDir(work).registry, work_dir=work)
+    rec = Recommender.in_work_dir(work)
     new = [rec.item_row[i] for i in ("n1", "n2", "n3")]
     bundle = StudentBundle(rec.path)
     tower, scale = bundle.content_tower()

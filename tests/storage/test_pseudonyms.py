@@ -67,7 +67,7 @@ def test_no_raw_user_id_is_in_any_bundle_file(bundle):
 
 def test_lookups_hash_the_raw_id_with_the_same_key(bundle, monkeypatch):
     work, raw, key = bundle
-    rec = Recommender.load(WorkDir(work).registry, work_dir=work)
+    rec = Recommender.in_work_dir(work)
     assert len(rec.recommend(raw[3], k=3)) == 3
     assert rec.explain(raw[3], rec.recommend(raw[3], k=1)[0].item_id).contributions
     with pytest.raises(UnknownUser):
@@ -78,11 +78,11 @@ def test_lookups_hash_the_raw_id_with_the_same_key(bundle, monkeypatch):
         Recommender.load(WorkDir(work).registry)  # the key file is the named work dir's only
     monkeypatch.setenv("KDREC_ID_KEY", "another key")
     with pytest.raises(IntegrityError, match=f"pseudonymised with key {key_id(key)}"):
-        Recommender.load(WorkDir(work).registry, work_dir=work)
+        Recommender.in_work_dir(work)
     monkeypatch.delenv("KDREC_ID_KEY")
     WorkDir(work).id_key.unlink()
     with pytest.raises(IntegrityError, match="set KDREC_ID_KEY"):
-        Recommender.load(WorkDir(work).registry, work_dir=work)
+        Recommender.in_work_dir(work)
 
 
 def test_on_by_default_for_files_data_only(tmp_path):
