@@ -25,6 +25,7 @@ from bench.common import RESULTS, default_teacher, save, work_dir
 from distill import frontier
 from distill.report import frontier_plot
 from distill.student import stage
+from distill.student.config import Shape, shape
 from distill.teacher.cache import TeacherCache
 from distill.train import available_cores
 from pipelines.config import RunConfig
@@ -54,7 +55,7 @@ def grid(
     dataset: Dataset,
     split: Split,
     fingerprint: str,
-    seeds: dict[frontier.Shape, int],
+    seeds: dict[Shape, int],
 ) -> tuple[list[stage.TrainJob], list[frontier.Key]]:
     """The frontier's trainings with the default run's settings, checkpointed in the work dir."""
     return frontier.jobs(
@@ -113,7 +114,7 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--layers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--more", type=frontier.shape, nargs="*", default=[(16, 2), (8, 2)])
+    parser.add_argument("--more", type=shape, nargs="*", default=[(16, 2), (8, 2)])
     parser.add_argument("--more-seeds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=available_cores())
     parser.add_argument(

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from distill import index as faiss_index
 from distill.bundle import bundle_files
@@ -32,48 +31,14 @@ from distill.recommend import Recommender
 from distill.stats import paired
 from distill.student import stage
 from distill.student.build import int8_tower, n_params
-from distill.student.config import StudentConfig
+from distill.student.config import Shape, StudentConfig
 from distill.student.fit import DistillConfig, UserData
 from distill.train import LoopConfig
 from storage.datasets import Dataset
 from storage.registry import Registry
 from storage.split import Split
 
-Shape = tuple[int, int]  # (width, transformer blocks)
 Key = tuple[int, int, bool]  # (width, blocks, distilled)
-
-
-def shape(text: str) -> Shape:
-    """'16x2' -> (16, 2)."""
-    try:
-        dim, layers = text.lower().split("x")
-        return int(dim), int(layers)
-    except ValueError:
-        raise ValueError(f"a shape is <width>x<blocks>, e.g. 16x2; got {text!r}") from None
-
-
-class FrontierConfig(BaseModel):
-    """Which student shapes the frontier trains, and how many seeds each."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    shapes: list[str] = Field(
-        default_factory=lambda: ["8x2", "16x2", "32x2", "64x2"], min_length=1
-    )  # "<width>x<blocks>" of the sequential student (SASRec); two models per shape and seed
-    seeds: int = Field(2, ge=1)
-    latency_users: int = Field(300, ge=20)  # history requests timed per point
-
-    @field_validator("shapes")
-    @classmethod
-    def _shapes(cls, shapes: list[str]) -> list[str]:
-        for text in shapes:
-            dim, layers = shape(text)
-            if dim < 2 or dim % 2 or layers < 1:
-                raise ValueError(f"shape {text}: width must be even and >= 2, blocks >= 1")
-        return shapes
-
-    def parsed(self) -> list[Shape]:
-        return [shape(s) for s in self.shapes]
 
 
 def jobs(

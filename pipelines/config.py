@@ -13,8 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from distill.frontier import FrontierConfig
-from distill.student.config import StudentConfig
+from distill.student.config import FrontierConfig, StudentConfig
 from distill.student.content import ContentConfig
 from distill.student.fit import DistillConfig
 from distill.teacher.base import TeacherConfig

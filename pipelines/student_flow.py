@@ -18,6 +18,7 @@ from distill.new_items import NewItemTargets
 from distill.parallel import InBackground
 from distill.report import Report, champion_line, save_report, versus_current
 from distill.student import stage
+from distill.student.config import FrontierConfig
 from distill.student.warm_start import warm_start_from
 from distill.teacher.cache import TeacherCache
 from distill.train import available_cores
@@ -185,7 +186,7 @@ def _train_students(
 
 def _frontier(
     params: RunConfig,
-    config: frontier.FrontierConfig,
+    config: FrontierConfig,
     dataset: Dataset,
     split: Split,
     teacher_cache: Path,

@@ -1,10 +1,11 @@
-"""The student's shape: one pydantic model, validated on construction."""
+"""The student's shape: one pydantic model, validated on construction; and the shapes the
+lightweight-student frontier trains (`distill/frontier.py`)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StudentConfig(BaseModel):
@@ -31,3 +32,39 @@ class StudentConfig(BaseModel):
         if self.id_dropout and not self.text_projection:
             raise ValueError("student.id_dropout needs student.text_projection: true")
         return self
+
+
+Shape = tuple[int, int]  # (width, transformer blocks)
+
+
+def shape(text: str) -> Shape:
+    """'16x2' -> (16, 2)."""
+    try:
+        dim, layers = text.lower().split("x")
+        return int(dim), int(layers)
+    except ValueError:
+        raise ValueError(f"a shape is <width>x<blocks>, e.g. 16x2; got {text!r}") from None
+
+
+class FrontierConfig(BaseModel):
+    """Which student shapes the frontier trains, and how many seeds each."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shapes: list[str] = Field(
+        default_factory=lambda: ["8x2", "16x2", "32x2", "64x2"], min_length=1
+    )  # "<width>x<blocks>" of the sequential student (SASRec); two models per shape and seed
+    seeds: int = Field(2, ge=1)
+    latency_users: int = Field(300, ge=20)  # history requests timed per point
+
+    @field_validator("shapes")
+    @classmethod
+    def _shapes(cls, shapes: list[str]) -> list[str]:
+        for text in shapes:
+            dim, layers = shape(text)
+            if dim < 2 or dim % 2 or layers < 1:
+                raise ValueError(f"shape {text}: width must be even and >= 2, blocks >= 1")
+        return shapes
+
+    def parsed(self) -> list[Shape]:
+        return [shape(s) for s in self.shapes]

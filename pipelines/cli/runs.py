@@ -86,7 +86,7 @@ def quality_cmd(
     mean ± std and the paired tests against the best plain model. Publishes nothing."""
     from pydantic import ValidationError
 
-    from distill.frontier import FrontierConfig
+    from distill.student.config import FrontierConfig
     from storage.errors import ConfigError
 
     cfg = run_config(config, work_dir)

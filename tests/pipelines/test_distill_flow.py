@@ -155,7 +155,7 @@ def run_logs(flow_run_id) -> list[str]:
 def test_quality_with_the_frontier_reports_every_shape_with_and_without_the_teacher(
     prefect_harness, tmp_path, work, tiny_encoder_path
 ):
-    from distill.frontier import FrontierConfig
+    from distill.student.config import FrontierConfig
 
     shapes = FrontierConfig(shapes=["4x1", "8x2"], seeds=1, latency_users=20)
     cfg = tiny_run_config(tmp_path, work, tiny_encoder_path, publish=False, frontier=shapes)
