@@ -7,7 +7,7 @@ a dataset of its own, runs the default teacher on it, and trains two students si
 the default recipe and distillation (`init: random`, as a text-projected student is not shaped like
 a teacher head): one with the text projection and one without. The held-out items then arrive as
 they would in a nightly inbox: the teacher LM encodes their texts and the student's projection
-places them (`distill.cold_items`, the code behind `kdrec models extend`); no retraining.
+places them (`distill.serving.cold_items`, the code behind `kdrec models extend`); no retraining.
 
 Scored for every user who interacted with a held-out item, from the user's whole warm history
 (the serving vector); targets are the user's held-out items. Two rankings:
@@ -33,14 +33,14 @@ import polars as pl
 import torch
 
 from bench.common import movielens, save, work_dir
-from distill.bundle import serving_vectors
-from distill.cold_items import NoTextProjection, cold_vectors
-from distill.recommend import HistoryEncoder
+from distill.serving.bundle import serving_vectors
+from distill.serving.cold_items import NoTextProjection, cold_vectors
+from distill.serving.recommend import HistoryEncoder
 from distill.student import stage
 from distill.student.fit import DistillConfig
 from distill.teacher.stage import load_teacher, run_teacher
 from distill.texts import item_texts
-from distill.train import available_cores
+from distill.training.loop import available_cores
 from pipelines.config import RunConfig
 from storage.datasets import DatasetConfig, ingest, load_dataset
 from storage.split import make_split

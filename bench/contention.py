@@ -34,7 +34,7 @@ def one(part: str, epochs: int) -> float:
     from distill.student.config import StudentConfig
     from distill.student.fit import DistillConfig, train_student
     from distill.teacher.cache import TeacherCache
-    from distill.train import LoopConfig
+    from distill.training.loop import LoopConfig
     from pipelines.config import RunConfig
 
     work = work_dir()
@@ -76,7 +76,7 @@ def main() -> None:
         print(one(args.one, args.epochs))
         return
     from bench.common import save
-    from distill.train import available_cores
+    from distill.training.loop import available_cores
 
     timed("two_tower", 1, "PASSIVE")  # warm-up: ingest and teacher cache, file caches
     rows = []

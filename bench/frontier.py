@@ -3,10 +3,10 @@
     python -m bench.frontier [--dims 8 16 32 64] [--layers 1 2] [--seeds 2]
                              [--more 16x2 8x2 --more-seeds 5] [--workers 2]
 
-What is measured per shape and arm is `distill/frontier.py`'s (the same section `kdrec quality
---frontier` puts in a report): on ML-100K with the default teacher (L = L_c + 0.5 L_k, KL at
-T = 1), standard leave-one-out protocol, full ranking. The shapes named by `--more` get
-`--more-seeds` seeds (the bars' points); the others `--seeds`.
+What is measured per shape and arm is `distill/evaluation/frontier.py`'s (the same section
+`kdrec quality --frontier` puts in a report): on ML-100K with the default teacher
+(L = L_c + 0.5 L_k, KL at T = 1), standard leave-one-out protocol, full ranking. The shapes
+named by `--more` get `--more-seeds` seeds (the bars' points); the others `--seeds`.
 
 Resumable: every training is checkpointed under the work dir's student cache (content-keyed), so
 a re-run after an interruption trains only what is missing. The teacher cache is the default
@@ -22,12 +22,12 @@ import sys
 from pathlib import Path
 
 from bench.common import RESULTS, default_teacher, save, work_dir
-from distill import frontier
-from distill.report import frontier_plot
+from distill.evaluation import frontier
+from distill.evaluation.report import frontier_plot
 from distill.student import stage
 from distill.student.config import Shape, shape
 from distill.teacher.cache import TeacherCache
-from distill.train import available_cores
+from distill.training.loop import available_cores
 from pipelines.config import RunConfig
 from storage.datasets import Dataset
 from storage.split import Split

@@ -19,11 +19,11 @@ import json
 import numpy as np
 
 from bench.common import RESULTS, default_teacher, save, work_dir
-from distill.soft_labels import SoftLabels
 from distill.student import stage
 from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig
-from distill.train import available_cores
+from distill.teacher.soft_labels import SoftLabels
+from distill.training.loop import available_cores
 from pipelines.config import RunConfig
 from storage.workdir import WorkDir
 

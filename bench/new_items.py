@@ -2,7 +2,8 @@
 
     python -m bench.new_items [--seeds 5] [--share 0.1] [--holdout-seed 0]
 
-The item-cold-start protocol of `kdrec quality` with `split.new_items` (distill/new_items.py):
+The item-cold-start protocol of `kdrec quality` with `split.new_items`
+(distill/evaluation/new_items.py):
 a seeded share of ML-100K's items held out with all their interactions, the models trained on
 the rest, every model scored warm / new among new / new among all. It reuses the checkpoints of
 `kdrec quality --config <split.new_items: 0.1>` run in the same work dir (it trains what is
@@ -29,15 +30,15 @@ import numpy as np
 import torch
 
 from bench.common import RESULTS, movielens, save, work_dir
-from distill.evaluate import metrics_from_ranks, ranks_of_targets
-from distill.new_item_rows import NewItemsPlan, scorer_at, teacher_scorer
-from distill.new_items import NewItemTargets, calibrate, evaluate_new_items, warm_ndcg
-from distill.soft_labels import SoftLabels
+from distill.evaluation.harness import metrics_from_ranks, ranks_of_targets
+from distill.evaluation.new_item_rows import NewItemsPlan, scorer_at, teacher_scorer
+from distill.evaluation.new_items import NewItemTargets, calibrate, evaluate_new_items, warm_ndcg
 from distill.student import stage
 from distill.student.content import ContentConfig
 from distill.teacher.cache import TeacherCache
+from distill.teacher.soft_labels import SoftLabels
 from distill.teacher.stage import run_teacher
-from distill.train import available_cores
+from distill.training.loop import available_cores
 from pipelines.config import RunConfig
 from storage.holdout import HALVES, hold_out_items
 from storage.split import make_split

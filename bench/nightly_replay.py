@@ -37,8 +37,8 @@ REPLAY = (work_dir() / "nightly_replay").resolve()
 os.environ["PREFECT_HOME"] = str(REPLAY / ".prefect")  # emptied with the replay's work dir
 
 from bench.common import RESULTS, save  # noqa: E402
-from distill.bundle import StudentBundle  # noqa: E402
-from distill.recommend import HistoryEncoder  # noqa: E402
+from distill.serving.bundle import StudentBundle  # noqa: E402
+from distill.serving.recommend import HistoryEncoder  # noqa: E402
 from pipelines.config import RunConfig  # noqa: E402
 from pipelines.distill_flow import distill  # noqa: E402
 from pipelines.nightly_flow import nightly  # noqa: E402

@@ -14,11 +14,11 @@ import argparse
 import sys
 
 from bench.common import default_teacher, save, work_dir
-from distill.bundle import bundle_files
-from distill.soft_labels import SoftLabels
+from distill.serving.bundle import bundle_files
 from distill.student import stage
 from distill.student.fit import DistillConfig
-from distill.train import available_cores
+from distill.teacher.soft_labels import SoftLabels
+from distill.training.loop import available_cores
 from pipelines.config import RunConfig
 from storage.workdir import WorkDir
 

@@ -17,9 +17,9 @@ import argparse
 import numpy as np
 
 from bench.common import default_teacher, save, work_dir
-from distill.soft_labels import SoftLabels
 from distill.student import stage
-from distill.train import available_cores
+from distill.teacher.soft_labels import SoftLabels
+from distill.training.loop import available_cores
 from pipelines.config import RunConfig
 from storage.workdir import WorkDir
 

@@ -69,16 +69,16 @@ def run_one(scale: float, root: Path) -> dict:
     """Every stage at one size, in this process; returns the size's record."""
     import torch
 
-    from distill import index as faiss_index
-    from distill.bundle import bundle_files, serving_vectors
-    from distill.evaluate import evaluate
-    from distill.soft_labels import SoftLabels
+    from distill.evaluation.harness import evaluate
+    from distill.serving import index as faiss_index
+    from distill.serving.bundle import bundle_files, serving_vectors
     from distill.student import stage as student_stage
     from distill.student.config import StudentConfig
     from distill.student.fit import DistillConfig, UserData, student_scorer, train_student
     from distill.teacher import stage as teacher_stage
     from distill.teacher.base import TeacherConfig
-    from distill.train import LoopConfig, apply_threads
+    from distill.teacher.soft_labels import SoftLabels
+    from distill.training.loop import LoopConfig, apply_threads
     from storage.datasets import DatasetConfig, ingest, load_dataset
     from storage.registry import Registry
     from storage.split import make_split

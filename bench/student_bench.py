@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import default_teacher, save, work_dir
-from distill.bundle import bundle_files
-from distill.recommend import Recommender
-from distill.soft_labels import SoftLabels
+from distill.serving.bundle import bundle_files
+from distill.serving.recommend import Recommender
 from distill.student import stage
 from distill.teacher.cache import TeacherCache
+from distill.teacher.soft_labels import SoftLabels
 from pipelines.config import RunConfig
 from storage.registry import Registry
 

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 from bench.common import movielens, save, work_dir
-from distill.evaluate import EVAL_FOLDS, Scorer, evaluate
-from distill.parallel import map_in_processes
+from distill.evaluation.harness import EVAL_FOLDS, Scorer, evaluate
 from distill.teacher import adapt
 from distill.teacher.base import AdaptConfig, TeacherConfig
 from distill.teacher.stage import load_teacher
 from distill.texts import item_texts
-from distill.train import available_cores
+from distill.training.loop import available_cores
+from distill.training.parallel import map_in_processes
 
 LMS = {
     "minilm": ("all-MiniLM-L6-v2", TeacherConfig()),

@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import movielens, save, work_dir
-from distill.bundle import bundle_files
-from distill.parallel import map_in_processes
+from distill.serving.bundle import bundle_files
 from distill.student import stage
 from distill.student.fit import DistillConfig
 from distill.student.warm_start import WarmStart, previous_state
+from distill.training.parallel import map_in_processes
 from pipelines.config import RunConfig
 from storage.registry import Registry
 from storage.split import make_split

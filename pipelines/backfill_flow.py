@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from distill.train import apply_threads
+from distill.training.loop import apply_threads
 from pipelines.config import RunConfig, load_config
 from pipelines.distill_flow import distill, ingest_task
 from pipelines.failures import STOP_HOOKS

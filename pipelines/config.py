@@ -17,7 +17,7 @@ from distill.student.config import FrontierConfig, StudentConfig
 from distill.student.content import ContentConfig
 from distill.student.fit import DistillConfig
 from distill.teacher.base import TeacherConfig
-from distill.train import LoopConfig
+from distill.training.loop import LoopConfig
 from storage.atomic import validate_name
 from storage.datasets import DatasetConfig
 from storage.errors import ConfigError, NotFound
@@ -36,7 +36,8 @@ class SplitConfig(BaseModel):
     # users x items, so a large catalog samples users to keep evaluation linear in the catalog
     eval_users: int | None = Field(None, ge=1)
     # the item-cold-start protocol: hold out this share of the items with all their
-    # interactions (seeded); every report row is then also scored on them (distill/new_items.py)
+    # interactions (seeded); every report row is then also scored on them
+    # (distill/evaluation/new_items.py)
     new_items: float | None = Field(None, gt=0, lt=1)
     new_items_seed: int = Field(0, ge=0)
 
@@ -75,7 +76,7 @@ class RunConfig(BaseModel):
     train: LoopConfig = LoopConfig()
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # students per arm
     # `kdrec quality --frontier`: also train the student at these shapes, with and without the
-    # teacher, and report quality against serving cost (distill/frontier.py); null = not
+    # teacher, and report quality against serving cost (distill/evaluation/frontier.py); null = not
     frontier: FrontierConfig | None = None
     # students trained at once, each in its own process with one torch thread;
     # 0 = the cores this process may use

@@ -11,12 +11,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from distill.parallel import InBackground
-from distill.report import Report, embedded_images, markdown, write_markdown
+from distill.evaluation.report import Report, embedded_images, markdown, write_markdown
 from distill.student import stage
 from distill.teacher.stage import TeacherRun
 from distill.teacher.warm import served_heads
-from distill.train import apply_threads
+from distill.training.loop import apply_threads
+from distill.training.parallel import InBackground
 from pipelines.config import RunConfig
 from pipelines.failures import STOP_HOOKS
 from pipelines.runners import task_runner

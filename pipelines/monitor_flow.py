@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from distill.monitor import Check, MonitorConfig, markdown, run_checks, summary
+from distill.evaluation.monitor import Check, MonitorConfig, markdown, run_checks, summary
 from pipelines.config import RunConfig, load_config
 from pipelines.failures import STOP_HOOKS
 

@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from distill.train import apply_threads
+from distill.training.loop import apply_threads
 from pipelines.config import RunConfig, load_config
 from pipelines.distill_flow import DistillRun, distill
 from pipelines.failures import STOP_HOOKS

@@ -1,6 +1,6 @@
 """Training progress in the Prefect UI: a progress artifact fed by the trainings' progress files.
 
-`distill.train.fit` writes `progress.json` beside each checkpoint after every epoch (also in
+`distill.training.loop.fit` writes `progress.json` beside each checkpoint after every epoch (also in
 worker processes, where no Prefect context exists). A task that trains wraps its work in
 `TrainingProgress(root, key)`: a thread reads the progress files under `root` written since the
 task started and updates one progress artifact, with the epochs of each training in its
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import cast
 from uuid import UUID
 
-from distill.train import PROGRESS
+from distill.training.loop import PROGRESS
 
 POLL_S = 5.0
 

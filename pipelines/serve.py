@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
-from distill.recommend import BadRequest, Recommender, UnknownItems, UnknownUser
+from distill.serving.recommend import BadRequest, Recommender, UnknownItems, UnknownUser
 from storage.registry import Registry
 
 log = logging.getLogger(__name__)

@@ -10,18 +10,18 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from distill import frontier
-from distill.bundle import StudentBundle, bundle_files
-from distill.champion import head_to_head
-from distill.new_item_rows import NewItemsPlan, new_item_rows, new_items_section
-from distill.new_items import NewItemTargets
-from distill.parallel import InBackground
-from distill.report import Report, champion_line, save_report, versus_current
+from distill.evaluation import frontier
+from distill.evaluation.champion import head_to_head
+from distill.evaluation.new_item_rows import NewItemsPlan, new_item_rows, new_items_section
+from distill.evaluation.new_items import NewItemTargets
+from distill.evaluation.report import Report, champion_line, save_report, versus_current
+from distill.serving.bundle import StudentBundle, bundle_files
 from distill.student import stage
 from distill.student.config import FrontierConfig
 from distill.student.warm_start import warm_start_from
 from distill.teacher.cache import TeacherCache
-from distill.train import available_cores
+from distill.training.loop import available_cores
+from distill.training.parallel import InBackground
 from pipelines.config import RunConfig
 from pipelines.progress import TrainingProgress
 from storage.atomic import atomic_write_bytes

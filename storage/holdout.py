@@ -4,8 +4,8 @@
 without their interactions. The items stay in the catalog, known by their text alone, as a new
 item is on the night it arrives (the nightly inbox's items file puts it there before anybody has
 touched it). Its held-out interactions are the targets of the new-items evaluation
-(`distill/new_items.py`), split by a second seeded draw of the items into a validation half
-(settings are chosen on it) and a test half (results are quoted on it).
+(`distill/evaluation/new_items.py`), split by a second seeded draw of the items into a validation
+half (settings are chosen on it) and a test half (results are quoted on it).
 
 <work>/data/<name>.new-<share>-seed<seed>/<version>/   the derived dataset: a normal version
                                          held_out.parquet   user_id, item_id, timestamp, half

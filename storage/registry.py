@@ -56,7 +56,7 @@ GATE_TOLERANCE = 0.02  # refuse a model more than 2% below the current one
 
 class GateConfig(BaseModel):
     """The regression gate: the candidate against the served model on the same validation fold
-    (`versus`, distill/champion.py); without one, against the validation the served model
+    (`versus`, distill/evaluation/champion.py); without one, against the validation the served model
     recorded when it was published."""
 
     model_config = ConfigDict(extra="forbid")
@@ -258,7 +258,7 @@ class Registry:
         config: GateConfig | None = None,
     ) -> tuple[bool, str]:
         """(passes, reason) for a candidate's validation metrics against the current model:
-        on the same fold when `versus` (distill.champion.HeadToHead.as_json) is given."""
+        on the same fold when `versus` (distill.evaluation.champion.HeadToHead.as_json) is given."""
         config = config or GateConfig()
         current = self.current_version()
         if current is None:

@@ -158,11 +158,11 @@ def prefect_harness(tmp_path_factory):
 def published(tmp_path_factory) -> dict:
     """A registry with two tiny trained bundles of `synthetic_tables()` (no teacher):
     `sequential` (CURRENT) and `two_tower` (stored, not current). Copy it before changing it."""
-    from distill.bundle import bundle_files
+    from distill.serving.bundle import bundle_files
     from distill.student import stage as student_stage
     from distill.student.config import StudentConfig
     from distill.student.fit import DistillConfig
-    from distill.train import LoopConfig
+    from distill.training.loop import LoopConfig
     from storage.datasets import DatasetConfig, ingest, load_dataset
     from storage.registry import Registry
     from storage.split import make_split

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from distill.baselines import EASE, ItemKNN, Popularity
-from distill.evaluate import evaluate
+from distill.evaluation.baselines import EASE, ItemKNN, Popularity
+from distill.evaluation.harness import evaluate
 from storage.datasets import DatasetConfig, ingest, load_dataset
 from storage.split import make_split
 

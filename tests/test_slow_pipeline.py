@@ -52,7 +52,7 @@ def test_smollm2_prefix_sharing_matches_naive(ml):
 def default_comparison(ml):
     """One seed of every arm of the default report, as `make run` trains them."""
     from distill.student.stage import QualityPlan, quality
-    from distill.train import available_cores
+    from distill.training.loop import available_cores
     from pipelines.config import RunConfig
 
     work, dataset, split = ml
@@ -88,7 +88,7 @@ def test_the_default_bundle_extended_serves_a_new_item_to_the_fans_of_its_genre(
     import httpx
     import polars as pl
 
-    from distill.bundle import bundle_files
+    from distill.serving.bundle import bundle_files
     from storage.registry import Registry
     from storage.workdir import WorkDir
     from tests.pipelines.test_serve import free_port, wait_until

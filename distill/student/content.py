@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from distill import losses
-from distill.soft_labels import SoftLabels
 from distill.student.sequential import SequentialStudent
+from distill.teacher.soft_labels import SoftLabels
+from distill.training import losses
 
 
 class ContentConfig(BaseModel):

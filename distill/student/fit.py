@@ -22,17 +22,17 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from distill import losses
-from distill.evaluate import EVAL_FOLDS, Scorer, evaluate, vector_scorer
-from distill.layers import left_padded
-from distill.sasrec import window_targets, windows
-from distill.soft_labels import SoftLabels
+from distill.evaluation.harness import EVAL_FOLDS, Scorer, evaluate, vector_scorer
+from distill.nn.layers import left_padded
+from distill.nn.sasrec import window_targets, windows
 from distill.student.build import StudentNet, build_student
 from distill.student.config import StudentConfig
 from distill.student.content import cold_items
 from distill.student.sequential import SequentialStudent
 from distill.student.two_tower import TwoTower
-from distill.train import LoopConfig, TrainResult, fit
+from distill.teacher.soft_labels import SoftLabels
+from distill.training import losses
+from distill.training.loop import LoopConfig, TrainResult, fit
 from storage.split import Split
 
 

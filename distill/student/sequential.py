@@ -1,4 +1,4 @@
-"""Sequential student: SASRec (`distill.sasrec`), trained on every next item of the train
+"""Sequential student: SASRec (`distill.nn.sasrec`), trained on every next item of the train
 histories; the state after the newest item is the user vector. With `text_projection` its item
 vectors add a projection of the teacher's frozen LM item embeddings; without it, it is exactly the
 plain SASRec of the report, so distillation is compared at the same model and serving cost."""
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distill.sasrec import SASRec
+from distill.nn.sasrec import SASRec
 from distill.student.config import StudentConfig
 
 

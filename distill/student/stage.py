@@ -15,12 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from distill import index as faiss_index
-from distill.baselines import run_baselines
-from distill.evaluate import EvalResult, Scorer, evaluate
-from distill.parallel import InBackground, map_in_processes
-from distill.report import ModelRow, Report, build_report, paired_test
-from distill.soft_labels import SoftLabels
+from distill.evaluation.baselines import run_baselines
+from distill.evaluation.harness import EvalResult, Scorer, evaluate
+from distill.evaluation.report import ModelRow, Report, build_report, paired_test
+from distill.serving import index as faiss_index
 from distill.student.build import StudentNet, n_params
 from distill.student.config import StudentConfig
 from distill.student.content import (
@@ -34,7 +32,9 @@ from distill.student.fit import DistillConfig, UserData, student_scorer, train_s
 from distill.student.sequential import SequentialStudent
 from distill.student.warm_start import WarmStart, previous_state
 from distill.teacher.cache import TeacherCache
-from distill.train import LoopConfig, TrainResult, config_hash
+from distill.teacher.soft_labels import SoftLabels
+from distill.training.loop import LoopConfig, TrainResult, config_hash
+from distill.training.parallel import InBackground, map_in_processes
 from storage.datasets import Dataset
 from storage.split import Split
 

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distill.layers import ItemTower
-from distill.losses import NEG, multi_positive_ce
+from distill.nn.layers import ItemTower
 from distill.student.config import StudentConfig
+from distill.training.losses import NEG, multi_positive_ce
 
 
 class TwoTower(nn.Module):
@@ -22,7 +22,7 @@ class TwoTower(nn.Module):
         self.n_items, self.n_negatives = n_items, config.sampled_negatives
         text_dim = 0 if text_emb is None else text_emb.shape[1]
         # with a sampled softmax (large catalogs) a step touches only the rows it looks up:
-        # sparse gradients, trained by SparseAdam (distill.train.make_optimizer)
+        # sparse gradients, trained by SparseAdam (distill.training.loop.make_optimizer)
         sparse = config.sampled_negatives > 0
         self.items = ItemTower(n_items, config.dim, text_dim=text_dim, hidden=0, sparse=sparse)
         self.users = nn.Embedding(n_users, config.dim, sparse=sparse)

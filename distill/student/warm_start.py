@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from distill.bundle import StudentBundle
+from distill.serving.bundle import StudentBundle
 from distill.student.config import StudentConfig
 from storage.registry import Registry
 

@@ -1,7 +1,7 @@
 """Teacher adaptation: a recommendation head trained on train interactions on top of the LM.
 
 Default (`frozen`): the LM's item embeddings are computed once and cached; the head is SASRec
-(`distill.sasrec`) whose item vectors are learned ID embeddings plus a linear projection of those
+(`distill.nn.sasrec`) whose item vectors are learned ID embeddings plus a linear projection of those
 LM embeddings; score = inner product; loss = full-softmax cross-entropy on every next train item
 (the standard SASRec recipe, so the teacher differs from the plain SASRec only by the LM).
 `top_layers` and `lora` train part of the LM too, through the same code: only the source of the
@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distill.evaluate import EVAL_FOLDS, Scorer, evaluate, vector_scorer
-from distill.layers import left_padded
-from distill.parallel import map_in_processes
-from distill.sasrec import SASRec, windows
+from distill.evaluation.harness import EVAL_FOLDS, Scorer, evaluate, vector_scorer
+from distill.nn.layers import left_padded
+from distill.nn.sasrec import SASRec, windows
 from distill.teacher.base import AdaptConfig
-from distill.train import LoopConfig, TrainResult, fit, shuffled
+from distill.training.loop import LoopConfig, TrainResult, fit, shuffled
+from distill.training.parallel import map_in_processes
 from storage.split import Split
 
 EmbedFn = Callable[[Sequence[str], nn.Module, bool], Tensor]  # (texts, lm, grad) -> (N, T)
@@ -150,7 +150,8 @@ def history_matrix(split: Split, length: int, fold: str = "valid") -> np.ndarray
 
 
 def scorer(model: AdaptedTeacher, split: Split, length: int) -> Scorer:
-    """A scorer for `distill.evaluate`: (users, fold) -> (B, I) logits from the fold's input."""
+    """A scorer for `distill.evaluation.harness`: (users, fold) -> (B, I) logits from the fold's
+    input."""
     model.eval()
     with torch.no_grad():
         item_vecs = model.item_vectors()

@@ -10,10 +10,10 @@
                              (train + validation input: the standard protocol's test input)
   report.json                parameters, adaptation time, zero-shot and adapted metrics
   candidates.npz             pairs: candidates — the FAISS index of item vectors and its
-                             layout (distill.index.CandidateIndex)
+                             layout (distill.serving.index.CandidateIndex)
   soft_labels/               the ShardStore: shards + manifest.json (committed last)
 
-Readers (`distill.soft_labels.SoftLabels(cache)`, students, the monitor, the CLI) take a
+Readers (`distill.teacher.soft_labels.SoftLabels(cache)`, students, the monitor, the CLI) take a
 `TeacherCache`, never the other way round; the teacher stage
 (`distill/teacher/stage.py`) writes one through the `write_*` methods.
 """
@@ -32,10 +32,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from distill import index as faiss_index
-from distill.evaluate import Scorer, vector_scorer
-from distill.memo import PerProcess
+from distill.evaluation.harness import Scorer, vector_scorer
+from distill.serving import index as faiss_index
 from distill.teacher.base import TeacherConfig, TeacherError
+from distill.teacher.memo import PerProcess
 from storage.atomic import atomic_write_bytes, atomic_write_json, read_json, write_parquet
 from storage.embeddings import embedding_column, embedding_matrix, vector_layout
 from storage.shards import ShardStore
@@ -234,7 +234,7 @@ class TeacherCache:
     def adapted_head(self) -> adapt.AdaptedTeacher:
         """The adapted head on the cached LM item embeddings (memoised per process)."""
         from distill.teacher import adapt
-        from distill.train import load_weights
+        from distill.training.loop import load_weights
 
         plan = self.plan
         adapter_path = plan.adapter_path

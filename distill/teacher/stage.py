@@ -25,9 +25,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from distill.evaluate import evaluate, vector_scorer
-from distill.memo import PerProcess
-from distill.sasrec import window_targets, windows
+from distill.evaluation.harness import evaluate, vector_scorer
+from distill.nn.sasrec import window_targets, windows
 from distill.teacher import adapt
 from distill.teacher.base import (
     Teacher,
@@ -38,9 +37,10 @@ from distill.teacher.base import (
     weights_hash,
 )
 from distill.teacher.cache import TeacherCache, TeacherPlan, cached_scorer, vectors_table
+from distill.teacher.memo import PerProcess
 from distill.teacher.warm import HeadsWarmStart, start_heads
 from distill.texts import item_texts, user_texts
-from distill.train import available_cores, config_hash, load_weights, save_weights
+from distill.training.loop import available_cores, config_hash, load_weights, save_weights
 from storage.atomic import atomic_write_json, read_json, sha256_file
 from storage.datasets import Dataset
 from storage.embeddings import EmbeddingCache

@@ -80,7 +80,7 @@ def models_extend(
     model without retraining: the teacher LM encodes their texts and the bundle's content path
     (the content tower of the default student, or a student's text projection) places them.
     Publishes a new version through the regression gate."""
-    from distill.cold_items import extend_published
+    from distill.serving.cold_items import extend_published
     from storage.datasets import read_new_items
     from storage.registry import Registry
 

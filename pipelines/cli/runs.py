@@ -52,7 +52,7 @@ def run_cmd(
 
 
 def _sample_recommendation(cfg: RunConfig) -> None:
-    from distill.recommend import Recommender
+    from distill.serving.recommend import Recommender
     from storage.datasets import load_dataset
 
     rec = Recommender.in_work_dir(cfg.work_dir, cfg.model_name)
@@ -154,7 +154,7 @@ def monitor_cmd(
 ) -> None:
     """Health checks of the published model (the `monitor` flow's, without Prefect); exit 1 on
     an alert, with the reason."""
-    from distill.monitor import MonitorConfig, run_checks, summary
+    from distill.evaluation.monitor import MonitorConfig, run_checks, summary
 
     cfg = run_config(config, work_dir)
     thresholds = MonitorConfig(metrics_url=metrics_url, max_dataset_age_days=max_dataset_age_days)
@@ -176,7 +176,7 @@ def baselines_cmd(config: ConfigOpt = None, work_dir: WorkOpt = None) -> None:
 
 
 def print_baselines(cfg: RunConfig) -> None:
-    from distill.baselines import run_baselines
+    from distill.evaluation.baselines import run_baselines
     from storage.datasets import ingest, load_dataset
     from storage.split import make_split
 

@@ -25,7 +25,7 @@ def recommend_cmd(
     work_dir: WorkOpt = None,
 ) -> None:
     """Print the top-k items for a user from a published model."""
-    from distill.recommend import Recommender
+    from distill.serving.recommend import Recommender
 
     work = run_config(None, work_dir).work_dir
     rec = Recommender.in_work_dir(work, model, version)

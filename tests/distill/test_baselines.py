@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from distill.baselines import EASE, ItemKNN, Popularity
+from distill.evaluation.baselines import EASE, ItemKNN, Popularity
 
 X = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1]], dtype=np.float32))
 

@@ -12,9 +12,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from distill.bundle import bundle_files
-from distill.cold_items import NewItems, NoTextProjection, extend_bundle
-from distill.recommend import Recommender
+from distill.serving.bundle import bundle_files
+from distill.serving.cold_items import NewItems, NoTextProjection, extend_bundle
+from distill.serving.recommend import Recommender
 from distill.student import stage as student_stage
 from distill.student.config import StudentConfig
 from distill.student.content import ContentConfig
@@ -22,7 +22,7 @@ from distill.student.fit import DistillConfig
 from distill.teacher.base import TeacherConfig
 from distill.teacher.encoder import EncoderTeacher
 from distill.texts import TextConfig, item_texts
-from distill.train import LoopConfig
+from distill.training.loop import LoopConfig
 from pipelines.cli import app
 from storage.registry import Registry
 from storage.workdir import WorkDir

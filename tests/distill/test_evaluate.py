@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 import torch
 
-from distill.evaluate import evaluate, metrics_from_ranks, ranks_of_targets
+from distill.evaluation.harness import evaluate, metrics_from_ranks, ranks_of_targets
 from storage.split import Split
 
 

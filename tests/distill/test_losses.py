@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill.losses import kd_kl, kd_mse, kd_rank, multi_positive_ce, sample_columns
+from distill.training.losses import kd_kl, kd_mse, kd_rank, multi_positive_ce, sample_columns
 
 
 def test_kl_is_zero_when_logits_match():
@@ -111,7 +111,7 @@ def test_sampled_softmax_over_every_item_equals_full_softmax():
 def test_ragged_sampled_ce_equals_full_when_every_item_is_a_negative():
     """Each row's softmax over its positives + the shared negatives (positives among them
     masked) is the full softmax when the negatives are every item."""
-    from distill.losses import sampled_multi_positive_ce
+    from distill.training.losses import sampled_multi_positive_ce
 
     torch.manual_seed(0)
     logits = torch.randn(3, 15)
@@ -127,7 +127,7 @@ def test_ragged_sampled_ce_equals_full_when_every_item_is_a_negative():
 
 
 def test_ragged_kd_kl_equals_the_masked_dense_term():
-    from distill.losses import ragged_kd_kl
+    from distill.training.losses import ragged_kd_kl
 
     torch.manual_seed(0)
     student, teacher = torch.randn(4, 10), torch.randn(4, 10)
@@ -142,7 +142,7 @@ def test_ragged_kd_kl_equals_the_masked_dense_term():
 
 def test_topk_losses_reuse_a_given_student_log_softmax():
     """window_loss hands the CE term's log-softmax to the KD term: the same loss, one softmax."""
-    from distill.losses import kd_topk_kl, kd_topk_rank
+    from distill.training.losses import kd_topk_kl, kd_topk_rank
 
     torch.manual_seed(0)
     logits = torch.randn(5, 12)
@@ -157,7 +157,7 @@ def test_topk_losses_reuse_a_given_student_log_softmax():
 
 
 def test_topk_kl_by_hand():
-    from distill.losses import kd_topk_kl
+    from distill.training.losses import kd_topk_kl
 
     # teacher: equal logits on its top-2 columns -> p = (1/2, 1/2); student uniform over 4 -> 1/4
     student = torch.zeros(1, 4)
@@ -174,8 +174,8 @@ def test_topk_kl_by_hand():
 def test_kd_term_drops_unscored_and_seen_items(loss):
     """The student's KD term: a NaN teacher column (not a candidate) and the user's train items
     count for nothing; the result equals the loss on the remaining columns alone."""
-    from distill.losses import kd_kl, kd_mse, kd_rank
     from distill.student.fit import DistillConfig, kd_term
+    from distill.training.losses import kd_kl, kd_mse, kd_rank
 
     student = torch.tensor([[1.0, 2.0, 0.5, -1.0]])
     teacher = torch.tensor([[float("nan"), 3.0, 0.0, 5.0]])  # item 0 was not scored

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from distill.monitor import DAY, MonitorConfig, markdown, run_checks, summary
+from distill.evaluation.monitor import DAY, MonitorConfig, markdown, run_checks, summary
 from storage.atomic import read_json
 from storage.datasets import load_dataset
 from storage.registry import Registry

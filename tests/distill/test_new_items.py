@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from distill.new_items import NewItemTargets, calibrate, evaluate_new_items
+from distill.evaluation.new_items import NewItemTargets, calibrate, evaluate_new_items
 from storage.split import Split
 
 LOG3, LOG4, LOG5 = np.log2(3), np.log2(4), np.log2(5)

@@ -26,7 +26,7 @@ def test_a_worker_dies_with_the_process_that_spawned_it(tmp_path):
     script = textwrap.dedent(
         f"""
         import time
-        from distill.parallel import InBackground
+        from distill.training.parallel import InBackground
         from tests.distill.test_parallel import touch_then_sleep
         job = InBackground(touch_then_sleep, ({str(started)!r},))
         time.sleep(120)

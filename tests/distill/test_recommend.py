@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from distill.recommend import BadRequest, Recommender, UnknownItems, UnknownUser
+from distill.serving.recommend import BadRequest, Recommender, UnknownItems, UnknownUser
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import base64
 import numpy as np
 import pytest
 
-from distill.evaluate import EvalResult
-from distill.report import (
+from distill.evaluation.harness import EvalResult
+from distill.evaluation.report import (
     PLOTS,
     ModelRow,
     bars,
@@ -130,7 +130,7 @@ def test_report_images_link_the_plots_on_disk_and_embed_them_for_the_ui(tmp_path
 
 
 def test_report_round_trips_through_report_json_and_finishes_once():
-    from distill.report import Report
+    from distill.evaluation.report import Report
 
     data = _report(gain=0.06, p=0.01, teacher=0.12, student_vs_sasrec=1.0)
     cost = data.pop("cost")

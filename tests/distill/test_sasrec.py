@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from distill.sasrec import Block, Dropout, SASRec
+from distill.nn.sasrec import Block, Dropout, SASRec
 
 
 def test_dropout_zeroes_p_of_the_entries_and_keeps_the_mean():

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from distill import index as faiss_index
-from distill.evaluate import evaluate
-from distill.soft_labels import SoftLabels, UserLabels
+from distill.evaluation.harness import evaluate
+from distill.serving import index as faiss_index
 from distill.student.build import build_student
 from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig, UserData, user_loss
 from distill.teacher.base import AdaptConfig
+from distill.teacher.soft_labels import SoftLabels, UserLabels
 from distill.teacher.stage import run_teacher
 from tests.conftest import candidates_teacher
 
@@ -141,7 +141,13 @@ def test_evaluation_on_a_seeded_user_sample(synthetic):
 def test_sampled_two_tower_trains_sparse_rows_and_resumes_exactly(synthetic, candidate_cache):
     """With sampled negatives the tables get sparse gradients (SparseAdam: rows a step did not
     use stay put); the joint optimizer's state survives a checkpoint round trip exactly."""
-    from distill.train import JointOptimizer, LoopConfig, _restore, _state_bytes, make_optimizer
+    from distill.training.loop import (
+        JointOptimizer,
+        LoopConfig,
+        _restore,
+        _state_bytes,
+        make_optimizer,
+    )
 
     _, split = synthetic
     soft = SoftLabels(candidate_cache)

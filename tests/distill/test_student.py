@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from distill.bundle import bundle_files
-from distill.index import build_index
-from distill.recommend import Recommender, UnknownUser
-from distill.soft_labels import SoftLabels
+from distill.serving.bundle import bundle_files
+from distill.serving.index import build_index
+from distill.serving.recommend import Recommender, UnknownUser
 from distill.student import stage as student_stage
 from distill.student.build import build_student
 from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig, UserData, start_from, student_scorer, train_student
 from distill.teacher.base import AdaptConfig, TeacherConfig
 from distill.teacher.cache import TeacherCache
+from distill.teacher.soft_labels import SoftLabels
 from distill.teacher.stage import run_teacher
-from distill.train import LoopConfig
+from distill.training.loop import LoopConfig
 from storage.registry import Registry
 from storage.workdir import WorkDir
 from tests.conftest import candidates_teacher
@@ -283,7 +283,7 @@ def test_faiss_matches_exact_search_with_ties():
 
 
 def test_an_approximate_index_short_of_the_recall_bar_falls_back_to_exact(monkeypatch, caplog):
-    from distill import index as faiss_index
+    from distill.serving import index as faiss_index
 
     items = np.random.default_rng(1).normal(size=(200, 16)).astype(np.float32)
     monkeypatch.setattr(faiss_index, "MIN_RECALL", 1.01)  # no HNSW can reach it

@@ -8,7 +8,7 @@ import torch
 from distill.teacher.adapt import FrozenText, build_teacher_model
 from distill.teacher.base import AdaptConfig
 from distill.teacher.warm import HeadsWarmStart, start_heads
-from distill.train import save_weights
+from distill.training.loop import save_weights
 
 
 def test_heads_carry_known_items_and_place_new_ones_by_text(tmp_path):

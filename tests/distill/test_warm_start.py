@@ -10,7 +10,7 @@ from distill.student import stage as student_stage
 from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig, train_student
 from distill.student.warm_start import WarmStart, previous_state, warm_start_from
-from distill.train import LoopConfig
+from distill.training.loop import LoopConfig
 from storage.registry import Registry
 
 CONFIG = StudentConfig(dim=8, history_len=6)  # the shape of the `published` fixture's student

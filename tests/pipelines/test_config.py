@@ -63,7 +63,7 @@ def test_threads_apply_to_torch_and_faiss(monkeypatch):
     import faiss
     import torch
 
-    from distill.train import apply_threads, available_cores
+    from distill.training.loop import apply_threads, available_cores
 
     for var in ("POLARS_MAX_THREADS", "RAYON_NUM_THREADS"):  # restored after the test
         monkeypatch.setenv(var, "x")

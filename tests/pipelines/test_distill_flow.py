@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from distill.recommend import Recommender
+from distill.serving.recommend import Recommender
 from distill.student.config import StudentConfig
 from distill.teacher.base import AdaptConfig, TeacherConfig
-from distill.train import LoopConfig
+from distill.training.loop import LoopConfig
 from pipelines.config import RunConfig, RunnerConfig
 from pipelines.distill_flow import bundle_rows, distill
 from pipelines.monitor_flow import monitor

@@ -98,8 +98,8 @@ def test_a_night_with_new_items_publishes_a_bundle_that_recommends_them(
     ).write_csv(folder / "items-0001.csv")
     result = nightly(cfg).run
     assert result is not None and result.publish.published, result
-    from distill.bundle import StudentBundle
-    from distill.recommend import Recommender
+    from distill.serving.bundle import StudentBundle
+    from distill.serving.recommend import Recommender
 
     rec = Recommender.in_work_dir(work)
     new = [rec.item_row[i] for i in ("n1", "n2", "n3")]

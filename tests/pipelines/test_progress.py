@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from distill.train import PROGRESS, LoopConfig, fit
+from distill.training.loop import PROGRESS, LoopConfig, fit
 from pipelines.progress import TrainingProgress, fraction, read_progress, summary
 
 

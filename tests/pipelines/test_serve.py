@@ -228,7 +228,7 @@ def test_two_workers_stop_with_the_command_and_leave_no_process(published, sig):
 
 
 def test_with_a_signing_key_an_unsigned_bundle_is_not_served(published, monkeypatch):
-    from distill.recommend import Recommender
+    from distill.serving.recommend import Recommender
     from storage.errors import IntegrityError
 
     env = {**os.environ, "KDREC_SIGNING_KEY": "the-key"}

@@ -14,7 +14,7 @@ import polars as pl
 import yaml
 from typer.testing import CliRunner
 
-from distill.bundle import bundle_files
+from distill.serving.bundle import bundle_files
 from distill.student import stage as student_stage
 from distill.student.config import StudentConfig
 from distill.student.content import ContentConfig
@@ -22,7 +22,7 @@ from distill.student.fit import DistillConfig
 from distill.teacher.base import TeacherConfig
 from distill.teacher.encoder import EncoderTeacher
 from distill.texts import TextConfig, item_texts
-from distill.train import LoopConfig
+from distill.training.loop import LoopConfig
 from pipelines.cli import app
 from storage.datasets import DatasetConfig, ingest, load_dataset
 from storage.registry import Registry

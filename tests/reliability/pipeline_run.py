@@ -10,14 +10,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from distill.bundle import bundle_files  # noqa: E402
+from distill.serving.bundle import bundle_files  # noqa: E402
 from distill.student import stage as student_stage  # noqa: E402
 from distill.student.config import StudentConfig  # noqa: E402
 from distill.student.content import ContentConfig  # noqa: E402
 from distill.student.fit import DistillConfig  # noqa: E402
 from distill.teacher.base import AdaptConfig, TeacherConfig  # noqa: E402
 from distill.teacher.stage import run_teacher  # noqa: E402
-from distill.train import LoopConfig  # noqa: E402
+from distill.training.loop import LoopConfig  # noqa: E402
 from storage.datasets import DatasetConfig, ingest, load_dataset  # noqa: E402
 from storage.registry import Registry  # noqa: E402
 from storage.split import make_split  # noqa: E402

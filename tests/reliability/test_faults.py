@@ -15,11 +15,11 @@ import pyarrow as pa
 import pytest
 from safetensors.torch import save
 
-from distill import index as faiss_index
-from distill.soft_labels import SoftLabels
+from distill.serving import index as faiss_index
 from distill.student.build import build_student
 from distill.student.config import StudentConfig
 from distill.teacher.base import AdaptConfig, TeacherConfig
+from distill.teacher.soft_labels import SoftLabels
 from distill.teacher.stage import run_teacher
 from storage.atomic import parquet_bytes
 from storage.embeddings import embedding_column
@@ -140,7 +140,7 @@ def fake_bundle(seed: int, n_items: int = 50, n_users: int = 20, dim: int = 8) -
 READER = """
 import sys, time
 from pathlib import Path
-from distill.recommend import Recommender
+from distill.serving.recommend import Recommender
 root, deadline = Path(sys.argv[1]), time.time() + float(sys.argv[2])
 loads = errors = 0
 while time.time() < deadline:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from distill.bundle import bundle_files
-from distill.recommend import Recommender, UnknownUser
+from distill.serving.bundle import bundle_files
+from distill.serving.recommend import Recommender, UnknownUser
 from distill.student import stage as student_stage
 from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig
-from distill.train import LoopConfig
+from distill.training.loop import LoopConfig
 from pipelines.config import RunConfig
 from pipelines.serve import ModelHolder, ServeSettings
 from storage.datasets import DatasetConfig, ingest, load_dataset

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from distill.bundle import StudentBundle
-from distill.evaluate import EvalResult, Scorer, evaluate
-from distill.recommend import HistoryEncoder
-from distill.stats import paired
+from distill.evaluation.harness import EvalResult, Scorer, evaluate
+from distill.evaluation.stats import paired
+from distill.serving.bundle import StudentBundle
+from distill.serving.recommend import HistoryEncoder
 from storage.datasets import Dataset
 from storage.split import Split
 

@@ -24,16 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill import index as faiss_index
-from distill.bundle import bundle_files
-from distill.evaluate import evaluate, vector_scorer
-from distill.recommend import Recommender
-from distill.stats import paired
+from distill.evaluation.harness import evaluate, vector_scorer
+from distill.evaluation.stats import paired
+from distill.serving import index as faiss_index
+from distill.serving.bundle import bundle_files
+from distill.serving.recommend import Recommender
 from distill.student import stage
 from distill.student.build import int8_tower, n_params
 from distill.student.config import Shape, StudentConfig
 from distill.student.fit import DistillConfig, UserData
-from distill.train import LoopConfig
+from distill.training.loop import LoopConfig
 from storage.datasets import Dataset
 from storage.registry import Registry
 from storage.split import Split

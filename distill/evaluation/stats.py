@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from distill.evaluate import EvalResult
+from distill.evaluation.harness import EvalResult
 
 
 def paired(

@@ -1,5 +1,5 @@
 """The report's new-items section: every model of a comparison scored the three ways of the
-item-cold-start protocol (`distill/new_items.py`) on the held-out items.
+item-cold-start protocol (`distill/evaluation/new_items.py`) on the held-out items.
 
 Rows: popularity (new items, all at zero, in a seeded random order), a content-only kNN on the LM
 item embeddings, the plain SASRec, the teacher (its heads' text projection for the new items), the
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.baselines import ContentKNN, Popularity
-from distill.baselines import scorer as baseline_scorer
-from distill.evaluate import EvalResult, Scorer, vector_scorer
-from distill.new_items import (
+from distill.evaluation.baselines import ContentKNN, Popularity
+from distill.evaluation.baselines import scorer as baseline_scorer
+from distill.evaluation.harness import EvalResult, Scorer, vector_scorer
+from distill.evaluation.new_items import (
     VIEWS,
     NewItemResult,
     NewItemTargets,
@@ -29,8 +29,8 @@ from distill.new_items import (
     evaluate_new_items,
     warm_ndcg,
 )
-from distill.sasrec import SASRec
-from distill.stats import paired
+from distill.evaluation.stats import paired
+from distill.nn.sasrec import SASRec
 from distill.student.content import ContentConfig
 from distill.student.sequential import SequentialStudent
 from distill.student.stage import (

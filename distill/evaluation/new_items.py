@@ -4,7 +4,7 @@ With `split.new_items` a seeded share of the catalog is held out of training wit
 interactions (`storage/holdout.py`): the items stay in the catalog, known by their text alone, as
 on the night they arrive. Every report row is then scored three ways, by full ranking:
 
-  warm            the usual leave-one-out test (`distill.evaluate`), over every item;
+  warm            the usual leave-one-out test (`distill.evaluation.harness`), over every item;
   new_among_new   each (user, new item) interaction is one target, ranked among the new items:
                   which new item to show;
   new_among_all   the same targets ranked among all items: does a new item reach the list a
@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from distill.evaluate import EvalResult, Scorer, metrics_from_ranks, ranks_of_targets
+from distill.evaluation.harness import EvalResult, Scorer, metrics_from_ranks, ranks_of_targets
 from storage.split import Split
 
 VIEWS = ("warm", "new_among_new", "new_among_all")

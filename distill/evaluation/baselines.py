@@ -2,8 +2,8 @@
 
 Each is fitted with `fit(train)` and scores users from their input rows with
 `scores(inputs) -> (B, n_items)`; `scorer(model, split)` adapts that to the shared evaluation
-harness in `distill.evaluate`, which hands each fold its own input (train items for validation,
-train + validation items for test).
+harness in `distill.evaluation.harness`, which hands each fold its own input (train items for
+validation, train + validation items for test).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from distill.evaluate import EvalResult, Scorer, evaluate
+from distill.evaluation.harness import EvalResult, Scorer, evaluate
 from storage.split import Split
 
 EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 500.0, 1000.0)
@@ -126,7 +126,8 @@ class EASE:
 
 
 def scorer(model: Popularity | ContentKNN | ItemKNN | EASE, split: Split) -> Scorer:
-    """The model as a scorer for `distill.evaluate`: each fold scored from its own input rows."""
+    """The model as a scorer for `distill.evaluation.harness`: each fold scored from its own input
+    rows."""
     return lambda users, fold: model.scores(split.inputs(fold)[users])
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.evaluate import EvalResult
-from distill.stats import paired
+from distill.evaluation.harness import EvalResult
+from distill.evaluation.stats import paired
 from storage.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from storage.rundir import RunDir
 from storage.split import Split
@@ -154,9 +154,9 @@ class Report:
     cost: dict | None = None  # serving cost per user (distill.student.stage.serving_cost)
     served: dict = field(default_factory=dict)  # SERVED: vs the model being served
     bars: dict = field(default_factory=dict)  # the product's quality bars (`bars`)
-    # the item-cold-start protocol's section (distill/new_item_rows.py), with split.new_items
+    # the item-cold-start protocol's section (evaluation/new_item_rows.py), with split.new_items
     new_items: dict | None = None
-    # the lightweight students' frontier (distill/frontier.py), with `kdrec quality --frontier`
+    # the lightweight students' frontier (evaluation/frontier.py), with `kdrec quality --frontier`
     frontier: dict | None = None
 
     def finish(
@@ -546,7 +546,7 @@ def new_items_markdown(section: dict) -> list[str]:
 
 def versus_current(versus: dict | None) -> dict:
     """The report's comparison with the served model, both on this run's validation fold
-    (`distill.champion.HeadToHead.as_json`); empty when nothing is served yet."""
+    (`distill.evaluation.champion.HeadToHead.as_json`); empty when nothing is served yet."""
     if versus is None:
         return {}
     champion, challenger = versus["champion"], versus["challenger"]

@@ -18,9 +18,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from distill import bundle as bundle_io
-from distill.bundle import StudentBundle
-from distill.recommend import HistoryEncoder
+from distill.serving import bundle as bundle_io
+from distill.serving.bundle import StudentBundle
+from distill.serving.recommend import HistoryEncoder
 from distill.student.content import ContentTower
 from distill.teacher.base import TeacherConfig
 from distill.teacher.stage import load_teacher

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from distill.recommend import Recommender
+from distill.serving.recommend import Recommender
 from storage.atomic import read_json
 from storage.datasets import load_dataset
 from storage.registry import Registry

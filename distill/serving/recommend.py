@@ -16,8 +16,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from distill.bundle import INDEX_FILES, StudentBundle
-from distill.layers import left_padded
+from distill.nn.layers import left_padded
+from distill.serving.bundle import INDEX_FILES, StudentBundle
 from distill.student.build import StudentNet, build_student, int8_tower
 from distill.student.config import StudentConfig
 from storage.embeddings import embedding_matrix
