@@ -9,9 +9,10 @@ it needs before it can run. Needs are prepared once per invocation, in the bench
 - `scale`: the scale study's scratch folder kept under <work>/bench-scale, whose x100 size holds
   the large teacher cache (`{scale_cache}` in the arguments).
 Each study records the git commit and command line in what it writes (bench/common.py `save`).
-`--missing-provenance` runs only the recipes whose results predate that record. The whole list is
-a day or more on 2 CPU cores (`hours` is each recipe's rough cost there); run it a few results at a
-time with `--only`, on an otherwise idle machine, since many studies time things.
+`--missing-provenance` runs only the recipes whose results predate that record (they carry it
+after the fact: the commit that committed them and their recorded command, with a note). The
+whole list is a day or more on 2 CPU cores (`hours` is each recipe's rough cost there); run it a
+few results at a time with `--only`, on an otherwise idle machine, since many studies time things.
 """
 
 from __future__ import annotations
@@ -87,7 +88,10 @@ def has_provenance(result: str) -> bool:
     if not path.exists():
         return False
     data = json.loads(path.read_text())
-    return isinstance(data, dict) and "git_commit" in data and "argv" in data
+    # results older than the record carry it after the fact (a "provenance" note): the commit
+    # that committed them and their recorded command; a re-run makes it first-hand
+    first_hand = "provenance" not in data
+    return isinstance(data, dict) and "git_commit" in data and "argv" in data and first_hand
 
 
 def prepare(need: str, work: Path) -> dict[str, str]:
@@ -146,7 +150,7 @@ def main() -> None:
         line = f"[{i}/{len(chosen)}] {', '.join(recipe.results)} (~{recipe.hours:g} h)"
         if args.list:
             print(f"{line}: python -m bench.{recipe.study} {' '.join(recipe.args)}", end="")
-            print(f"  needs {list(recipe.needs)}, provenance recorded: {provenance}")
+            print(f"  needs {list(recipe.needs)}, first-hand provenance: {provenance}")
             continue
         if not args.dry_run:
             for need in recipe.needs:

@@ -33,3 +33,11 @@ def test_a_dry_run_prints_each_command_without_running_it(tmp_path):
     assert "2 recipes" in out
     assert "bench.vector_parquet --cache {scale_cache}" in out and "bench.prune" in out
     assert not list(tmp_path.iterdir())  # nothing prepared, nothing run
+
+
+def test_every_committed_result_records_the_commit_and_the_command_that_made_it():
+    import json
+
+    for path in RESULTS.glob("*.json"):
+        data = json.loads(path.read_text())
+        assert data.get("git_commit") and data.get("argv"), f"{path.name} lacks its provenance"
