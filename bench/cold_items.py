@@ -38,7 +38,8 @@ from distill.serving.cold_items import NoTextProjection, cold_vectors
 from distill.serving.recommend import HistoryEncoder
 from distill.student import stage
 from distill.student.fit import DistillConfig
-from distill.teacher.stage import load_teacher, run_teacher
+from distill.teacher.prepare import load_teacher
+from distill.teacher.stage import run_teacher
 from distill.texts import item_texts
 from distill.training.loop import available_cores
 from pipelines.config import RunConfig
@@ -99,7 +100,7 @@ def main() -> None:
         )
     print(f"warm dataset {dataset.ref}: {dataset.n_items} items; {cold_items.height} held out")
     teacher = run_teacher(cfg.teacher, dataset, split, work_dir=work, progress=False)
-    cache = Path(teacher.plan.cache_dir)
+    cache = teacher.cache
     kd = DistillConfig(**{**cfg.distill.model_dump(), "init": "random"})
     arms = {
         "student with text projection": cfg.student.model_copy(update={"text_projection": True}),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from distill.teacher.cache import TeacherCache
 from distill.teacher.stage import run_teacher
 from pipelines.config import RunConfig
 from storage.atomic import atomic_write_json
@@ -88,8 +89,8 @@ def save(name: str, results: dict) -> Path:
     return path
 
 
-def default_teacher(work: Path, config: RunConfig) -> tuple[Dataset, Split, Path]:
+def default_teacher(work: Path, config: RunConfig) -> tuple[Dataset, Split, TeacherCache]:
     """ML-100K, its split and the teacher cache for `config.teacher` (built when missing)."""
     dataset, split = movielens(work)
     run = run_teacher(config.teacher, dataset, split, work_dir=work, progress=False)
-    return dataset, split, Path(run.plan.cache_dir)
+    return dataset, split, run.cache

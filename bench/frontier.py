@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.common import RESULTS, default_teacher, save, work_dir
 from distill.evaluation import frontier
-from distill.evaluation.report import frontier_plot
+from distill.evaluation.report.plots import frontier_plot
 from distill.student import stage
 from distill.student.config import Shape, shape
 from distill.teacher.cache import TeacherCache
@@ -71,7 +71,12 @@ def grid(
 
 
 def side_by_side(
-    config: RunConfig, dataset: Dataset, split: Split, cache: Path, fingerprint: str, workers: int
+    config: RunConfig,
+    dataset: Dataset,
+    split: Split,
+    cache: TeacherCache,
+    fingerprint: str,
+    workers: int,
 ) -> None:
     """Latency of every shape in frontier.json, timed in this one process one shape after the
     other (each invocation of the grid timed its own shapes under whatever else ran then): the
@@ -126,7 +131,7 @@ def main() -> None:
     work = work_dir()
     config = RunConfig(work_dir=work)
     dataset, split, cache = default_teacher(work, config)
-    fingerprint = TeacherCache(cache).fingerprint
+    fingerprint = cache.fingerprint
     if args.latency_only:
         side_by_side(config, dataset, split, cache, fingerprint, args.workers)
         return

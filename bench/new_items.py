@@ -144,7 +144,7 @@ def main() -> None:
         for c, k in arms.values()
         for s in seeds
     ]
-    done = stage.run_jobs(jobs, split, cache.folder, workers=available_cores())
+    done = stage.run_jobs(jobs, split, cache, workers=available_cores())
     runs = {name: done[i * len(seeds) : (i + 1) * len(seeds)] for i, name in enumerate(arms)}
     item_emb = cache.vectors("items", "embedding")
     soft = SoftLabels(cache)

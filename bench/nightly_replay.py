@@ -178,7 +178,7 @@ def main() -> None:
     t2 = time.perf_counter()
     cold = distill(cold_cfg, dataset_path=str(last.path), nightly=True)
     cold_seconds = time.perf_counter() - t2
-    cold_rows = {r["model"]: r for r in cold.report.rows}
+    cold_rows = {r.model: r.as_json() for r in cold.report.rows}
     warm_valid = nights[-1]["challenger_valid"]
     cold_valid = cold_rows["Student sequential (KD kl)"]["valid_ndcg@10"]
     train = [n["teacher_seconds"] + n["student_seconds"] for n in nights]

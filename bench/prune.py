@@ -53,7 +53,7 @@ def main() -> None:
     for student, run in zip(
         students, stage.run_jobs(jobs, split, cache, workers=args.workers), strict=True
     ):
-        files = bundle_files(run, dataset, {})
+        files = bundle_files(run, dataset)
         rows.append(
             {
                 "dim": student.dim,

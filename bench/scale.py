@@ -75,12 +75,13 @@ def run_one(scale: float, root: Path) -> dict:
     from distill.student import stage as student_stage
     from distill.student.config import StudentConfig
     from distill.student.fit import DistillConfig, UserData, student_scorer, train_student
-    from distill.teacher import stage as teacher_stage
+    from distill.teacher import labels as teacher_labels
     from distill.teacher.base import TeacherConfig
+    from distill.teacher.prepare import prepare as teacher_prepare
     from distill.teacher.soft_labels import SoftLabels
     from distill.training.loop import LoopConfig, apply_threads
     from storage.datasets import DatasetConfig, ingest, load_dataset
-    from storage.registry import Registry
+    from storage.registry import Provenance, Registry
     from storage.split import make_split
     from storage.workdir import WorkDir
 
@@ -98,7 +99,7 @@ def run_one(scale: float, root: Path) -> dict:
         _ = split.train
     teacher = TeacherConfig.model_validate(SETTINGS["teacher"])
     with timer(stages, "teacher_prepare"):
-        plan = teacher_stage.prepare(teacher, dataset, split, work_dir=work)
+        plan = teacher_prepare(teacher, dataset, split, work_dir=work)
     cache_dir = Path(plan.cache_dir)
     rounds: dict[str, list[float]] = {"teacher_labels": [], "student_evaluate": []}
     keys = [key for key, _, _ in plan.shards]
@@ -106,8 +107,8 @@ def run_one(scale: float, root: Path) -> dict:
         # every shard again; commit cleared the vectors, split and index the shards share
         shutil.rmtree(plan.store.root, ignore_errors=True)
         with timer(stages, "teacher_labels"):
-            infos = [teacher_stage.score_shard(cache_dir, k, work_dir=work) for k in keys]
-            manifest = teacher_stage.commit(cache_dir, infos)
+            infos = [teacher_labels.score_shard(cache_dir, k, work_dir=work) for k in keys]
+            manifest = teacher_labels.commit(cache_dir, infos)
         rounds["teacher_labels"].append(stages["teacher_labels"])
     student = StudentConfig.model_validate(SETTINGS["student"])
     kd = DistillConfig.model_validate(SETTINGS["distill"])
@@ -129,11 +130,10 @@ def run_one(scale: float, root: Path) -> dict:
         model, student, kd, 0, trained, test, {"ndcg@10": trained.best_score}, 0.0, placement
     )
     with timer(stages, "publish"):
-        report = {"benchmark": "scale", "scale": scale, "test": test.metrics}
-        files = bundle_files(run, dataset, report)
+        files = bundle_files(run, dataset)
         registry = Registry(WorkDir(work).registry, "scale")
         published = registry.publish(
-            files, {"dataset": dataset.ref}, validation={"ndcg@10": trained.best_score}
+            files, Provenance(dataset=dataset.ref), validation={"ndcg@10": trained.best_score}
         )
     config = json.loads(files["config.json"])
     served = placement.served()  # the serving index's build alone, timed again (in publish too)

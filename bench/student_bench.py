@@ -20,7 +20,6 @@ from bench.common import default_teacher, save, work_dir
 from distill.serving.bundle import bundle_files
 from distill.serving.recommend import Recommender
 from distill.student import stage
-from distill.teacher.cache import TeacherCache
 from distill.teacher.soft_labels import SoftLabels
 from pipelines.config import RunConfig
 from storage.registry import Registry
@@ -38,15 +37,13 @@ def main() -> None:
         cfg.distill,
         cfg.train.model_copy(update={"seed": 0}),
         soft_labels=soft,
-        text_emb=TeacherCache(cache).vectors("items", "embedding"),
+        text_emb=cache.vectors("items", "embedding"),
     )
     wall_s = time.perf_counter() - t0
     cost = stage.serving_cost(cache, run, run, split)  # the default student is the SASRec model
 
     with tempfile.TemporaryDirectory() as tmp:
-        Registry(Path(tmp), "bench").publish(
-            bundle_files(run, dataset, {}), {}, validation=run.valid
-        )
+        Registry(Path(tmp), "bench").publish(bundle_files(run, dataset), validation=run.valid)
         rec = Recommender.load(Path(tmp), "bench")
         users = list(rec.user_row)
         rng = np.random.default_rng(0)

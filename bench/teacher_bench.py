@@ -19,7 +19,8 @@ from pathlib import Path
 
 from bench.common import RESULTS, movielens, save, timer, work_dir
 from distill.teacher.base import AdaptConfig, TeacherConfig
-from distill.teacher.stage import load_teacher, run_teacher
+from distill.teacher.prepare import load_teacher
+from distill.teacher.stage import run_teacher
 from distill.texts import item_texts, user_texts
 
 

@@ -28,7 +28,7 @@ from bench.common import movielens, save, work_dir
 from distill.evaluation.harness import EVAL_FOLDS, Scorer, evaluate
 from distill.teacher import adapt
 from distill.teacher.base import AdaptConfig, TeacherConfig
-from distill.teacher.stage import load_teacher
+from distill.teacher.prepare import load_teacher
 from distill.texts import item_texts
 from distill.training.loop import available_cores
 from distill.training.parallel import map_in_processes
@@ -102,13 +102,13 @@ def main() -> None:
         with torch.inference_mode():
             embeddings[lm] = load_teacher(LMS[lm][1], work).encode(texts)
     configs = [
-        base.adapt.model_copy(update={"seed": seed, "heads": 1}) for seed in range(args.heads)
+        base.adapt.seeded(seed).model_copy(update={"heads": 1}) for seed in range(args.heads)
     ]
     jobs = [(lm, c) for lm in lms for c in configs]
     ckpt = work / "teacher_ensemble"
     trained = map_in_processes(
         train_one,
-        [(embeddings[lm], split, c, ckpt / f"{lm}-seed{c.seed}") for lm, c in jobs],
+        [(embeddings[lm], split, c, ckpt / f"{lm}-seed{c.loop.seed}") for lm, c in jobs],
         workers=args.workers,
     )
     heads: dict[str, list[Scorer]] = {lm: [] for lm in lms}
@@ -119,7 +119,12 @@ def main() -> None:
         )
         model.heads[0].load_state_dict(state)
         heads[lm].append(scored_once(adapt.scorer(model, split, config.history_len), split))
-        row = {"lm": lm, "heads": [config.seed], "mode": "single", **score(heads[lm][-1], split)}
+        row = {
+            "lm": lm,
+            "heads": [config.loop.seed],
+            "mode": "single",
+            **score(heads[lm][-1], split),
+        }
         rows.append({**row, "best_epoch": best_epoch, "train_seconds": seconds})
         print(rows[-1], flush=True)
     groups = {lm: heads[lm] for lm in lms}

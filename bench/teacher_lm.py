@@ -25,7 +25,7 @@ from bench.common import movielens, save, work_dir
 from distill.evaluation.harness import evaluate
 from distill.teacher import adapt
 from distill.teacher.base import AdaptConfig, TeacherConfig
-from distill.teacher.stage import load_teacher
+from distill.teacher.prepare import load_teacher
 from distill.texts import item_texts
 from distill.training.loop import available_cores
 from distill.training.parallel import map_in_processes
@@ -83,7 +83,7 @@ def main() -> None:
             embeddings[name] = load_teacher(cfg, work).encode(texts)
         encode_seconds[name] = time.perf_counter() - t0
         print(f"{name}: {embeddings[name].shape} in {encode_seconds[name]:.0f}s", flush=True)
-    config = base.adapt.model_copy(update={"seed": args.seed, "heads": 1})
+    config = base.adapt.seeded(args.seed).model_copy(update={"heads": 1})
     if args.dim is not None:
         config = config.model_copy(update={"dim": args.dim})
     rows = map_in_processes(

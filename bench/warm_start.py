@@ -61,7 +61,7 @@ def main() -> None:
     print(f"D: best epoch {run_d.train.best_epoch}, {run_d.train.seconds:.0f} s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         registry = Registry(Path(tmp), "kdrec")
-        published = registry.publish(bundle_files(run_d, dataset, {}), {}, validation=run_d.valid)
+        published = registry.publish(bundle_files(run_d, dataset), validation=run_d.valid)
         item_ids = tuple(dataset.items().get_column("item_id").to_list())
         warm = WarmStart(published.path, published.version, item_ids)
         init = previous_state(warm, cfg.student, loop.seed)

@@ -11,7 +11,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from distill.evaluation.report import Report, embedded_images, markdown, write_markdown
+from distill.evaluation.report.model import Report
+from distill.evaluation.report.render import embedded_images, markdown, write_markdown
 from distill.student import stage
 from distill.teacher.stage import TeacherRun
 from distill.teacher.warm import served_heads
@@ -25,7 +26,7 @@ from pipelines.teacher_flow import teacher_flow
 from storage.atomic import atomic_write_json, read_json
 from storage.datasets import Dataset, DatasetConfig, ingest
 from storage.holdout import hold_out_items
-from storage.registry import Bundle, GateConfig, PublishResult, Registry
+from storage.registry import Bundle, GateConfig, Provenance, PublishResult, Registry
 from storage.rundir import RunDir
 from storage.split import make_split
 from storage.workdir import WorkDir
@@ -78,7 +79,7 @@ def split_task(dataset_path: str, cutoff: int | None) -> str:
 def publish_task(
     registry: Registry,
     run_dir: RunDir,
-    manifest: dict,
+    provenance: Provenance,
     *,
     force: bool,
     set_current: bool,
@@ -90,7 +91,7 @@ def publish_task(
     files = {p.name: p.read_bytes() for p in sorted(run_dir.bundle.iterdir())}
     return registry.publish(
         files,
-        manifest,
+        provenance,
         validation=read_json(run_dir.validation),
         force=force,
         set_current=set_current,
@@ -221,14 +222,14 @@ def distill(
         publish = publish_task(
             Registry(WorkDir(params.work_dir).registry, params.model_name),
             run_dir,
-            {
-                "dataset": dataset.ref,
-                "split": split_name,
-                "teacher_fingerprint": teacher.fingerprint,
-                "metrics": {r["model"]: r["metrics"] for r in report.rows},
-                "config": json.loads(params.model_dump_json()),
-                **(manifest_extra or {}),
-            },
+            Provenance(
+                dataset=dataset.ref,
+                split=split_name,
+                teacher_fingerprint=teacher.fingerprint,
+                metrics={r.model: r.as_json()["metrics"] for r in report.rows},
+                config=json.loads(params.model_dump_json()),
+                extra=manifest_extra or {},
+            ),
             force=params.force_publish,
             set_current=set_current,
             versus=report.served.get("versus_champion"),

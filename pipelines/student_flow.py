@@ -14,7 +14,9 @@ from distill.evaluation import frontier
 from distill.evaluation.champion import head_to_head
 from distill.evaluation.new_item_rows import NewItemsPlan, new_item_rows, new_items_section
 from distill.evaluation.new_items import NewItemTargets
-from distill.evaluation.report import Report, champion_line, save_report, versus_current
+from distill.evaluation.report.bars import finish
+from distill.evaluation.report.model import Report, versus_current
+from distill.evaluation.report.render import champion_line, save_report
 from distill.serving.bundle import StudentBundle, bundle_files
 from distill.student import stage
 from distill.student.config import FrontierConfig
@@ -51,13 +53,13 @@ class StudentResult:
     task_run_name="{label}",
 )
 def job_task(
-    job: stage.TrainJob, split: Split, teacher_cache: Path | None, label: str, in_process: bool
+    job: stage.TrainJob, split: Split, teacher: TeacherCache | None, label: str, in_process: bool
 ) -> stage.StudentRun:
     """One arm x seed of the report, in its own one-thread process unless `in_process`; a retry
     resumes from the job's checkpoint."""
     if in_process:
-        return stage.run_job(job, split, teacher_cache)
-    background = InBackground(stage.run_job, (job, split, teacher_cache))
+        return stage.run_job(job, split, teacher)
+    background = InBackground(stage.run_job, (job, split, teacher))
     try:
         return background.result()
     finally:
@@ -69,7 +71,7 @@ def job_tasks(workers: int) -> stage.JobRunner:
     UI, retried on its own."""
 
     def run(
-        jobs: list[stage.TrainJob], split: Split, teacher_cache: Path | None
+        jobs: list[stage.TrainJob], split: Split, teacher: TeacherCache | None
     ) -> list[stage.StudentRun]:
         pool: ThreadPoolTaskRunner[stage.StudentRun] = ThreadPoolTaskRunner(max(workers, 1))
         with pool as runner:
@@ -79,7 +81,7 @@ def job_tasks(workers: int) -> stage.JobRunner:
                     parameters={
                         "job": job,
                         "split": split,
-                        "teacher_cache": teacher_cache,
+                        "teacher": teacher,
                         "label": job.label,
                         "in_process": workers <= 1,
                     },
@@ -103,19 +105,20 @@ def train_evaluate_task(
     held = HeldOutItems.of(dataset)
     out = RunDir(Path(run_dir))
     students = WorkDir(params.work_dir).students
+    teacher = TeacherCache(Path(teacher_cache))
     with TrainingProgress(students, "student-progress", "students (arms x seeds)"):
         result = _train_students(
-            params, dataset, split, Path(teacher_cache), new_items=held is not None, nightly=nightly
+            params, dataset, split, teacher, new_items=held is not None, nightly=nightly
         )
         lightweight = None
         if params.frontier is not None and not nightly:
-            lightweight = _frontier(params, params.frontier, dataset, split, Path(teacher_cache))
+            lightweight = _frontier(params, params.frontier, dataset, split, teacher)
     section = None
     if held is not None:  # calibrates every content path on the validation half, in place
         plan = new_items_plan(held, params)
-        section = new_items_section(new_item_rows(result, split, Path(teacher_cache), plan), plan)
+        section = new_items_section(new_item_rows(result, split, teacher, plan), plan)
     best = result.best
-    cost = stage.serving_cost(Path(teacher_cache), best, result.sasrec, split)
+    cost = stage.serving_cost(teacher, best, result.sasrec, split)
     registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
     versus = None
     current = registry.current_version()
@@ -126,7 +129,7 @@ def train_evaluate_task(
             StudentBundle(served.path), current, best.scorer(split), dataset, split
         ).as_json()
         log.info("%s", champion_line(versus))
-    report = result.report.finish(cost, versus_current(versus), section, lightweight)
+    report = finish(result.report, cost, versus_current(versus), section, lightweight)
     save_report(report, out, result.rows)
     for name, data in bundle_files(
         best,
@@ -141,9 +144,9 @@ def train_evaluate_task(
         log.info(
             "bar %s: %s -> %s (%s)",
             name,
-            bar["target"],
-            bar["value"],
-            "holds" if bar["holds"] else "NOT met",
+            bar.target,
+            bar.value,
+            "holds" if bar.holds else "NOT met",
         )
     return StudentResult(out, report)
 
@@ -152,7 +155,7 @@ def _train_students(
     params: RunConfig,
     dataset: Dataset,
     split: Split,
-    teacher_cache: Path,
+    teacher: TeacherCache,
     *,
     new_items: bool,
     nightly: bool,
@@ -179,7 +182,7 @@ def _train_students(
         dataset,
         split,
         plan,
-        teacher_cache=teacher_cache,
+        teacher=teacher,
         run=job_tasks(params.train_workers or available_cores()),
     )
 
@@ -189,22 +192,21 @@ def _frontier(
     config: FrontierConfig,
     dataset: Dataset,
     split: Split,
-    teacher_cache: Path,
+    teacher: TeacherCache,
 ) -> dict:
     """The report's frontier section: every shape x seed x with/without the teacher, as
     `student-job` tasks (checkpointed: a re-run trains only what is missing)."""
-    fingerprint = TeacherCache(teacher_cache).fingerprint
     jobs, keys = frontier.jobs(
         dataset,
         split,
-        fingerprint,
+        teacher.fingerprint,
         params.sasrec,
         params.distill,
         params.train,
         {shape: config.seeds for shape in config.parsed()},
         WorkDir(params.work_dir).students,
     )
-    runs = job_tasks(params.train_workers or available_cores())(jobs, split, teacher_cache)
+    runs = job_tasks(params.train_workers or available_cores())(jobs, split, teacher)
     return frontier.section(keys, runs, dataset, split, config.latency_users)
 
 

@@ -14,9 +14,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
 
-from distill.teacher import stage
+from distill.teacher import labels, stage
 from distill.teacher.base import TeacherConfig
-from distill.teacher.cache import TeacherCache
+from distill.teacher.cache import TeacherCache, TeacherPlan
+from distill.teacher.prepare import prepare
 from distill.teacher.warm import HeadsWarmStart
 from pipelines.config import RunnerConfig
 from pipelines.progress import TrainingProgress
@@ -44,9 +45,7 @@ def prepare_task(
     adapters = WorkDir(Path(work_dir)).adapters
     heads = TrainingProgress(adapters, "teacher-head-progress", "teacher heads")
     with heads:  # head epochs in the UI
-        plan = stage.prepare(
-            config, dataset, split, work_dir=Path(work_dir), stats=stats, warm=warm
-        )
+        plan = prepare(config, dataset, split, work_dir=Path(work_dir), stats=stats, warm=warm)
     return plan.cache_dir, stats
 
 
@@ -58,19 +57,19 @@ def prepare_task(
 )
 def shard_task(cache_dir: str, key: str, work_dir: str) -> dict:
     """Soft labels for one user range, written as one atomic shard (reused if already done)."""
-    return stage.score_shard(Path(cache_dir), key, work_dir=Path(work_dir)).__dict__
+    return labels.score_shard(Path(cache_dir), key, work_dir=Path(work_dir)).__dict__
 
 
 @task(name="teacher-verify", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def repair_task(cache_dir: str, work_dir: str) -> list[str]:
     """Check every committed shard's hash; recompute only the damaged ones."""
-    return stage.repair(Path(cache_dir), work_dir=Path(work_dir))
+    return labels.repair(Path(cache_dir), work_dir=Path(work_dir))
 
 
 @task(name="teacher-commit", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def commit_task(cache_dir: str, infos: list[dict]) -> dict:
     """Write the manifest last: the cache becomes visible to readers all at once."""
-    return stage.commit(Path(cache_dir), [ShardInfo(**i) for i in infos])
+    return labels.commit(Path(cache_dir), [ShardInfo(**i) for i in infos])
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ class FlowSteps:
     eval_users: int | None
     warm: HeadsWarmStart | None
 
-    def prepare(self) -> tuple[stage.TeacherPlan, dict]:
+    def prepare(self) -> tuple[TeacherPlan, dict]:
         cache_dir, stats = prepare_task(
             self.config, self.dataset_path, self.cutoff, self.work_dir, self.eval_users, self.warm
         )

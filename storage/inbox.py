@@ -17,12 +17,13 @@ import polars as pl
 
 from storage.datasets import Dataset, DatasetConfig, IngestResult, write_version
 from storage.sources import RawTables, read_table
+from storage.workdir import WorkDir
 
 SUFFIXES = (".csv", ".tsv", ".parquet")
 
 
 def inbox_dir(work_dir: Path, dataset: str) -> Path:
-    return Path(work_dir) / "inbox" / dataset
+    return WorkDir(work_dir).inbox(dataset)
 
 
 def pending_files(folder: Path) -> dict[str, list[Path]]:

@@ -25,10 +25,11 @@ import hmac
 import logging
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +53,56 @@ SIGNATURE = "manifest.sig"
 KEY_ENV, KEY_FILE_ENV = "KDREC_SIGNING_KEY", "KDREC_SIGNING_KEY_FILE"
 GATE_METRIC = "ndcg@10"  # validation metric the regression gate compares
 GATE_TOLERANCE = 0.02  # refuse a model more than 2% below the current one
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a bundle came from, as its manifest records it. `Registry.publish` adds what the
+    registry knows (`manifest`): model, version, file hashes, content key, validation, the
+    comparison with the served model, time, git sha and the gate's decision."""
+
+    dataset: str | None = None  # the dataset version's ref
+    split: str | None = None
+    teacher_fingerprint: str | None = None
+    metrics: dict | None = None  # test metrics per report row
+    config: dict | None = None  # the run's config
+    extra: dict[str, Any] = field(default_factory=dict)  # as_of_day, nightly_base, extended_from
+
+    def fields(self) -> dict[str, Any]:
+        known = {
+            "dataset": self.dataset,
+            "split": self.split,
+            "teacher_fingerprint": self.teacher_fingerprint,
+            "metrics": self.metrics,
+            "config": self.config,
+        }
+        return {**{k: v for k, v in known.items() if v is not None}, **self.extra}
+
+
+def manifest(
+    provenance: Provenance,
+    *,
+    model: str,
+    version: str,
+    files: dict[str, str],
+    content_key: str,
+    validation: dict[str, float],
+    versus: dict | None,
+    gate: str,
+) -> dict[str, Any]:
+    """manifest.json: the bundle's provenance, then what the registry knows; the one builder."""
+    return {
+        **provenance.fields(),
+        "model": model,
+        "version": version,
+        "files": files,
+        "content_key": content_key,
+        "validation": validation,
+        **({"versus_champion": versus} if versus is not None else {}),
+        "created_at": datetime.now(UTC).isoformat(),
+        "git_sha": git_sha(),
+        "gate": gate,
+    }
 
 
 class GateConfig(BaseModel):
@@ -280,7 +331,7 @@ class Registry:
     def publish(
         self,
         files: dict[str, bytes],
-        manifest: dict,
+        provenance: Provenance | None = None,
         *,
         validation: dict[str, float],
         force: bool = False,
@@ -334,18 +385,16 @@ class Registry:
                     hashes[name] = sha256_file(tmp / name)
                 atomic_write_json(
                     tmp / MANIFEST,
-                    {
-                        **manifest,
-                        "model": self.model,
-                        "version": version,
-                        "files": hashes,
-                        "content_key": content_key,
-                        "validation": validation,
-                        **({"versus_champion": versus} if versus is not None else {}),
-                        "created_at": datetime.now(UTC).isoformat(),
-                        "git_sha": git_sha(),
-                        "gate": reason if ok else f"forced: {reason}",
-                    },
+                    manifest(
+                        provenance or Provenance(),
+                        model=self.model,
+                        version=version,
+                        files=hashes,
+                        content_key=content_key,
+                        validation=validation,
+                        versus=versus,
+                        gate=reason if ok else f"forced: {reason}",
+                    ),
                 )
                 if key is not None:
                     atomic_write_text(

@@ -3,7 +3,7 @@
 <run>/
   report.json       the report (the staged bundle carries the same bytes)
   report.md         the report as markdown, with the gate's decision (written once, at the end)
-  *.png             the report's plots (distill/evaluation/report.py names them)
+  *.png             the report's plots (distill/evaluation/report/plots.py names them)
   validation.json   the product's validation metrics, which the regression gate reads
   publish.json      the gate's decision
   bundle/           the staged bundle, published from here

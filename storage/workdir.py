@@ -9,6 +9,7 @@
   cache/students/<key>/              student checkpoints (content-keyed, reused across runs)
   registry/<model>/<version>/        published bundles + CURRENT
   runs/<timestamp>/                  one folder per pipeline run (storage/rundir.py)
+  inbox/<dataset>/                   files the nightly flow picks up (storage/inbox.py)
   keys/user-id.key                   the key of pseudonymised user ids (never in a bundle)
 """
 
@@ -62,6 +63,10 @@ class WorkDir:
     @property
     def runs(self) -> Path:
         return self.root / "runs"
+
+    def inbox(self, dataset: str) -> Path:
+        """Where the nightly flow picks up `dataset`'s new files."""
+        return self.root / "inbox" / dataset
 
     @property
     def id_key(self) -> Path:

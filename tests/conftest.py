@@ -164,7 +164,7 @@ def published(tmp_path_factory) -> dict:
     from distill.student.fit import DistillConfig
     from distill.training.loop import LoopConfig
     from storage.datasets import DatasetConfig, ingest, load_dataset
-    from storage.registry import Registry
+    from storage.registry import Provenance, Registry
     from storage.split import make_split
     from storage.workdir import WorkDir
 
@@ -185,9 +185,13 @@ def published(tmp_path_factory) -> dict:
             soft_labels=None,
             text_emb=None,
         )
-        files = bundle_files(run, dataset, {})
+        files = bundle_files(run, dataset)
         published = registry.publish(
-            files, {"dataset": dataset.ref}, validation=run.valid, set_current=current, tag=kind
+            files,
+            Provenance(dataset=dataset.ref),
+            validation=run.valid,
+            set_current=current,
+            tag=kind,
         )
         versions[kind] = published.version
     return {"registry": WorkDir(work).registry, "versions": versions, "dataset": dataset}

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from distill.teacher.base import TeacherConfig
-from distill.teacher.stage import load_teacher, run_teacher
+from distill.teacher.cache import TeacherCache
+from distill.teacher.prepare import load_teacher
+from distill.teacher.stage import run_teacher
 from storage.atomic import read_json
 from storage.datasets import DatasetConfig, ingest, load_dataset
 from storage.split import make_split
@@ -66,7 +68,9 @@ def default_comparison(ml):
         seeds=[0],
         content=cfg.content,
     )
-    return quality(dataset, split, plan, teacher_cache=Path(cache), workers=available_cores())
+    return quality(
+        dataset, split, plan, teacher=TeacherCache(Path(cache)), workers=available_cores()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +100,7 @@ def test_the_default_bundle_extended_serves_a_new_item_to_the_fans_of_its_genre(
     work, dataset, _ = ml
     best = default_comparison.best
     registry = Registry(WorkDir(work).registry)
-    registry.publish(bundle_files(best, dataset, {}), {}, validation=best.valid)
+    registry.publish(bundle_files(best, dataset), validation=best.valid)
     new = tmp_path / "new.csv"
     new.write_text(
         "item_id,title,year,genres\nnew-scifi,Star Trek: The Final Frontier Returns,1998,"

@@ -154,10 +154,10 @@ def latency(
 ) -> dict:
     """p50 / p99 ms of one history request through the serving path, one thread; `tower`
     "int8" serves with the int8 user tower and the SQ8 index."""
-    files = bundle_files(run, dataset, {}, quantized=tower == "int8")
+    files = bundle_files(run, dataset, quantized=tower == "int8")
     with tempfile.TemporaryDirectory() as tmp:
         registry = Registry(Path(tmp), "frontier")
-        registry.publish(files, {}, validation=dict(run.valid), force=True)
+        registry.publish(files, validation=dict(run.valid), force=True)
         index = "sq8" if tower == "int8" else "exact"
         rec = Recommender.load(Path(tmp), "frontier", index=index, tower=tower)
         ids = dataset.items().get_column("item_id").to_list()

@@ -137,7 +137,7 @@ def teacher_overlap(work_dir: Path, model: str, config: MonitorConfig) -> Check:
     fingerprint = rec.manifest.get("teacher_fingerprint")
     if not fingerprint:
         return Check(name, "-", "-", None, "the bundle records no teacher fingerprint")
-    cache = TeacherCache(WorkDir(work_dir).teachers / fingerprint)
+    cache = TeacherCache.of(work_dir, fingerprint)
     if not cache.is_prepared():
         return Check(name, "-", "-", None, f"teacher cache {fingerprint} not on disk")
     teacher_users = cache.vectors("users", "test_vector")

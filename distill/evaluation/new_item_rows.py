@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -161,10 +160,9 @@ def teacher_scorer(cache: TeacherCache, split: Split) -> Scorer:
 
 
 def new_item_rows(
-    comparison: Comparison, split: Split, teacher_cache: Path, plan: NewItemsPlan
+    comparison: Comparison, split: Split, cache: TeacherCache, plan: NewItemsPlan
 ) -> list[NewItemRow]:
     """Every row of the new-items section (see the module docstring)."""
-    cache = TeacherCache(teacher_cache)
     item_emb = cache.vectors("items", "embedding")
     rows = [
         _fixed(

@@ -34,7 +34,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save
 from torch import Tensor
 
-from distill.evaluation.report import Report
+from distill.evaluation.report.model import Report
 from distill.nn.layers import left_padded
 from distill.serving import index as faiss_index
 from distill.student.build import StudentNet
@@ -90,7 +90,7 @@ def serving_vectors(
 def bundle_files(
     run: TrainedStudent,
     dataset: Dataset,
-    report: Report | dict,
+    report: Report | None = None,
     *,
     quantized: bool = True,
     user_key: bytes | None = None,
@@ -146,9 +146,8 @@ def bundle_files(
             item_vecs,
         ),
         USERS: parquet_bytes(users_table, **vector_layout(users_table)),
-        REPORT: dumps_json(  # the run folder's bytes exactly
-            report.as_json() if isinstance(report, Report) else report
-        ).encode(),
+        # the run folder's bytes exactly; {} for a bundle built outside a run (tests, benches)
+        REPORT: dumps_json(report.as_json() if report is not None else {}).encode(),
     }
 
 

@@ -23,11 +23,11 @@ from distill.serving.bundle import StudentBundle
 from distill.serving.recommend import HistoryEncoder
 from distill.student.content import ContentTower
 from distill.teacher.base import TeacherConfig
-from distill.teacher.stage import load_teacher
+from distill.teacher.prepare import load_teacher
 from distill.texts import item_texts
 from storage.embeddings import embedding_matrix
 from storage.errors import ConfigError, DataError, KdrecError
-from storage.registry import Bundle, PublishResult, Registry
+from storage.registry import Bundle, Provenance, PublishResult, Registry
 
 log = logging.getLogger(__name__)
 ID_TABLES = ("net.item_emb.weight", "items.ids.weight")  # sequential, two-tower
@@ -163,10 +163,13 @@ def extend_published(
     texts = item_texts(items.with_row_index("item_idx"), teacher.texts)
     emb = load_teacher(teacher, work_dir).encode(texts.get_column("text").to_list())
     files, added = extend_bundle(current, NewItems(items, emb))
-    kept = {k: v for k, v in current.manifest.items() if k in ("dataset", "teacher_fingerprint")}
     publish = registry.publish(
         files,
-        {**kept, "extended_from": current.version, "cold_items": added},
+        Provenance(
+            dataset=current.manifest.get("dataset"),
+            teacher_fingerprint=current.manifest.get("teacher_fingerprint"),
+            extra={"extended_from": current.version, "cold_items": added},
+        ),
         validation=current.manifest.get("validation", {}),
         force=force,
         tag="extended",

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from distill.evaluation.baselines import run_baselines
 from distill.evaluation.harness import EvalResult, Scorer, evaluate
-from distill.evaluation.report import ModelRow, Report, build_report, paired_test
+from distill.evaluation.report.model import ModelRow, Report, ServingCost
+from distill.evaluation.report.statistics import build_report, paired_test
 from distill.serving import index as faiss_index
 from distill.student.build import StudentNet, n_params
 from distill.student.config import StudentConfig
@@ -161,10 +162,9 @@ def place_items(
     return Placement(item_vecs, cold, None if text_vecs is None else text_vecs.detach(), scale)
 
 
-def teacher_row(split: Split, teacher_cache: Path) -> ModelRow:
+def teacher_row(split: Split, cache: TeacherCache) -> ModelRow:
     """The teacher as a recommender: its head's user vectors from each fold's input (standard
     protocol) against its item vectors; params = LM + head, train time = adaptation."""
-    cache = TeacherCache(teacher_cache)
     cost = cache.cost()
     scorer = cache.scorer()
     t0 = time.perf_counter()
@@ -246,14 +246,13 @@ class TrainJob:
         return f"{self.name or self.config.kind} seed {self.loop.seed}"
 
 
-def run_job(job: TrainJob, split: Split, teacher_cache: Path | None) -> StudentRun:
+def run_job(job: TrainJob, split: Split, cache: TeacherCache | None) -> StudentRun:
     """One job; it reads the teacher cache only for what it uses (soft labels, a head to start
-    from, LM item embeddings), so a plain ID-only job runs with `teacher_cache` None."""
+    from, LM item embeddings), so a plain ID-only job runs with `cache` None."""
     soft_labels = init = text_emb = None
     if job.kd.uses_teacher or job.config.text_projection or job.content is not None:
-        if teacher_cache is None:
-            raise ValueError("this student reads the teacher: pass its cache folder")
-        cache = TeacherCache(teacher_cache)
+        if cache is None:
+            raise ValueError("this student reads the teacher: pass its cache")
         wants_labels = job.kd.alpha > 0 or (job.content is not None and job.content.alpha > 0)
         soft_labels = SoftLabels(cache) if wants_labels else None
         text_emb = cache.vectors("items", "embedding")
@@ -276,13 +275,13 @@ def run_job(job: TrainJob, split: Split, teacher_cache: Path | None) -> StudentR
 
 
 def run_jobs(
-    jobs: list[TrainJob], split: Split, teacher_cache: Path | None, *, workers: int
+    jobs: list[TrainJob], split: Split, cache: TeacherCache | None, *, workers: int
 ) -> list[StudentRun]:
     """Train every job, in order here (workers <= 1) or in `workers` processes side by side."""
-    return map_in_processes(run_job, [(job, split, teacher_cache) for job in jobs], workers=workers)
+    return map_in_processes(run_job, [(job, split, cache) for job in jobs], workers=workers)
 
 
-JobRunner = Callable[[list[TrainJob], Split, Path | None], list[StudentRun]]
+JobRunner = Callable[[list[TrainJob], Split, TeacherCache | None], list[StudentRun]]
 
 
 SASREC_ROW = "SASRec (no teacher)"
@@ -395,7 +394,7 @@ def quality(
     split: Split,
     plan: QualityPlan,
     *,
-    teacher_cache: Path,
+    teacher: TeacherCache,
     workers: int = 1,
     run: JobRunner | None = None,
 ) -> Comparison:
@@ -403,7 +402,7 @@ def quality(
     job; with `workers` > 1 they run in that many processes of one torch thread each (on a small
     machine, two one-thread trainings finish far sooner than two two-thread ones in a row).
     `run` replaces that (the student flow makes each job a Prefect task)."""
-    soft = SoftLabels(TeacherCache(teacher_cache))
+    soft = SoftLabels(teacher)
     rows = baseline_rows(split)
     jobs: list[TrainJob] = []
 
@@ -449,20 +448,20 @@ def quality(
     kd_jobs = submit(student, kd, kd_name, content)
     plain_jobs |= {name: submit(config, no_kd, name) for name, config in plain_arms.items()}
     if run is None:
-        done = run_jobs(jobs, split, Path(teacher_cache), workers=workers)
+        done = run_jobs(jobs, split, teacher, workers=workers)
     else:
-        done = run(jobs, split, Path(teacher_cache))
+        done = run(jobs, split, teacher)
     plain = {name: [done[i] for i in ids] for name, ids in plain_jobs.items()}
     distilled = [done[i] for i in kd_jobs]
     if SASREC_ROW in plain:
         rows.append(student_row(plain[SASREC_ROW], SASREC_ROW, role="baseline"))
-    rows.append(teacher_row(split, teacher_cache))
+    rows.append(teacher_row(split, teacher))
     rows += [student_row(runs, name) for name, runs in plain.items() if name != SASREC_ROW]
     kd_row = student_row(distilled, kd_name)
     rows.append(kd_row)
     twin = next((r for r in rows if r.model in (f"Student {label} (no KD)", SASREC_ROW)), None)
     plain_rows = [r for r in rows if r.role != "teacher" and not r.distilled]
-    best_plain = max(plain_rows, key=lambda r: r.metric("ndcg@10")["mean"])
+    best_plain = max(plain_rows, key=lambda r: r.metric("ndcg@10").mean)
     tests = {"kd_vs_best_plain": paired_test(kd_row, best_plain)}
     if twin is not None:
         tests = {"kd_vs_no_kd": paired_test(kd_row, twin), **tests}
@@ -513,14 +512,14 @@ def _student_seconds(run: StudentRun, split: Split, users: Tensor, repeats: int)
 
 
 def serving_cost(
-    teacher_cache: Path,
+    teacher: TeacherCache,
     student: StudentRun,
     sasrec: StudentRun | None,
     split: Split,
     *,
     n_users: int = 256,
     repeats: int = 3,
-) -> dict:
+) -> ServingCost:
     """Per-request serving cost of each model as it would really serve, with its caches, on the
     same machine and users: a user vector from the test input plus one FAISS top-10 search. The
     teacher serves from its head over the cached LM item embeddings (it never re-encodes texts
@@ -530,22 +529,19 @@ def serving_cost(
     seconds = {"student": _student_seconds(student, split, users, repeats)}
     if sasrec is not None:  # a night trains no plain SASRec: there is nothing to compare with
         seconds["sasrec"] = _student_seconds(sasrec, split, users, repeats)
-    cache = TeacherCache(teacher_cache)
-    if cache.plan.adapter_path is not None:
-        user_vectors, item_vecs = cache.head_user_vectors(split, "test")
+    if teacher.plan.adapter_path is not None:
+        user_vectors, item_vecs = teacher.head_user_vectors(split, "test")
         seconds["teacher"] = _per_user_seconds(user_vectors, item_vecs, users, repeats)
-    info = cache.report()
-    return {
-        "seconds_per_user": seconds,
-        "student_vs_sasrec": seconds["student"] / seconds["sasrec"]
-        if "sasrec" in seconds
-        else None,
-        "teacher_vs_student": seconds["teacher"] / seconds["student"]
+    info = teacher.report()
+    return ServingCost(
+        seconds_per_user=seconds,
+        student_vs_sasrec=seconds["student"] / seconds["sasrec"] if "sasrec" in seconds else None,
+        teacher_vs_student=seconds["teacher"] / seconds["student"]
         if "teacher" in seconds
         else None,
-        "teacher_nightly_seconds": {
+        teacher_nightly_seconds={
             "lm_encode": float(info.get("encode_seconds") or 0.0),
             "adaptation": float(info.get("adapt_seconds") or 0.0),
         },
-        "users": len(users),
-    }
+        users=len(users),
+    )

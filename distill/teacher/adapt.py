@@ -26,7 +26,7 @@ from distill.evaluation.harness import EVAL_FOLDS, Scorer, evaluate, vector_scor
 from distill.nn.layers import left_padded
 from distill.nn.sasrec import SASRec, windows
 from distill.teacher.base import AdaptConfig
-from distill.training.loop import LoopConfig, TrainResult, fit, shuffled
+from distill.training.loop import TrainResult, fit, shuffled
 from distill.training.parallel import map_in_processes
 from storage.split import Split
 
@@ -135,7 +135,7 @@ def build_teacher_model(
 ) -> AdaptedTeacher:
     heads = []
     for k in range(config.heads):
-        torch.manual_seed(config.seed + k)
+        torch.manual_seed(config.loop.seed + k)
         heads.append(
             SASRec.from_config(
                 n_items, config, text_dim=text_dim, id_embeddings=config.id_embeddings
@@ -169,13 +169,13 @@ def train_heads(
     checkpoint_dir: Path | None = None,
     workers: int = 1,
 ) -> list[TrainResult]:
-    """Fit every head (seed config.seed + k); with a frozen LM and `workers` > 1, heads train in
-    that many spawned processes of one torch thread each."""
+    """Fit every head (seed config.loop.seed + k); with a frozen LM and `workers` > 1, heads
+    train in that many spawned processes of one torch thread each."""
     ckpt = [
         None if checkpoint_dir is None else Path(checkpoint_dir) / str(k)
         for k in range(config.heads)
     ]
-    configs = [config.model_copy(update={"seed": config.seed + k}) for k in range(config.heads)]
+    configs = [config.seeded(config.loop.seed + k) for k in range(config.heads)]
     if not isinstance(model.text, FrozenText):  # a trainable LM trains in this process
         workers = 1
     outcomes = map_in_processes(
@@ -212,20 +212,12 @@ def train_head(
     def validate(m: nn.Module) -> float:
         return evaluate(scorer(model, split, config.history_len), split, fold="valid").primary
 
-    loop = LoopConfig(
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        batch_size=config.batch_size,
-        max_epochs=config.max_epochs,
-        patience=config.patience,
-        seed=config.seed,
-    )
     return fit(
         model,
-        batches=shuffled(len(inputs), config.batch_size),
+        batches=shuffled(len(inputs), config.loop.batch_size),
         loss_fn=loss_fn,
         validate=validate,
-        config=loop,
+        config=config.loop,
         checkpoint_dir=checkpoint_dir,
-        desc=f"teacher head (seed {config.seed})",
+        desc=f"teacher head (seed {config.loop.seed})",
     )

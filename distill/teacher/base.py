@@ -7,7 +7,7 @@ import hashlib
 import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from distill.texts import TextConfig
+from distill.training.loop import LoopConfig
 from storage.errors import KdrecError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
@@ -27,7 +28,7 @@ class TeacherError(KdrecError, RuntimeError):
 @runtime_checkable
 class Teacher(Protocol):
     """What the teacher stage asks of a language model (`EncoderTeacher`, `CausalLMTeacher`;
-    `distill.teacher.stage.load_teacher` returns one). Scoring candidate pairs by prompting is
+    `distill.teacher.prepare.load_teacher` returns one). Scoring candidate pairs by prompting is
     the causal teacher's own `score_shared`."""
 
     path: Path  # the model folder (its weights are hashed into the cache fingerprint)
@@ -49,6 +50,9 @@ class Teacher(Protocol):
         ...
 
 
+LOOP_FIELDS = tuple(LoopConfig.model_fields)  # lr, weight_decay, batch_size, ..., seed
+
+
 class AdaptConfig(BaseModel):
     """The recommendation head trained on train interactions on top of the language model."""
 
@@ -65,12 +69,34 @@ class AdaptConfig(BaseModel):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)  # embeddings, attention and blocks (SASRec)
     id_embeddings: bool = True  # also learn item ID embeddings (added to the text projection)
     heads: int = Field(2, ge=1)  # independently seeded heads whose scores are averaged
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(64, ge=1)  # training windows (of history_len targets) per step
-    max_epochs: int = Field(200, ge=1)
-    patience: int = Field(20, ge=1)  # epochs without validation NDCG@10 gain before stopping
-    seed: int = 0
+    # how each head trains: batch_size = training windows (of history_len targets) per step,
+    # patience = epochs without validation NDCG@10 gain; head k is seeded loop.seed + k
+    loop: LoopConfig = Field(default_factory=LoopConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _loop_keys_at_top(cls, data: Any) -> Any:
+        """Configs and cache plans written before `loop` was a section name the loop's fields
+        (lr, batch_size, max_epochs, patience, ...) directly under adapt: read them into it."""
+        if isinstance(data, dict) and any(k in data for k in LOOP_FIELDS):
+            data = dict(data)
+            loop = dict(data.get("loop") or {})
+            for k in LOOP_FIELDS:
+                if k in data:
+                    loop[k] = data.pop(k)
+            data["loop"] = loop
+        return data
+
+    def seeded(self, seed: int) -> AdaptConfig:
+        """The same head config with its loop seeded `seed`."""
+        return self.model_copy(update={"loop": self.loop.model_copy(update={"seed": seed})})
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the teacher's fingerprint hashes of this config: the loop's fields beside the
+        head's, as before the loop was a section, so caches built then keep their fingerprint
+        (`smoothing`, which heads did not have, only when it is set)."""
+        loop = self.loop.model_dump(exclude={"smoothing"} if not self.loop.smoothing else set())
+        return {**self.model_dump(exclude={"loop"}), **loop}
 
     @model_validator(mode="after")
     def _heads_divide(self) -> AdaptConfig:

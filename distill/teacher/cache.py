@@ -15,7 +15,7 @@
 
 Readers (`distill.teacher.soft_labels.SoftLabels(cache)`, students, the monitor, the CLI) take a
 `TeacherCache`, never the other way round; the teacher stage
-(`distill/teacher/stage.py`) writes one through the `write_*` methods.
+(`distill/teacher/prepare.py` and `labels.py`) writes one through the `write_*` methods.
 """
 
 from __future__ import annotations
@@ -150,6 +150,11 @@ class TeacherCache:
 
     def __repr__(self) -> str:
         return f"TeacherCache({self.folder})"
+
+    @classmethod
+    def of(cls, work_dir: Path, fingerprint: str) -> TeacherCache:
+        """The cache with that fingerprint in the work dir."""
+        return cls(WorkDir(work_dir).teachers / fingerprint)
 
     @classmethod
     def all(cls, work_dir: Path) -> list[TeacherCache]:

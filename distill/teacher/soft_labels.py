@@ -1,6 +1,6 @@
 """Read the teacher's soft labels shard by shard.
 
-Two shapes per user range (see `distill.teacher.stage.score_shard`): the label after the whole
+Two shapes per user range (see `distill.teacher.labels.score_shard`): the label after the whole
 train history, kept sparse as each user's scored items and their scores (`users`: every item
 under `pairs: all`, the candidates under `pairs: candidates`), and the teacher's top-K after
 every prefix of the history (`positions`). Nothing is ever (users x items) dense unless a caller

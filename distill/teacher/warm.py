@@ -45,7 +45,7 @@ def served_heads(work_dir: Path, model: str, patience: int) -> HeadsWarmStart | 
     if registry.current_version() is None:
         return None
     fingerprint = registry.bundle().manifest.get("teacher_fingerprint")
-    cache = TeacherCache(WorkDir(work_dir).teachers / str(fingerprint))
+    cache = TeacherCache.of(work_dir, str(fingerprint))
     if not fingerprint or not cache.is_prepared() or cache.plan.adapter_path is None:
         return None
     items = Dataset(Path(cache.plan.dataset_path)).items().get_column("item_id").to_list()

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from distill.evaluation.report import REPORT_METRICS, Report
+from distill.evaluation.report.model import REPORT_METRICS, Report
 from pipelines.config import RunConfig, load_config
 
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -50,7 +50,7 @@ def print_report(report: Report) -> None:
     """The report as the terminal shows it: the same markdown as report.md and the UI."""
     from rich.markdown import Markdown
 
-    from distill.evaluation.report import markdown
+    from distill.evaluation.report.render import markdown
 
     console.print(Markdown(markdown(report)))
 

@@ -50,7 +50,7 @@ def teacher_run(
 def teacher_repair(work_dir: WorkOpt = None) -> None:
     """Verify every committed teacher shard; recompute only missing or damaged ones."""
     from distill.teacher.cache import TeacherCache
-    from distill.teacher.stage import repair
+    from distill.teacher.labels import repair
 
     cfg = run_config(None, work_dir)
     for cache in TeacherCache.all(cfg.work_dir):

@@ -93,7 +93,7 @@ def test_a_harder_night_publishes_a_candidate_as_good_as_the_served_one(tmp_path
     # the served model's own night made validation easy: its items were the model's favourites
     easy, easy_split = version(tmp_path, work, "easy", favourites(run.model, day0))
     recorded = evaluate(scorer(run.model, easy_split), easy_split, fold="valid").metrics
-    current = registry.publish(bundle_files(run, easy, {}), {}, validation=recorded).version
+    current = registry.publish(bundle_files(run, easy), validation=recorded).version
     # tonight two random interactions a user: harder for every model; the candidate IS the model
     tonight, split = version(tmp_path, work, "hard", random_night(1))
     versus = head_to_head(
@@ -104,7 +104,7 @@ def test_a_harder_night_publishes_a_candidate_as_good_as_the_served_one(tmp_path
     assert not registry.gate(candidate)[0]  # ... and it refused
     assert versus.champion.metrics == pytest.approx(candidate)  # same model, same fold
     result = registry.publish(
-        bundle_files(run, tonight, {}), {}, validation=candidate, versus=versus.as_json()
+        bundle_files(run, tonight), validation=candidate, versus=versus.as_json()
     )
     assert result.published and "on tonight's validation fold" in result.reason
     manifest = registry.bundle().manifest
@@ -117,7 +117,7 @@ def test_an_easier_night_refuses_a_worse_candidate(tmp_path, work, served):
     # the served model's own night made validation hard: random items
     hard, hard_split = version(tmp_path, work, "hard", random_night(2))
     recorded = evaluate(scorer(run.model, hard_split), hard_split, fold="valid").metrics
-    current = registry.publish(bundle_files(run, hard, {}), {}, validation=recorded).version
+    current = registry.publish(bundle_files(run, hard), validation=recorded).version
     # tonight the new items are what the served model expects: easier for every model
     tonight, split = version(tmp_path, work, "easy", favourites(run.model, day0))
     worse = copy.deepcopy(run.model)
@@ -133,7 +133,7 @@ def test_an_easier_night_refuses_a_worse_candidate(tmp_path, work, served):
     assert registry.gate(candidate)[0]  # ... and it let the candidate through
     assert versus.champion.metrics["ndcg@10"] > 1.2 * candidate["ndcg@10"]
     result = registry.publish(
-        bundle_files(run, tonight, {}), {}, validation=candidate, versus=versus.as_json()
+        bundle_files(run, tonight), validation=candidate, versus=versus.as_json()
     )
     assert not result.published and result.reason.startswith("refused")
     assert registry.current_version() == current

@@ -57,7 +57,7 @@ def text_bundle(synthetic, work, tiny_encoder_path):
         text_emb=encode(tiny_encoder_path, dataset.items()),
     )
     registry = Registry(WorkDir(work).registry)
-    registry.publish(bundle_files(run, dataset, {}), {}, validation=run.valid)
+    registry.publish(bundle_files(run, dataset), validation=run.valid)
     return registry, run
 
 
@@ -67,7 +67,7 @@ def test_new_items_get_their_text_projection_and_nothing_else_moves(text_bundle,
     emb = encode(tiny_encoder_path, NEW)
     files, added = extend_bundle(registry.bundle(), NewItems(NEW, emb))
     assert added == 2
-    result = registry.publish(files, {}, validation=run.valid, tag="extended")
+    result = registry.publish(files, validation=run.valid, tag="extended")
     assert result.published
     after = Recommender.load(registry.root.parent)
     assert after.n_items == before.n_items + 2 and after.item_ids[-2:] == ["n1", "n2"]
@@ -105,7 +105,7 @@ def content_bundle(synthetic, work, tiny_encoder_path):
         content=ContentConfig(epochs=2, scale=0.7),
     )
     registry = Registry(WorkDir(work).registry)
-    registry.publish(bundle_files(run, dataset, {}), {}, validation=run.valid)
+    registry.publish(bundle_files(run, dataset), validation=run.valid)
     return registry, run
 
 
@@ -118,7 +118,7 @@ def test_the_content_tower_places_new_items_for_an_id_only_student(
     emb = encode(tiny_encoder_path, NEW)
     files, added = extend_bundle(registry.bundle(), NewItems(NEW, emb))
     assert added == 2 and "content.safetensors" in files
-    registry.publish(files, {}, validation=run.valid, tag="extended")
+    registry.publish(files, validation=run.valid, tag="extended")
     after = Recommender.load(registry.root.parent)
     with torch.no_grad():
         expected = 0.7 * run.content(torch.as_tensor(emb[:2])).numpy()

@@ -56,7 +56,7 @@ def test_a_regressed_model_alerts_with_the_reason(work):
     before = current.manifest["validation"]["ndcg@10"]
     worse = {**current.manifest["validation"], "ndcg@10": before * 0.8}
     files["config.json"] = files["config.json"] + b" "  # new content: a new version
-    assert registry.publish(files, {}, validation=worse, force=True).published
+    assert registry.publish(files, validation=worse, force=True).published
     checks = run_checks(work, "kdrec", "syn", MonitorConfig(), now=made_at(work) + DAY)
     alert = by_name(checks)["validation vs previous"]
     assert alert.ok is False and "-20.0%" in alert.value
@@ -80,7 +80,7 @@ def test_validation_vs_previous_compares_on_the_same_fold_when_the_publish_measu
         "targets": 10,
         "test": {"p_value": 0.9, "relative_gain": 0.01},
     }
-    assert registry.publish(files, {}, validation=lower, versus=versus).published
+    assert registry.publish(files, validation=lower, versus=versus).published
     checks = run_checks(work, "kdrec", "syn", MonitorConfig(), now=made_at(work) + DAY)
     check = by_name(checks)["validation vs previous"]
     assert check.ok is True and "same validation fold" in check.detail, check

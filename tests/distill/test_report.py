@@ -1,52 +1,74 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 
 import numpy as np
 import pytest
 
 from distill.evaluation.harness import EvalResult
-from distill.evaluation.report import (
-    PLOTS,
+from distill.evaluation.report.bars import bars, finish
+from distill.evaluation.report.model import (
+    REPORT_METRICS,
     ModelRow,
-    bars,
-    embedded_images,
-    markdown,
-    paired_test,
-    relative_images,
+    PairedTest,
+    Report,
+    Row,
+    ServingCost,
+    Stat,
 )
+from distill.evaluation.report.plots import PLOTS
+from distill.evaluation.report.render import embedded_images, markdown, relative_images
+from distill.evaluation.report.statistics import paired_test
 
 
-def _row(model: str, role: str, ndcg: float, params: int = 10, distilled: bool = False) -> dict:
-    return {
-        "model": model,
-        "role": role,
-        "distilled": distilled,
-        "params": params,
-        "metrics": {"ndcg@10": {"mean": ndcg, "std": 0.0}},
-    }
+def _row(model: str, role: str, ndcg: float, params: int = 10, distilled: bool = False) -> Row:
+    return Row(
+        model=model,
+        role=role,
+        distilled=distilled,
+        metrics={m: Stat(ndcg if m == "ndcg@10" else 0.1, 0.0) for m in REPORT_METRICS},
+        params=params,
+        train_seconds=1.0,
+        users_per_second=10.0,
+    )
 
 
-def _report(gain: float, p: float, teacher: float, student_vs_sasrec: float) -> dict:
-    return {
-        "rows": [
+def _cost(student_vs_sasrec: float) -> ServingCost:
+    return ServingCost(
+        seconds_per_user={"student": 1.0, "sasrec": 1.0 / student_vs_sasrec},
+        student_vs_sasrec=student_vs_sasrec,
+        teacher_vs_student=None,
+        teacher_nightly_seconds={"lm_encode": 0.0, "adaptation": 0.0},
+        users=3,
+    )
+
+
+def _report(gain: float, p: float, teacher: float, student_vs_sasrec: float) -> Report:
+    return Report(
+        dataset="ml@1",
+        split="leave-one-out",
+        seeds=[0, 1],
+        rows=[
             _row("EASE", "baseline", 0.04),
             _row("SASRec (no teacher)", "baseline", 0.100),
             _row("Teacher", "teacher", teacher),
             _row("Student sequential (KD kl)", "student", 0.1 * (1 + gain), distilled=True),
         ],
-        "kd_vs_best_plain": {
-            "relative_gain": gain,
-            "p_value": p,
-            "control": "SASRec (no teacher)",
+        breakdown={"activity": {}, "popularity": {}},
+        tests={
+            "kd_vs_best_plain": PairedTest(
+                "ndcg@10", gain, p, 10, "Student sequential (KD kl)", "SASRec (no teacher)"
+            )
         },
-        "cost": {"student_vs_sasrec": student_vs_sasrec},
-    }
+        cost=_cost(student_vs_sasrec),
+    )
 
 
 def test_bars_hold_just_inside_their_targets():
     out = bars(_report(gain=0.05, p=0.049, teacher=0.1101, student_vs_sasrec=1.10))
-    assert {k: v["holds"] for k, v in out.items()} == {
+    assert {k: v.holds for k, v in out.items()} == {
         "beats_best_plain": True,
         "teacher_vs_sasrec": True,
         "serving_cost": True,
@@ -65,13 +87,13 @@ def test_bars_hold_just_inside_their_targets():
 def test_each_bar_fails_just_past_its_target(kwargs, failing):
     values = {"gain": 0.05, "p": 0.01, "teacher": 0.12, "student_vs_sasrec": 1.0, **kwargs}
     out = bars(_report(**values))
-    assert [k for k, v in out.items() if not v["holds"]] == [failing]
+    assert [k for k, v in out.items() if not v.holds] == [failing]
 
 
 def test_serving_cost_bar_needs_no_more_parameters_than_sasrec():
     report = _report(gain=0.1, p=0.01, teacher=0.12, student_vs_sasrec=1.0)
-    report["rows"][-1]["params"] = 11
-    assert not bars(report)["serving_cost"]["holds"]
+    report.rows[-1] = dataclasses.replace(report.rows[-1], params=11)
+    assert not bars(report)["serving_cost"].holds
 
 
 def _model_row(name: str, per_user: list[list[float]]) -> ModelRow:
@@ -86,31 +108,48 @@ def test_paired_test_by_hand_and_pairs_a_deterministic_control_with_every_seed()
     treated = _model_row("kd", [[0.2, 0.4, 0.6], [0.3, 0.5, 0.7]])
     control = _model_row("plain", [[0.1, 0.3, 0.5]])  # one result: paired with both seeds
     out = paired_test(treated, control)
-    assert out["n_pairs"] == 6
-    assert out["relative_gain"] == pytest.approx(0.45 / 0.3 - 1)
+    assert out.n_pairs == 6 and (out.treated, out.control) == ("kd", "plain")
+    assert out.relative_gain == pytest.approx(0.45 / 0.3 - 1)
     # differences 0.1, 0.1, 0.1, 0.2, 0.2, 0.2: t = mean / (sd / sqrt(n))
     diffs = np.array([0.1] * 3 + [0.2] * 3)
     t = diffs.mean() / (diffs.std(ddof=1) / np.sqrt(6))
     from scipy import stats
 
-    assert out["p_value"] == pytest.approx(2 * stats.t.sf(t, 5))
-    assert paired_test(control, control)["p_value"] == 1.0
+    assert out.p_value == pytest.approx(2 * stats.t.sf(t, 5))
+    assert paired_test(control, control).p_value == 1.0
 
 
-def _full_report() -> dict:
-    metrics = {m: {"mean": 0.1, "std": 0.0} for m in ("hr@10", "ndcg@10", "mrr", "recall@20")}
-    rows = [
-        {**_row(name, role, 0.1), "metrics": metrics, "train_seconds": 1.0, "users_per_second": 5.0}
-        for name, role in (("EASE", "baseline"), ("Teacher", "teacher"), ("Student", "student"))
-    ]
-    by_bucket = {b: {"users": 3, **{r["model"]: 0.1 for r in rows}} for b in ("heavy", "cold")}
-    return {
-        "dataset": "d",
-        "split": "leave-one-out",
-        "seeds": [0],
-        "rows": rows,
-        "breakdown": {"activity": by_bucket, "popularity": {}},
-    }
+def test_a_model_row_reports_its_seeds_mean_and_spread():
+    row = ModelRow(
+        "kd",
+        "student",
+        True,
+        [
+            EvalResult({m: v for m in REPORT_METRICS}, {}, np.arange(2))
+            for v in (0.1, 0.3)  # two seeds
+        ],
+        params=7,
+        train_seconds=[2.0, 4.0],
+        users_per_second=5.0,
+        valid=[0.2, 0.4],
+    ).row()
+    assert row.metrics["ndcg@10"] == Stat(pytest.approx(0.2), pytest.approx(0.1))
+    assert row.train_seconds == 3.0
+    assert row.valid is not None and row.valid.seeds == [0.2, 0.4]
+    assert row.as_json()["valid_ndcg@10"]["mean"] == pytest.approx(0.3)
+
+
+def _full_report() -> Report:
+    rows = [_row(name, role, 0.1) for name, role in (("EASE", "baseline"), ("Teacher", "teacher"))]
+    rows.append(_row("Student", "student", 0.1))
+    by_bucket = {b: {"users": 3, **{r.model: 0.1 for r in rows}} for b in ("heavy", "cold")}
+    return Report(
+        dataset="d",
+        split="leave-one-out",
+        seeds=[0],
+        rows=rows,
+        breakdown={"activity": by_bucket, "popularity": {}},
+    )
 
 
 def test_markdown_tables_fit_a_browser_and_images_come_last():
@@ -130,41 +169,27 @@ def test_report_images_link_the_plots_on_disk_and_embed_them_for_the_ui(tmp_path
 
 
 def test_report_round_trips_through_report_json_and_finishes_once():
-    from distill.evaluation.report import Report
-
-    data = _report(gain=0.06, p=0.01, teacher=0.12, student_vs_sasrec=1.0)
-    cost = data.pop("cost")
-    report = Report(
-        dataset="ml@1",
-        split="leave-one-out",
-        seeds=[0, 1],
-        rows=data["rows"],
-        breakdown={"activity": {}, "popularity": {}},
-        settings={"teacher_fingerprint": "abc", "student": {"kind": "sequential"}},
-        tests={"kd_vs_best_plain": data["kd_vs_best_plain"]},
-    )
+    report = _report(gain=0.06, p=0.01, teacher=0.12, student_vs_sasrec=1.0)
+    cost, report.cost = report.cost, None
+    report.settings = {"teacher_fingerprint": "abc", "student": {"kind": "sequential"}}
     served = {"previous_model": {"version": "v1"}, "delta_vs_previous": {"ndcg@10": 0.01}}
-    report.finish(cost, served)
+    finish(report, cost, served)
     assert set(report.bars) == {"beats_best_plain", "teacher_vs_sasrec", "serving_cost"}
     # the bars of the finished report, worked out by hand: +6 %, p 0.01 holds; 0.12 / 0.1
     # = 1.200x holds; 1.00x the SASRec's serving time with as many parameters holds
-    assert report.bars["beats_best_plain"]["value"] == "+6.0% vs SASRec (no teacher), p=0.01"
-    assert report.bars["teacher_vs_sasrec"]["value"] == "1.200x (0.1200 vs 0.1000)"
-    assert all(bar["holds"] for bar in report.bars.values())
-    flat = report.as_json()
-    assert flat["teacher_fingerprint"] == "abc" and flat["cost"] == cost
+    assert report.bars["beats_best_plain"].value == "+6.0% vs SASRec (no teacher), p=0.01"
+    assert report.bars["teacher_vs_sasrec"].value == "1.200x (0.1200 vs 0.1000)"
+    assert all(bar.holds for bar in report.bars.values())
+    flat = json.loads(json.dumps(report.as_json()))  # report.json's contract: flat keys
+    assert flat["teacher_fingerprint"] == "abc" and flat["cost"]["student_vs_sasrec"] == 1.0
+    assert flat["kd_vs_best_plain"]["p_value"] == 0.01 and flat["bars"]["serving_cost"]["holds"]
+    assert flat["rows"][2]["metrics"]["ndcg@10"] == {"mean": 0.12, "std": 0.0}
     assert flat["previous_model"] == {"version": "v1"} and flat["protocol"] == "standard"
     assert Report.from_json(flat) == report  # report.json read back is the same report
     with pytest.raises(ValueError, match="already finished"):
-        report.finish(cost, {})
-    for row in report.rows:  # markdown shows every report metric and the cost columns
-        row["metrics"] = {
-            m: {"mean": 0.1, "std": 0.0} for m in ("hr@10", "ndcg@10", "mrr", "recall@20")
-        }
-        row.update(train_seconds=1.0, users_per_second=10.0)
-    report.tests["kd_vs_best_plain"].update(metric="ndcg@10", n_pairs=10)
+        finish(report, cost, {})
     text = markdown(report)
-    assert "| Teacher | teacher | 0.1000 | 0.1000 | 0.1000 | 0.1000 |" in text
+    assert "| Teacher | teacher | 0.1000 | 0.1200 | 0.1000 | 0.1000 |" in text
     assert "| Teacher | 10 | 1.0 | 10 |" in text  # the cost table: params, train s, users/s
     assert "(SASRec (no teacher); paired t-test on per-user ndcg@10, 10 pairs): +6.0%" in text
     assert "- teacher_vs_sasrec: teacher >= 1.10x the plain SASRec's NDCG@10" in text

@@ -19,7 +19,7 @@ from distill.teacher.cache import TeacherCache
 from distill.teacher.soft_labels import SoftLabels
 from distill.teacher.stage import run_teacher
 from distill.training.loop import LoopConfig
-from storage.registry import Registry
+from storage.registry import Provenance, Registry
 from storage.workdir import WorkDir
 from tests.conftest import candidates_teacher
 
@@ -42,7 +42,7 @@ def teacher_work(tmp_path_factory, tiny_encoder_path) -> tuple[Path, str]:
     cfg = TeacherConfig(
         model_path=tiny_encoder_path,
         users_per_shard=8,
-        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2, heads=1),
+        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, heads=1, loop=LoopConfig(max_epochs=2)),
     )
     run = run_teacher(cfg, dataset, make_split(dataset), work_dir=work, progress=False)
     return work, Path(run.plan.cache_dir).relative_to(work).as_posix()
@@ -250,7 +250,8 @@ def test_soft_labels_on_candidate_shards_hold_exactly_the_scored_pairs(
 
     dataset, split = synthetic
     cfg = candidates_teacher(
-        tiny_encoder_path, AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2, heads=1)
+        tiny_encoder_path,
+        AdaptConfig(dim=8, n_heads=2, history_len=6, heads=1, loop=LoopConfig(max_epochs=2)),
     )
     labels = SoftLabels(
         run_teacher(cfg, dataset, split, work_dir=work, progress=False).plan.cache_dir
@@ -298,7 +299,7 @@ def test_publish_load_and_recommend(synthetic, teacher_cache, work):
     plan = student_stage.QualityPlan(
         student=tiny, sasrec=tiny, kd=DistillConfig(), loop=LOOP, seeds=[0, 1]
     )
-    result = student_stage.quality(dataset, split, plan, teacher_cache=teacher_cache)
+    result = student_stage.quality(dataset, split, plan, teacher=TeacherCache(teacher_cache))
     report, rows, best = result.report.as_json(), result.rows, result.best
     assert [r["model"] for r in report["rows"]] == [
         "Popularity",
@@ -315,9 +316,9 @@ def test_publish_load_and_recommend(synthetic, teacher_cache, work):
     plain = [r for r in report["rows"] if r["role"] != "teacher" and not r["distilled"]]
     best_plain = max(plain, key=lambda r: r["metrics"]["ndcg@10"]["mean"])
     assert report["kd_vs_best_plain"]["control"] == best_plain["model"]
-    files = bundle_files(best, dataset, report)
+    files = bundle_files(best, dataset, result.report)
     reg = Registry(WorkDir(work).registry, "kdrec")
-    result = reg.publish(files, {"dataset": dataset.ref}, validation=best.valid)
+    result = reg.publish(files, Provenance(dataset=dataset.ref), validation=best.valid)
     rec = Recommender.in_work_dir(work)
     seen = set(
         dataset.interactions()
@@ -352,10 +353,13 @@ def test_every_student_variant_publishes_and_serves(
         soft_labels=SoftLabels(teacher_cache),
         text_emb=TeacherCache(teacher_cache).vectors("items", "embedding"),
     )
-    cost = student_stage.serving_cost(teacher_cache, run, run, split, n_users=4, repeats=1)
-    assert cost["seconds_per_user"]["teacher"] > 0 and cost["student_vs_sasrec"] > 0
-    files = bundle_files(run, dataset, {})
-    Registry(WorkDir(work).registry, "kdrec").publish(files, {}, validation=run.valid)
+    cost = student_stage.serving_cost(
+        TeacherCache(teacher_cache), run, run, split, n_users=4, repeats=1
+    )
+    assert cost.seconds_per_user["teacher"] > 0 and cost.student_vs_sasrec is not None
+    assert cost.student_vs_sasrec > 0
+    files = bundle_files(run, dataset)
+    Registry(WorkDir(work).registry, "kdrec").publish(files, validation=run.valid)
     recs = Recommender.in_work_dir(work).recommend("u3", k=3)
     assert len(recs) == 3 and all(np.isfinite(r.score) for r in recs)
 
@@ -368,8 +372,9 @@ def test_jobs_in_worker_processes_match_jobs_in_order(synthetic, teacher_cache):
         )
         for kd in (DistillConfig(alpha=0.0), DistillConfig())
     ]
-    in_order = student_stage.run_jobs(jobs, split, teacher_cache, workers=1)
-    parallel = student_stage.run_jobs(jobs, split, teacher_cache, workers=2)
+    cache = TeacherCache(teacher_cache)
+    in_order = student_stage.run_jobs(jobs, split, cache, workers=1)
+    parallel = student_stage.run_jobs(jobs, split, cache, workers=2)
     for a, b in zip(in_order, parallel, strict=True):
         assert b.kd == a.kd and b.seed == a.seed
         assert b.test.metrics["ndcg@10"] == pytest.approx(a.test.metrics["ndcg@10"], abs=1e-6)

@@ -69,7 +69,7 @@ def test_both_teachers_implement_the_teacher_protocol(
     tiny_encoder_path, tiny_causal_path, tmp_path
 ):
     from distill.teacher.base import Teacher
-    from distill.teacher.stage import load_teacher
+    from distill.teacher.prepare import load_teacher
 
     encoder = load_teacher(TeacherConfig(model_path=tiny_encoder_path), tmp_path)
     causal = load_teacher(
@@ -80,3 +80,40 @@ def test_both_teachers_implement_the_teacher_protocol(
         vectors = teacher.encode(["a film", "another film"])
         assert vectors.shape[0] == 2 and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert not isinstance(object(), Teacher)
+
+
+# the teacher fingerprint hashed this flat dict before the heads' loop became `adapt.loop`
+FLAT_DEFAULT_ADAPT = {
+    "mode": "frozen",
+    "unfreeze_layers": 1,
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "dim": 64,
+    "history_len": 50,
+    "n_layers": 2,
+    "n_heads": 2,
+    "dropout": 0.5,
+    "id_embeddings": True,
+    "heads": 2,
+    "lr": 0.001,
+    "weight_decay": 0.0,
+    "batch_size": 64,
+    "max_epochs": 200,
+    "patience": 20,
+    "seed": 0,
+}
+
+
+def test_adapt_config_composes_the_loop_and_keeps_the_fingerprint_of_the_flat_layout():
+    from distill.teacher.base import AdaptConfig
+    from distill.training.loop import LoopConfig, config_hash
+
+    assert AdaptConfig().fingerprint() == FLAT_DEFAULT_ADAPT  # caches built before stay valid
+    assert config_hash(AdaptConfig().fingerprint()) == config_hash(FLAT_DEFAULT_ADAPT)
+    # a config (or a cache's plan.json) written with the loop's keys directly under adapt
+    old = AdaptConfig.model_validate({"dim": 8, "n_heads": 2, "max_epochs": 3, "patience": 2})
+    assert old == AdaptConfig(dim=8, n_heads=2, loop=LoopConfig(max_epochs=3, patience=2))
+    assert old.fingerprint()["max_epochs"] == 3 and "loop" not in old.fingerprint()
+    assert AdaptConfig().seeded(5).loop.seed == 5 and AdaptConfig().loop.seed == 0
+    smoothed = AdaptConfig(loop=LoopConfig(smoothing=0.5)).fingerprint()
+    assert smoothed["smoothing"] == 0.5  # a loop setting the flat layout lacked is hashed when set

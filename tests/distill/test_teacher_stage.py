@@ -13,14 +13,23 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from distill.teacher import stage
+from distill.teacher import labels
 from distill.teacher.base import AdaptConfig, TeacherConfig, TeacherError
+from distill.teacher.cache import TeacherCache, TeacherPlan
+from distill.teacher.prepare import prepare
 from distill.teacher.stage import run_teacher
+from storage.atomic import read_json
 from storage.datasets import DatasetConfig, ingest, load_dataset
 from storage.split import make_split
 from tests.conftest import synthetic_tables, write_tables
 
-SMALL_HEAD = {"dim": 8, "n_heads": 2, "history_len": 6, "max_epochs": 3, "patience": 2, "heads": 1}
+SMALL_HEAD = {
+    "dim": 8,
+    "n_heads": 2,
+    "history_len": 6,
+    "heads": 1,
+    "loop": {"max_epochs": 3, "patience": 2},
+}
 
 
 def _config(path: Path, **kw) -> TeacherConfig:
@@ -126,7 +135,7 @@ def test_candidates_are_each_users_sorted_unique_union():
     top = rng.integers(0, n_items, (len(users), 12))
     top[rng.random(top.shape) < 0.3] = -1
     train = sp.random(len(users), n_items, density=0.15, format="csr", random_state=1)
-    got = stage.candidates(top, train, n_items, 7, 3, users)
+    got = labels.candidates(top, train, n_items, 7, 3, users)
     assert len(got) == len(users)
     for row, user in enumerate(users):
         draws = np.random.default_rng([3, int(user)]).choice(n_items, size=7, replace=False)
@@ -140,7 +149,7 @@ def test_lm_adaptation_modes_run_on_a_tiny_model(synthetic, work, tiny_encoder_p
     dataset, split = synthetic
     cfg = _config(tiny_encoder_path, adapt={"mode": mode, "max_epochs": 2})
     run = run_teacher(cfg, dataset, split, work_dir=work, progress=False)
-    report = stage.read_json(Path(run.plan.cache_dir) / "report.json")
+    report = read_json(Path(run.plan.cache_dir) / "report.json")
     assert report["adaptation"]["mode"] == mode and "adapted" in report
     assert run.stats["forward_passes"] > 2  # the LM ran inside the training loop
 
@@ -165,30 +174,30 @@ def test_nan_outputs_fail_the_shard_and_write_nothing(
 ):
     dataset, split = synthetic
     cfg = _config(tiny_encoder_path, adapt={"mode": "none"})
-    plan = stage.prepare(cfg, dataset, split, work_dir=work)
+    plan = prepare(cfg, dataset, split, work_dir=work)
     from distill.teacher.cache import TeacherCache
 
     real = TeacherCache.vectors
     monkeypatch.setattr(TeacherCache, "vectors", lambda *a, **k: real(*a, **k) * np.nan)
     with pytest.raises(TeacherError, match="NaN/inf"):
-        stage.score_shard(Path(plan.cache_dir), plan.shards[0][0], work_dir=work)
+        labels.score_shard(Path(plan.cache_dir), plan.shards[0][0], work_dir=work)
     assert not list(plan.store.root.glob("shard-*")) if plan.store.root.exists() else True
 
 
 RESUME_SCRIPT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from distill.teacher import stage
+    from distill.teacher import labels, stage
     from distill.teacher.base import AdaptConfig, TeacherConfig
     from storage.datasets import load_dataset
     from storage.split import make_split
     work, model = Path(sys.argv[1]), Path(sys.argv[2])
-    real = stage.score_shard
+    real = labels.score_shard
     def slow(*a, **k):
         info = real(*a, **k)
         time.sleep(0.5)
         return info
-    stage.score_shard = slow
+    labels.score_shard = slow
     ds = load_dataset(work, "syn")
     cfg = TeacherConfig(model_path=model, users_per_shard=4, adapt=AdaptConfig(mode="none"))
     stage.run_teacher(cfg, ds, make_split(ds), work_dir=work, progress=False)
@@ -264,7 +273,7 @@ def test_two_heads_train_side_by_side_and_cache_concatenated_vectors(
     cache = Path(run.plan.cache_dir)
     training = json.loads((Path(run.plan.adapter_path).parent / "training.json").read_text())
     assert [h["seed"] for h in training["heads"]] == [0, 1]
-    vectors = stage.TeacherCache(cache).vectors
+    vectors = TeacherCache(cache).vectors
     assert vectors("items").shape == (split.n_items, 2 * SMALL_HEAD["dim"])
     assert vectors("users", "test_vector").shape == (split.n_users, 16)
 
@@ -284,7 +293,7 @@ def test_a_copied_work_dir_reads_and_writes_its_own_files(
     shutil.copytree(work, copy)
     moved_cache = copy / Path(first.plan.cache_dir).relative_to(work)
     shutil.rmtree(moved_cache / "soft_labels")
-    plan = stage.TeacherPlan.load(moved_cache)
+    plan = TeacherPlan.load(moved_cache)
     for path in (plan.cache_dir, plan.dataset_path, plan.adapter_path):
         assert Path(path).is_relative_to(copy), path
     moved = load_dataset(copy, "syn", dataset.path.name)

@@ -13,7 +13,7 @@ from pipelines.distill_flow import bundle_rows, distill
 from pipelines.monitor_flow import monitor
 from storage.atomic import read_json
 from storage.datasets import DatasetConfig
-from storage.registry import Registry
+from storage.registry import Provenance, Registry
 from storage.workdir import WorkDir
 from tests.conftest import synthetic_tables, write_tables
 
@@ -26,7 +26,9 @@ def tiny_run_config(tmp_path: Path, work: Path, model: Path, **kw) -> RunConfig:
         teacher=TeacherConfig(
             model_path=model,
             users_per_shard=8,
-            adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2, heads=1),
+            adapt=AdaptConfig(
+                dim=8, n_heads=2, history_len=6, heads=1, loop=LoopConfig(max_epochs=2)
+            ),
         ),
         student=StudentConfig(dim=8, history_len=6),
         sasrec=StudentConfig(dim=8, history_len=6),  # the student's undistilled arm
@@ -127,7 +129,7 @@ def check_monitor(cfg: RunConfig, work: Path) -> None:
     files["report.json"] = b'{"injected": "regression"}'
     files["config.json"] += b" "
     worse = {"ndcg@10": current.manifest["validation"]["ndcg@10"] * 0.5}
-    extra = {"teacher_fingerprint": current.manifest["teacher_fingerprint"]}
+    extra = Provenance(teacher_fingerprint=current.manifest["teacher_fingerprint"])
     assert registry.publish(files, extra, validation=worse, force=True).published
     state = monitor(cfg, return_state=True)
     assert state.is_failed()

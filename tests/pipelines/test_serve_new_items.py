@@ -79,7 +79,7 @@ def test_extend_then_serve_a_new_item_to_the_fans_of_its_genre(tmp_path, tiny_en
         content=ContentConfig(alpha=0.0, epochs=40, lr=5e-3, scale=1.0),
     )
     registry = Registry(WorkDir(work).registry)
-    registry.publish(bundle_files(run, dataset, {}), {}, validation=run.valid)
+    registry.publish(bundle_files(run, dataset), validation=run.valid)
     new = tmp_path / "new_items.csv"
     pl.DataFrame(
         {

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from distill.teacher.base import AdaptConfig, TeacherConfig
+from distill.training.loop import LoopConfig
 from pipelines.config import RunnerConfig
 from pipelines.teacher_flow import run_teacher_flow
 
@@ -11,7 +12,7 @@ def _config(model):
     return TeacherConfig(
         model_path=model,
         users_per_shard=8,
-        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2, heads=1),
+        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, heads=1, loop=LoopConfig(max_epochs=2)),
     )
 
 

@@ -16,10 +16,11 @@ from distill.student.config import StudentConfig  # noqa: E402
 from distill.student.content import ContentConfig  # noqa: E402
 from distill.student.fit import DistillConfig  # noqa: E402
 from distill.teacher.base import AdaptConfig, TeacherConfig  # noqa: E402
+from distill.teacher.cache import TeacherCache  # noqa: E402
 from distill.teacher.stage import run_teacher  # noqa: E402
 from distill.training.loop import LoopConfig  # noqa: E402
 from storage.datasets import DatasetConfig, ingest, load_dataset  # noqa: E402
-from storage.registry import Registry  # noqa: E402
+from storage.registry import Provenance, Registry  # noqa: E402
 from storage.split import make_split  # noqa: E402
 from storage.workdir import WorkDir  # noqa: E402
 
@@ -33,7 +34,7 @@ def main(work: Path, src: Path, model: Path) -> None:
         model_path=model,
         users_per_shard=8,
         # one head: it trains in this process, where the crash points are meant to fire
-        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, max_epochs=2, heads=1),
+        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, heads=1, loop=LoopConfig(max_epochs=2)),
     )
     cache = Path(run_teacher(teacher, dataset, split, work_dir=work, progress=False).plan.cache_dir)
     tiny = StudentConfig(dim=8, history_len=6)
@@ -46,12 +47,12 @@ def main(work: Path, src: Path, model: Path) -> None:
         content=ContentConfig(epochs=1),
         checkpoint_root=WorkDir(work).students,
     )
-    result = student_stage.quality(dataset, split, plan, teacher_cache=cache)
-    report, best = result.report.as_json(), result.best
+    result = student_stage.quality(dataset, split, plan, teacher=TeacherCache(cache))
+    best = result.best
     registry = Registry(WorkDir(work).registry, "kdrec")
     if registry.current_version() is None:  # publish once; a re-run after success is a no-op
-        files = bundle_files(best, dataset, {"rows": report["rows"]})
-        registry.publish(files, {"dataset": dataset.ref}, validation=best.valid)
+        files = bundle_files(best, dataset, result.report)
+        registry.publish(files, Provenance(dataset=dataset.ref), validation=best.valid)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def test_disk_full_during_publish_keeps_current(tmp_path, monkeypatch):
     import storage.atomic
 
     reg = Registry(tmp_path, "m")
-    first = reg.publish(fake_bundle(0), {}, validation={"ndcg@10": 0.05})
+    first = reg.publish(fake_bundle(0), validation={"ndcg@10": 0.05})
     real = storage.atomic.os.replace
 
     def full(src, dst):
@@ -94,7 +94,7 @@ def test_disk_full_during_publish_keeps_current(tmp_path, monkeypatch):
 
     monkeypatch.setattr(storage.atomic.os, "replace", full)
     with pytest.raises(OSError, match="No space left"):
-        reg.publish(fake_bundle(1), {}, validation={"ndcg@10": 0.06})
+        reg.publish(fake_bundle(1), validation={"ndcg@10": 0.06})
     monkeypatch.undo()
     assert reg.current_version() == first.version and reg.versions() == [first.version]
     reg.bundle().verify()
@@ -157,7 +157,7 @@ print(loads, errors)
 
 def test_readers_never_fail_during_publishes_and_rollbacks(tmp_path):
     reg = Registry(tmp_path, "m")
-    versions = [reg.publish(fake_bundle(0), {}, validation={"ndcg@10": 0.05}).version]
+    versions = [reg.publish(fake_bundle(0), validation={"ndcg@10": 0.05}).version]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     reader = subprocess.Popen(
         [sys.executable, "-c", READER, str(tmp_path), "8"],
@@ -171,7 +171,7 @@ def test_readers_never_fail_during_publishes_and_rollbacks(tmp_path):
         if i % 3 == 0:
             reg.rollback(versions[i % len(versions)])
         else:
-            versions.append(reg.publish(fake_bundle(i), {}, validation={"ndcg@10": 0.05}).version)
+            versions.append(reg.publish(fake_bundle(i), validation={"ndcg@10": 0.05}).version)
     out, err = reader.communicate(timeout=60)
     loads, errors = map(int, out.split())
     assert errors == 0, err[-2000:]

@@ -53,7 +53,13 @@ def test_interrupt_mid_training_stops_fast_and_leaves_no_children(
         "teacher": {
             "model_path": str(tiny_encoder_path),
             "users_per_shard": 8,
-            "adapt": {"dim": 8, "n_heads": 2, "history_len": 6, "max_epochs": 2, "heads": 1},
+            "adapt": {
+                "dim": 8,
+                "n_heads": 2,
+                "history_len": 6,
+                "heads": 1,
+                "loop": {"max_epochs": 2},
+            },
         },
         # a long training: it is still running when the signal comes
         "student": {"dim": 8, "history_len": 6},

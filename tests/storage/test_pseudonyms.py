@@ -16,7 +16,7 @@ from pipelines.serve import ModelHolder, ServeSettings
 from storage.datasets import DatasetConfig, ingest, load_dataset
 from storage.errors import IntegrityError
 from storage.pseudonyms import id_key, key_id, pseudonym
-from storage.registry import Registry
+from storage.registry import Provenance, Registry
 from storage.split import make_split
 from storage.workdir import WorkDir
 from tests.conftest import synthetic_tables, write_tables
@@ -43,8 +43,10 @@ def bundle(tmp_path, monkeypatch):
         text_emb=None,
     )
     key = id_key(work, create=True)
-    files = bundle_files(run, dataset, {"rows": []}, user_key=key)
-    Registry(WorkDir(work).registry).publish(files, {"dataset": dataset.ref}, validation=run.valid)
+    files = bundle_files(run, dataset, user_key=key)
+    Registry(WorkDir(work).registry).publish(
+        files, Provenance(dataset=dataset.ref), validation=run.valid
+    )
     raw = dataset.users().get_column("user_id").to_list()
     return work, raw, key
 

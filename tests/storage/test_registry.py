@@ -3,13 +3,13 @@ from __future__ import annotations
 import pytest
 
 from storage.errors import IntegrityError
-from storage.registry import Registry
+from storage.registry import Provenance, Registry
 
 
 def _publish(reg: Registry, ndcg: float, payload: bytes = b"w", **kw):
     return reg.publish(
         {"student.safetensors": payload, "report.json": b"{}"},
-        {"dataset": "d"},
+        Provenance(dataset="d"),
         validation={"ndcg@10": ndcg},
         **kw,
     )
