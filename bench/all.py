@@ -73,6 +73,8 @@ RECIPES: tuple[Recipe, ...] = (
     ),
     Recipe(("nightly_replay",), "nightly_replay", hours=0.7),
     Recipe(("frontier",), "frontier", hours=6.0),
+    # replays the trainings the recipes above left in the bench work dir (no training)
+    Recipe(("patience",), "patience", needs=("published",), hours=0.05),
 )
 
 
