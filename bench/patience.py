@@ -25,6 +25,7 @@ import numpy as np
 from safetensors import safe_open
 
 from bench.common import save, work_dir
+from distill.teacher.cache import AdapterDir
 from storage.atomic import read_json
 from storage.workdir import WorkDir
 
@@ -51,12 +52,12 @@ def curves(work: Path) -> list[dict]:
                 "seconds_per_epoch": progress["seconds"] / max(epochs, 1),
             }
         )
-    for training in sorted(WorkDir(work).adapters.glob("*/training.json")):
-        for head in read_json(training)["heads"]:
+    for adapter in AdapterDir.all(work):
+        for head in read_json(adapter.training)["heads"]:
             history = head["history"]
             out.append(
                 {
-                    "source": f"{work.name}/{training.parent.name}",
+                    "source": f"{work.name}/{adapter.path.name}",
                     "kind": "teacher head",
                     "desc": f"teacher head seed {head['seed']}",
                     "patience": 20,

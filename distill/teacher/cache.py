@@ -13,6 +13,11 @@
                              layout (distill.serving.index.CandidateIndex)
   soft_labels/               the ShardStore: shards + manifest.json (committed last)
 
+<work>/cache/teacher/adapters/<key>/     AdapterDir: one set of trained heads, shared by every
+  adapter.safetensors                    cache built on them; the weights, written last
+  training.json                          per head: seed, best epoch, validation, history
+  ckpt/<head>/                           the heads' training checkpoints (resume)
+
 Readers (`distill.teacher.soft_labels.SoftLabels(cache)`, students, the monitor, the CLI) take a
 `TeacherCache`, never the other way round; the teacher stage
 (`distill/teacher/prepare.py` and `labels.py`) writes one through the `write_*` methods.
@@ -50,6 +55,37 @@ REPORT = "report.json"
 SOFT_LABELS = "soft_labels"  # the ShardStore's folder (storage/shards.py owns what is inside)
 CANDIDATE_INDEX = "candidates.npz"
 _HEADS: PerProcess[adapt.AdaptedTeacher] = PerProcess(limit=4)  # by adapter path
+
+
+@dataclass(frozen=True)
+class AdapterDir:
+    """One set of trained teacher heads (their folder is keyed by what they were trained on)."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, work_dir: Path, key: str) -> AdapterDir:
+        return cls(WorkDir(work_dir).adapters / key[:20])
+
+    @classmethod
+    def all(cls, work_dir: Path) -> list[AdapterDir]:
+        """Every trained set of heads under the work dir."""
+        return [cls(p.parent) for p in sorted(WorkDir(work_dir).adapters.glob("*/training.json"))]
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "adapter.safetensors"
+
+    @property
+    def training(self) -> Path:
+        return self.path / "training.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "ckpt"
+
+    def is_trained(self) -> bool:
+        return self.weights.exists()
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,13 @@ from distill.teacher.base import (
     count_params,
     weights_hash,
 )
-from distill.teacher.cache import TeacherCache, TeacherPlan, cached_scorer, vectors_table
+from distill.teacher.cache import (
+    AdapterDir,
+    TeacherCache,
+    TeacherPlan,
+    cached_scorer,
+    vectors_table,
+)
 from distill.teacher.memo import PerProcess
 from distill.teacher.warm import HeadsWarmStart, start_heads
 from distill.texts import item_texts, user_texts
@@ -99,13 +105,13 @@ def prepare(
     adapted = config.adapt.mode != "none" and config.kind == "embedding"
     if adapted and warm is not None:  # a warm-started head is another head: its own folder
         base = config_hash(base, "warm-start", warm.fingerprint, warm.patience)
-    adapter_dir = WorkDir(work_dir).adapters / base[:20]
+    adapter_dir = AdapterDir.of(work_dir, base)
     model = None
     if adapted:
         model = _teacher_model(
             teacher, config, split, enc.item_texts["text"].to_list(), enc.item_emb
         )
-        if not (adapter_dir / "adapter.safetensors").exists():
+        if not adapter_dir.is_trained():
             training = config
             if warm is not None:
                 ids = dataset.items().get_column("item_id").to_list()
@@ -116,7 +122,7 @@ def prepare(
                     adapt_cfg = config.adapt.model_copy(update={"loop": loop})
                     training = config.model_copy(update={"adapt": adapt_cfg})
             stats["adapt_seconds"] = _train_adapter(model, training, split, adapter_dir)
-    adapter_hash = sha256_file(adapter_dir / "adapter.safetensors") if adapted else "none"
+    adapter_hash = sha256_file(adapter_dir.weights) if adapted else "none"
     fingerprint = config_hash(
         base,
         adapter_hash,
@@ -185,7 +191,7 @@ def _plan(
     dataset: Dataset,
     split: Split,
     cache: TeacherCache,
-    adapter_dir: Path | None,
+    adapter_dir: AdapterDir | None,
     work_dir: Path,
 ) -> TeacherPlan:
     step = config.users_per_shard
@@ -201,7 +207,7 @@ def _plan(
         shards=[
             (f"{s:06d}", s, min(s + step, split.n_users)) for s in range(0, split.n_users, step)
         ],
-        adapter_path=None if adapter_dir is None else str(adapter_dir / "adapter.safetensors"),
+        adapter_path=None if adapter_dir is None else str(adapter_dir.weights),
         work_dir=str(Path(work_dir).absolute()),
     )
 
@@ -213,19 +219,19 @@ def _write_cache(
     split: Split,
     enc: _Encoded,
     model: adapt.AdaptedTeacher | None,
-    adapter_dir: Path,
+    adapter_dir: AdapterDir,
     stats: dict,
     lm_path: Path,
 ) -> None:
     """The teacher's vectors (zero-shot, or from the adapted head), its report, texts and
     candidate index; plan.json last."""
     item_emb, user_emb = enc.item_emb, enc.user_emb
-    head_params = count_params(adapter_dir / "adapter.safetensors") if model is not None else 0
+    head_params = count_params(adapter_dir.weights) if model is not None else 0
     report: dict = {
         "fingerprint": plan.fingerprint,
         "model_key": enc.model_key,
         "params": {"lm": count_params(lm_path), "head": head_params},
-        "adapt_seconds": read_json(adapter_dir / "training.json")["seconds"] if model else 0.0,
+        "adapt_seconds": read_json(adapter_dir.training)["seconds"] if model else 0.0,
         "encode_seconds": stats.get("encode_seconds", 0.0),
         "zero_shot": {
             "test": evaluate(vector_scorer(lambda u, f: user_emb[u], item_emb), split).metrics
@@ -235,9 +241,9 @@ def _write_cache(
         item_vec, user_vec = item_emb, {"vector": user_emb / config.tau}
         user_vec["test_vector"] = user_vec["vector"]  # the profile text names train items only
     else:
-        load_weights(model, adapter_dir / "adapter.safetensors", strict=False)
+        load_weights(model, adapter_dir.weights, strict=False)
         item_emb, item_vec, user_vec = _head_vectors(model, config, split, item_emb)
-        report["adaptation"] = read_json(adapter_dir / "training.json")
+        report["adaptation"] = read_json(adapter_dir.training)
         report["adapted"] = {
             "test": evaluate(cached_scorer(user_vec, item_vec), split).metrics,
         }
@@ -265,18 +271,18 @@ def _teacher_model(
 
 
 def _train_adapter(
-    model: adapt.AdaptedTeacher, config: TeacherConfig, split: Split, folder: Path
+    model: adapt.AdaptedTeacher, config: TeacherConfig, split: Split, folder: AdapterDir
 ) -> float:
     """Train the heads (resuming from checkpoints) and save what they learned as safetensors.
     Returns the wall-clock seconds (heads may train side by side)."""
     t0 = time.perf_counter()
     results = adapt.train_heads(
-        model, split, config.adapt, checkpoint_dir=folder / "ckpt", workers=available_cores()
+        model, split, config.adapt, checkpoint_dir=folder.checkpoints, workers=available_cores()
     )
     wall = time.perf_counter() - t0
     valid = evaluate(adapt.scorer(model, split, config.adapt.history_len), split, fold="valid")
     atomic_write_json(
-        folder / "training.json",
+        folder.training,
         {
             "mode": config.adapt.mode,
             "val_ndcg@10": valid.primary,  # the whole teacher (the mean of its heads)
@@ -293,7 +299,7 @@ def _train_adapter(
             ],
         },
     )
-    save_weights(model, folder / "adapter.safetensors", model.trainable_state())  # last
+    save_weights(model, folder.weights, model.trainable_state())  # last
     return wall
 
 
