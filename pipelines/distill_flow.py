@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from distill.evaluation.report.model import Report
 from distill.evaluation.report.render import embedded_images, markdown, write_markdown
+from distill.serving import bundle as bundle_io
 from distill.student import stage
 from distill.teacher.stage import TeacherRun
 from distill.teacher.warm import served_heads
@@ -93,6 +94,7 @@ def publish_task(
         files,
         provenance,
         validation=read_json(run_dir.validation),
+        volatile=(bundle_io.REPORT,),  # the report's timings change between identical models
         force=force,
         set_current=set_current,
         versus=versus,

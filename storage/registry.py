@@ -337,16 +337,17 @@ class Registry:
         force: bool = False,
         tag: str = "",
         set_current: bool = True,
-        volatile: tuple[str, ...] = ("report.json",),
+        volatile: tuple[str, ...] = (),
         versus: dict | None = None,
         gate: GateConfig | None = None,
     ) -> PublishResult:
         """Stage, hash, rename into place, then switch CURRENT; all under the registry lock.
 
         `set_current=False` stores a version without serving it (backfills); no gate applies then.
-        Publishing is idempotent: a version whose files (apart from `volatile` ones such as the
-        report with its timings) are identical is reused, never duplicated — so a run that crashed
-        after the rename but before the CURRENT switch finishes on its re-run.
+        Publishing is idempotent: a version whose files (apart from `volatile` ones, such as a
+        report with its timings; the bundle module names them) are identical is reused, never
+        duplicated — so a run that crashed after the rename but before the CURRENT switch
+        finishes on its re-run.
         """
         for name in files:
             validate_name(name, what="bundle file name")

@@ -171,6 +171,7 @@ def extend_published(
             extra={"extended_from": current.version, "cold_items": added},
         ),
         validation=current.manifest.get("validation", {}),
+        volatile=(bundle_io.REPORT,),
         force=force,
         tag="extended",
     )
