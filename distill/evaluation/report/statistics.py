@@ -86,6 +86,8 @@ def build_report(
     settings: dict | None = None,
     tests: dict[str, PairedTest] | None = None,
 ) -> Report:
+    """The report of every model's results on one split: a row each, the breakdowns by user
+    activity and test-item popularity, the paired `tests`; `bars.finish` completes it."""
     users = rows[0].results[0].users
     activity, thresholds = activity_buckets(split, users)
     popularity = popularity_buckets(split, users)
