@@ -10,6 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from distill.serving import bundle as bundle_io  # noqa: E402
 from distill.serving.bundle import bundle_files  # noqa: E402
 from distill.student import stage as student_stage  # noqa: E402
 from distill.student.config import StudentConfig  # noqa: E402
@@ -52,7 +53,12 @@ def main(work: Path, src: Path, model: Path) -> None:
     registry = Registry(WorkDir(work).registry, "kdrec")
     if registry.current_version() is None:  # publish once; a re-run after success is a no-op
         files = bundle_files(best, dataset, result.report)
-        registry.publish(files, Provenance(dataset=dataset.ref), validation=best.valid)
+        registry.publish(  # as the distill flow does: the report's timings are volatile
+            files,
+            Provenance(dataset=dataset.ref),
+            validation=best.valid,
+            volatile=(bundle_io.REPORT,),
+        )
 
 
 if __name__ == "__main__":
