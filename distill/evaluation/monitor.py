@@ -103,26 +103,23 @@ def validation_trend(registry: Registry, config: MonitorConfig) -> Check:
     versus = registry.bundle(current).manifest.get("versus_champion")
     if versus is not None:  # measured at publish time: both models on the same fold
         now, before = versus["challenger"]["ndcg@10"], versus["champion"]["ndcg@10"]
-        drop = (before - now) / before if before else 0.0
-        return Check(
-            "validation vs previous",
-            f"{now:.4f} vs {before:.4f} ({-drop:+.1%})",
-            f"drop ≤ {config.max_validation_drop:.0%}",
-            drop <= config.max_validation_drop,
+        detail = (
             f"validation NDCG@10 of {current} vs {versus['champion_version']} on the same "
-            f"validation fold ({current}'s), p = {versus['test']['p_value']:.3g}",
+            f"validation fold ({current}'s), p = {versus['test']['p_value']:.3g}"
         )
-    now = registry.bundle(current).manifest.get("validation", {}).get("ndcg@10")
-    before = registry.bundle(older[-1]).manifest.get("validation", {}).get("ndcg@10")
-    if now is None or before is None:
-        return Check("validation vs previous", "-", "-", None, "a version has no validation")
+    else:
+        now = registry.bundle(current).manifest.get("validation", {}).get("ndcg@10")
+        before = registry.bundle(older[-1]).manifest.get("validation", {}).get("ndcg@10")
+        if now is None or before is None:
+            return Check("validation vs previous", "-", "-", None, "a version has no validation")
+        detail = f"validation NDCG@10 of {current} vs {older[-1]}"
     drop = (before - now) / before if before else 0.0
     return Check(
         "validation vs previous",
         f"{now:.4f} vs {before:.4f} ({-drop:+.1%})",
         f"drop ≤ {config.max_validation_drop:.0%}",
         drop <= config.max_validation_drop,
-        f"validation NDCG@10 of {current} vs {older[-1]}",
+        detail,
     )
 
 
