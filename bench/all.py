@@ -52,6 +52,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe(("contention",), "contention", hours=0.3),
     Recipe(("dask_cluster",), "dask_cluster", hours=0.5),
     Recipe(("fresh_clone",), "fresh_clone", hours=0.4),
+    Recipe(("recipe_time",), "recipe_time", hours=0.4),
     # serving, on the published default bundle
     Recipe(("serve_index",), "serve_index", needs=("published",), hours=0.1),
     Recipe(("serve",), "serve_load", needs=("published",), hours=0.2),

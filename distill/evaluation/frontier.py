@@ -53,7 +53,8 @@ def jobs(
 ) -> tuple[list[stage.TrainJob], list[Key]]:
     """Every training of the frontier (shape x seed x with/without the teacher), with its key.
     Checkpoints are content-keyed under `checkpoint_root`, so an interrupted frontier resumes."""
-    distilled = kd.model_copy(update={"init": "random"})
+    # from a random init, as the plain arm: both run to the same patience (train.patience)
+    distilled = kd.model_copy(update={"init": "random", "patience": None})
     arms = {True: distilled, False: stage.plain_kd(distilled)}
     out, keys = [], []
     for (dim, layers), n_seeds in seeds.items():

@@ -54,6 +54,17 @@ class DistillConfig(BaseModel):
     # the distilled student's learning rate (None = train.lr); a student that starts as a teacher
     # head is fine-tuned, for which a smaller rate keeps what the head knows
     lr: float | None = Field(None, gt=0)
+    # the distilled student's early-stopping patience (None = train.patience): one that starts as
+    # a teacher head peaks within a few epochs, so most of a long patience is spent waiting
+    patience: int | None = Field(None, ge=1)
+
+    def loop_for(self, loop: LoopConfig) -> LoopConfig:
+        """The training loop of a student with these settings: `lr` and `patience` replace
+        the loop's when set and the student uses the teacher (the undistilled arms keep it)."""
+        if not self.uses_teacher:
+            return loop
+        own = {"lr": self.lr, "patience": self.patience}
+        return loop.model_copy(update={k: v for k, v in own.items() if v is not None})
 
     @property
     def uses_teacher(self) -> bool:
@@ -300,8 +311,7 @@ def train_student(
     """Fit one student; early stopping on validation NDCG@10. kd.alpha == 0: no soft labels used.
     `init_state`: starting weights of a sequential student's SASRec (`distill.init: teacher`)."""
     torch.manual_seed(loop.seed)
-    if kd.lr is not None and kd.uses_teacher:
-        loop = loop.model_copy(update={"lr": kd.lr})
+    loop = kd.loop_for(loop)
     model = build_student(config, split.n_users, split.n_items, text_emb)
     if init_state is not None:
         start_from(model, init_state)

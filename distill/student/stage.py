@@ -310,7 +310,7 @@ def arms(student: StudentConfig, sasrec: StudentConfig) -> dict[str, StudentConf
 
 def plain_kd(kd: DistillConfig) -> DistillConfig:
     """The undistilled arms' settings: no soft labels and no start from the teacher."""
-    return kd.model_copy(update={"alpha": 0.0, "init": "random", "lr": None})
+    return kd.model_copy(update={"alpha": 0.0, "init": "random", "lr": None, "patience": None})
 
 
 def train_job(
@@ -413,9 +413,8 @@ def quality(
         content: ContentConfig | None = None,
     ) -> list[int]:
         first = len(jobs)
-        loop = plan.loop
         if this_kd.init == "previous" and plan.warm is not None and plan.warm_patience:
-            loop = loop.model_copy(update={"patience": plan.warm_patience})
+            this_kd = this_kd.model_copy(update={"patience": plan.warm_patience})
         for seed in plan.seeds:
             job = train_job(
                 dataset,
@@ -423,7 +422,7 @@ def quality(
                 soft.fingerprint,
                 config,
                 this_kd,
-                loop,
+                plan.loop,
                 seed,
                 plan.checkpoint_root,
                 plan.warm,

@@ -170,7 +170,9 @@ def train_heads(
     workers: int = 1,
 ) -> list[TrainResult]:
     """Fit every head (seed config.loop.seed + k); with a frozen LM and `workers` > 1, heads
-    train in that many spawned processes of one torch thread each."""
+    train in that many spawned processes of one torch thread each — a single head too: the
+    distill flow trains the plain SASRec beside the teacher, and a head on this process's
+    threads would take the core that one runs on."""
     ckpt = [
         None if checkpoint_dir is None else Path(checkpoint_dir) / str(k)
         for k in range(config.heads)
@@ -182,6 +184,7 @@ def train_heads(
         _train_one_head,
         [(model.head(k), split, configs[k], ckpt[k]) for k in range(config.heads)],
         workers=workers,
+        one_in_process=False,
     )
     for head, (state, _) in zip(model.heads, outcomes, strict=True):
         head.load_state_dict(state)

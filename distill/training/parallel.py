@@ -50,10 +50,14 @@ def _in_worker(fn: Callable[..., Any], args: tuple) -> Any:
     return fn(*args)
 
 
-def map_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int) -> list[Any]:
+def map_in_processes(
+    fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int, one_in_process: bool = True
+) -> list[Any]:
     """[fn(*job) for job in jobs], in `workers` processes when there is more than one job and
-    worker, else in order in this process. `fn` must be importable (a module-level function)."""
-    if workers <= 1 or len(jobs) <= 1:
+    worker, else in order in this process. `one_in_process=False`: a single job (with
+    `workers` > 1) also runs in a one-thread process, for a caller that knows other work runs
+    beside it. `fn` must be importable (a module-level function)."""
+    if workers <= 1 or not jobs or (len(jobs) == 1 and one_in_process):
         return [fn(*job) for job in jobs]
     pool = _pool(min(workers, len(jobs)))
     try:

@@ -50,3 +50,25 @@ def test_a_worker_dies_with_the_process_that_spawned_it(tmp_path):
         for worker in workers:
             with contextlib.suppress(psutil.NoSuchProcess):
                 worker.kill()
+
+
+def where_and_threads() -> tuple[int, int]:
+    import os
+
+    import torch
+
+    return os.getpid(), torch.get_num_threads()
+
+
+def test_a_single_job_runs_here_unless_told_to_take_one_thread_elsewhere():
+    import os
+
+    from distill.training.parallel import map_in_processes
+
+    here = map_in_processes(where_and_threads, [()], workers=2)
+    assert here[0][0] == os.getpid()
+    pid, threads = map_in_processes(where_and_threads, [()], workers=2, one_in_process=False)[0]
+    assert pid != os.getpid() and threads == 1
+    assert map_in_processes(where_and_threads, [()], workers=1, one_in_process=False)[0][0] == (
+        os.getpid()
+    )

@@ -132,6 +132,31 @@ def test_alpha_zero_ignores_the_teacher(synthetic, teacher_cache):
         torch.testing.assert_close(a, b)
 
 
+def test_the_distilled_student_stops_on_its_own_patience(synthetic, teacher_cache):
+    """distill.patience replaces train.patience for a student that uses the teacher; the
+    undistilled arms keep train.patience. A step too small to move anything: validation never
+    improves after the first epoch, so a run lasts exactly patience + 1 epochs."""
+    _, split = synthetic
+    loop = LoopConfig(max_epochs=6, patience=4, batch_size=8, lr=1e-9)
+
+    def epochs(kd: DistillConfig) -> int:
+        _, result = train_student(
+            split,
+            StudentConfig(dim=8, history_len=6),
+            kd,
+            loop,
+            soft_labels=SoftLabels(teacher_cache),
+            text_emb=None,
+        )
+        return len(result.history)
+
+    assert epochs(DistillConfig(init="random")) == 5
+    assert epochs(DistillConfig(init="random", patience=1)) == 2
+    assert epochs(DistillConfig(alpha=0.0, init="random", patience=1)) == 5  # undistilled
+    plain = student_stage.plain_kd(DistillConfig(patience=1, lr=0.5))
+    assert (plain.patience, plain.lr) == (None, None)
+
+
 @pytest.mark.parametrize("kind", ["two_tower", "sequential"])
 def test_students_train_with_a_sampled_softmax(synthetic, teacher_cache, kind):
     _, split = synthetic
