@@ -34,7 +34,7 @@ def main(work: Path, src: Path, model: Path) -> None:
     teacher = TeacherConfig(
         model_path=model,
         users_per_shard=8,
-        # one head: it trains in this process, where the crash points are meant to fire
+        # one head (in a one-thread worker process: a crash point there kills the whole run)
         adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, heads=1, loop=LoopConfig(max_epochs=2)),
     )
     cache = Path(run_teacher(teacher, dataset, split, work_dir=work, progress=False).plan.cache_dir)

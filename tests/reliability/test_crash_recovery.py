@@ -49,6 +49,7 @@ def _run(work: Path, src: Path, model: Path, crash: str | None = None) -> int:
         capture_output=True,
         text=True,
         timeout=600,
+        start_new_session=True,  # a crash point kills the process group: the run's, not pytest's
     )
     if proc.returncode not in (0, -9):
         raise AssertionError(proc.stderr[-3000:])
