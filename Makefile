@@ -34,7 +34,8 @@ help: ## list targets
 
 # pip byte-compiles what it installs one file at a time (half of the install); compileall does
 # the same afterwards on every core, so imports still find their .pyc (also where the environment
-# sets PYTHONDONTWRITEBYTECODE)
+# sets PYTHONDONTWRITEBYTECODE); it exits 1 on the few files packages ship for newer Pythons
+# (torch's testing/_internal/py312_intrinsics.py), which only means those have no .pyc
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip

@@ -68,10 +68,13 @@ class AdaptConfig(BaseModel):
     n_heads: int = Field(2, ge=1)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)  # embeddings, attention and blocks (SASRec)
     id_embeddings: bool = True  # also learn item ID embeddings (added to the text projection)
-    heads: int = Field(2, ge=1)  # independently seeded heads whose scores are averaged
+    # independently seeded heads whose scores are averaged; one by default: on ML-100K a second
+    # head bought nothing on validation and cost a core (docs/results.md, "Cheaper to train")
+    heads: int = Field(1, ge=1)
     # how each head trains: batch_size = training windows (of history_len targets) per step,
-    # patience = epochs without validation NDCG@10 gain; head k is seeded loop.seed + k
-    loop: LoopConfig = Field(default_factory=LoopConfig)
+    # patience = epochs without validation NDCG@10 gain (15: the head's best comes early);
+    # head k is seeded loop.seed + k
+    loop: LoopConfig = Field(default_factory=lambda: LoopConfig(patience=15))
 
     @model_validator(mode="before")
     @classmethod

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -10,6 +11,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
+
+from distill.training.parallel import map_in_processes
 
 
 def touch_then_sleep(path: str) -> None:
@@ -53,18 +57,10 @@ def test_a_worker_dies_with_the_process_that_spawned_it(tmp_path):
 
 
 def where_and_threads() -> tuple[int, int]:
-    import os
-
-    import torch
-
     return os.getpid(), torch.get_num_threads()
 
 
 def test_a_single_job_runs_here_unless_told_to_take_one_thread_elsewhere():
-    import os
-
-    from distill.training.parallel import map_in_processes
-
     here = map_in_processes(where_and_threads, [()], workers=2)
     assert here[0][0] == os.getpid()
     pid, threads = map_in_processes(where_and_threads, [()], workers=2, one_in_process=False)[0]

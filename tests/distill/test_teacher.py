@@ -108,8 +108,10 @@ def test_adapt_config_composes_the_loop_and_keeps_the_fingerprint_of_the_flat_la
     from distill.teacher.base import AdaptConfig
     from distill.training.loop import LoopConfig, config_hash
 
-    assert AdaptConfig().fingerprint() == FLAT_DEFAULT_ADAPT  # caches built before stay valid
-    assert config_hash(AdaptConfig().fingerprint()) == config_hash(FLAT_DEFAULT_ADAPT)
+    # caches built before stay valid (the default then: 2 heads, patience 20)
+    then = AdaptConfig(heads=2, loop=LoopConfig(patience=20))
+    assert then.fingerprint() == FLAT_DEFAULT_ADAPT
+    assert config_hash(then.fingerprint()) == config_hash(FLAT_DEFAULT_ADAPT)
     # a config (or a cache's plan.json) written with the loop's keys directly under adapt
     old = AdaptConfig.model_validate({"dim": 8, "n_heads": 2, "max_epochs": 3, "patience": 2})
     assert old == AdaptConfig(dim=8, n_heads=2, loop=LoopConfig(max_epochs=3, patience=2))
