@@ -66,6 +66,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe(("cold_items",), "cold_items", hours=0.5),
     Recipe(("warm_start",), "warm_start", hours=0.3),
     Recipe(("new_items",), "new_items", hours=2.0),
+    Recipe(("quality",), "quality", ("--config", "configs/default.yaml"), hours=1.0),
     Recipe(
         ("quality_new_items",),
         "quality",

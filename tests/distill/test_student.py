@@ -150,7 +150,7 @@ def test_the_distilled_student_stops_on_its_own_patience(synthetic, teacher_cach
         )
         return len(result.history)
 
-    assert epochs(DistillConfig(init="random")) == 5
+    assert epochs(DistillConfig(init="random", patience=None)) == 5  # None: train.patience
     assert epochs(DistillConfig(init="random", patience=1)) == 2
     assert epochs(DistillConfig(alpha=0.0, init="random", patience=1)) == 5  # undistilled
     plain = student_stage.plain_kd(DistillConfig(patience=1, lr=0.5))
