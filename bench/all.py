@@ -68,6 +68,12 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe(("new_items",), "new_items", hours=2.0),
     Recipe(("quality",), "quality", ("--config", "configs/default.yaml"), hours=1.0),
     Recipe(
+        ("quality_64x1",),
+        "quality",
+        ("--config", "configs/student_64x1.yaml", "--name", "quality_64x1"),
+        hours=1.0,
+    ),
+    Recipe(
         ("quality_new_items",),
         "quality",
         ("--config", "configs/new_items.yaml", "--name", "quality_new_items"),
