@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distill.student.config import FrontierConfig, StudentConfig
 from distill.student.content import ContentConfig
@@ -25,7 +25,19 @@ from storage.registry import GateConfig
 
 
 def default_work_dir() -> Path:
-    return Path(os.environ.get("KDREC_WORK_DIR", "work"))
+    """$KDREC_WORK_DIR, else ./work: relative to the current directory, made absolute."""
+    return absolute(Path(os.environ.get("KDREC_WORK_DIR", "work")))
+
+
+def absolute(path: Path, *, anchor: Path | None = None) -> Path:
+    """`path` as an absolute, normalised path (`~` expanded, `..` folded, symlinks kept): a
+    relative one is taken from `anchor`, else from the current directory. Every path a user
+    writes goes through here once, where it enters (the CLI, the environment, a config file),
+    so nothing downstream depends on the directory a command was started from."""
+    path = Path(path).expanduser()
+    if not path.is_absolute():
+        path = (anchor if anchor is not None else Path.cwd()) / path
+    return Path(os.path.normpath(path))
 
 
 class SplitConfig(BaseModel):
@@ -99,6 +111,11 @@ class RunConfig(BaseModel):
     # bundles store HMAC(key, user id), never raw ids; auto: on for bring-your-own (files) data
     pseudonymize_users: Literal["auto", "on", "off"] = "auto"
 
+    @field_validator("work_dir")
+    @classmethod
+    def _absolute_work_dir(cls, work_dir: Path) -> Path:
+        return absolute(work_dir)
+
     @property
     def pseudonymized(self) -> bool:
         return self.pseudonymize_users == "on" or (
@@ -150,9 +167,38 @@ class RunConfig(BaseModel):
             )
 
 
+# the paths a config file may hold, as (section, key); each relative one is taken from the
+# config file's folder, so a config means the same files whatever directory runs it
+_FILE_PATHS = (
+    (None, "work_dir"),
+    ("dataset", "interactions"),
+    ("dataset", "items"),
+    ("dataset", "users"),
+    ("teacher", "model_path"),
+)
+
+
+def _anchor_paths(data: dict, folder: Path) -> None:
+    """Relative paths written in a config file, made absolute from the file's folder (in
+    place). A relative teacher.model_path that is no folder there is left as written (a model
+    name the teacher resolves itself)."""
+    for section, key in _FILE_PATHS:
+        holder = data if section is None else data.get(section)
+        if not isinstance(holder, dict) or not isinstance(holder.get(key), str):
+            continue
+        path = Path(holder[key]).expanduser()
+        if path.is_absolute():
+            continue
+        anchored = absolute(path, anchor=folder)
+        if key != "model_path" or anchored.exists():
+            holder[key] = str(anchored)
+
+
 def load_config(path: Path | None, **overrides: object) -> RunConfig:
-    """Read a YAML config (safe loader) and apply top-level overrides. Raises ConfigError (or
-    NotFound) naming the file and what is wrong."""
+    """Read a YAML config (safe loader) and apply top-level overrides. Relative paths in the
+    file are taken from the file's folder; overrides (the CLI's `--work-dir`) and
+    $KDREC_WORK_DIR from the current directory. Raises ConfigError (or NotFound) naming the
+    file and what is wrong."""
     data: dict = {}
     where = f"config file {path}" if path is not None else "config"
     if path is not None:
@@ -166,6 +212,7 @@ def load_config(path: Path | None, **overrides: object) -> RunConfig:
             raise ConfigError(f"{where} is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{where} must hold a mapping, not {type(data).__name__}")
+        _anchor_paths(data, absolute(path).parent)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return RunConfig.model_validate(data)

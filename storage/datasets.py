@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -66,6 +67,13 @@ class DatasetConfig(BaseModel):
     @classmethod
     def _safe_name(cls, name: str) -> str:
         return validate_name(name, what="dataset name")
+
+    @field_validator("interactions", "items", "users")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        """Relative to the current directory when the config is built (a config file's own
+        relative paths are taken from its folder before: pipelines/config.py)."""
+        return None if path is None else Path(os.path.abspath(Path(path).expanduser()))
 
     @model_validator(mode="after")
     def _files_need_paths(self) -> DatasetConfig:
@@ -266,9 +274,12 @@ def write_version(raw: RawTables, *, name: str, work_dir: Path, source: dict) ->
 
 @dataclass(frozen=True)
 class Dataset:
-    """A committed dataset version on disk."""
+    """A committed dataset version on disk (`path` made absolute when the object is built)."""
 
     path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(os.path.abspath(Path(self.path).expanduser())))
 
     @cached_property
     def meta(self) -> dict:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,13 @@ from storage.rundir import RunDir
 
 @dataclass(frozen=True)
 class WorkDir:
+    """A work dir; `root` is made absolute (from the current directory) when the object is
+    built, so every path it hands out can be stored and read from anywhere."""
+
     root: Path
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "root", Path(os.path.abspath(Path(self.root).expanduser())))
 
     @property
     def data(self) -> Path:

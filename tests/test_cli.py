@@ -122,7 +122,7 @@ def test_flows_leave_the_clis_sigterm_handler_in_charge(prefect_harness):
         signal.signal(signal.SIGTERM, ours)
 
 
-def test_kdrec_sets_what_it_needs_itself_and_keeps_what_is_set():
+def test_kdrec_sets_what_it_needs_itself_and_keeps_what_is_set(tmp_path):
     from pipelines.cli import own_settings
 
     env = own_settings(["run", "--work-dir", "/tmp/somewhere"], {})
@@ -132,3 +132,10 @@ def test_kdrec_sets_what_it_needs_itself_and_keeps_what_is_set():
     assert own_settings(["run"], {"KDREC_WORK_DIR": "/w"})["PREFECT_HOME"] == "/w/.prefect"
     assert own_settings(["run", "--work-dir=/x"], {})["PREFECT_HOME"] == "/x/.prefect"
     assert "PREFECT_HOME" not in own_settings(["run"], {"PREFECT_HOME": "/mine"})
+    # the run's work dir as the config resolves it: a config file's work_dir, from its folder
+    config = tmp_path / "run.yaml"
+    config.write_text("work_dir: w\n")
+    home = own_settings(["run", "-c", str(config)], {"KDREC_WORK_DIR": "/w"})["PREFECT_HOME"]
+    assert home == str(tmp_path / "w" / ".prefect")
+    with_flag = own_settings(["run", "-c", str(config), "--work-dir", "/x"], {})
+    assert with_flag["PREFECT_HOME"] == "/x/.prefect"

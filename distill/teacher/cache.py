@@ -25,11 +25,12 @@ Readers (`distill.teacher.soft_labels.SoftLabels(cache)`, students, the monitor,
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -49,6 +50,8 @@ from storage.workdir import WorkDir
 if TYPE_CHECKING:
     from distill.teacher import adapt
     from storage.split import Split
+
+log = logging.getLogger(__name__)
 
 PLAN = "plan.json"
 REPORT = "report.json"
@@ -112,26 +115,75 @@ class TeacherPlan:
 
     def to_json(self) -> dict:
         """The plan as plan.json records it: every path inside its work dir relative to the
-        cache folder, so a moved or copied work dir reads and writes its own files (never the
-        folder it was copied from)."""
+        cache folder (the one anchor of a plan's paths), so a moved or copied work dir reads
+        and writes its own files (never the folder it was copied from); paths outside it (the
+        packaged LM) absolute."""
         data = asdict(self)
-        if self.work_dir is not None:
-            for name in _WORK_PATHS:
-                if data[name] and Path(data[name]).is_relative_to(self.work_dir):
-                    data[name] = os.path.relpath(data[name], self.cache_dir)
+        work = _absolute(self.work_dir) if self.work_dir is not None else None
+        for name in _WORK_PATHS:
+            if not data[name]:
+                continue
+            path = _absolute(data[name])
+            inside = work is not None and path.is_relative_to(work)
+            data[name] = os.path.relpath(path, _absolute(self.cache_dir)) if inside else str(path)
         return data
 
     @classmethod
     def load(cls, cache_dir: Path) -> TeacherPlan:
-        """The plan in `cache_dir`, its relative paths resolved from where it is read."""
-        cache_dir = Path(cache_dir).absolute()
+        """The plan in `cache_dir`, its relative paths resolved from there. A path that does not
+        exist is looked for in the work dir that holds the folder (plans written before paths
+        were made absolute stored the dataset relative to the shell's directory) and plan.json
+        is rewritten; one that cannot be found is refused (TeacherError), never resumed."""
+        cache_dir = _absolute(cache_dir)
         data = read_json(cache_dir / PLAN)
         data["shards"] = [tuple(s) for s in data["shards"]]
         for name in _WORK_PATHS:
             if data.get(name) and not Path(data[name]).is_absolute():
                 data[name] = os.path.normpath(cache_dir / data[name])
         data["cache_dir"] = str(cache_dir)
-        return cls(**data)
+        plan = cls(**data)
+        repaired = plan._repaired()
+        if repaired != plan:
+            log.warning("teacher cache %s: plan.json pointed at missing files; repaired", cache_dir)
+            atomic_write_json(cache_dir / PLAN, repaired.to_json())
+        return repaired
+
+    def _repaired(self) -> TeacherPlan:
+        """This plan with each missing path it reads (the dataset, the head's weights) replaced
+        by its file in the work dir that holds the cache folder
+        (<work>/cache/teacher/<fingerprint>); TeacherError when one is nowhere. `model_path`
+        is a record of the LM that wrote the cache, not read again."""
+        work = WorkDir(Path(self.cache_dir).parents[2])
+        found: dict[str, Any] = {}
+        if self.work_dir is not None and not Path(self.work_dir).is_dir():
+            found["work_dir"] = str(work.root)
+        if not (Path(self.dataset_path) / "dataset.json").exists():
+            version = Path(self.dataset_path)
+            found["dataset_path"] = _existing(
+                self, "dataset_path", work.data / version.parent.name / version.name, "dataset.json"
+            )
+        if self.adapter_path is not None and not Path(self.adapter_path).exists():
+            adapter = AdapterDir(work.adapters / Path(self.adapter_path).parent.name)
+            found["adapter_path"] = _existing(self, "adapter_path", adapter.weights)
+        return replace(self, **found) if found else self
+
+    def _missing(self, name: str, path: str) -> TeacherError:
+        return TeacherError(
+            f"teacher cache {self.cache_dir}: plan.json's {name} {path} does not exist and is "
+            f"not in this work dir; rebuild it: rm -r {self.cache_dir} && kdrec teacher run "
+            "(with the same config)"
+        )
+
+
+def _existing(plan: TeacherPlan, name: str, candidate: Path, inside: str = "") -> str:
+    """`candidate` if it exists (with `inside` in it), else the plan's refusal."""
+    if (candidate / inside).exists():
+        return str(candidate)
+    raise plan._missing(name, getattr(plan, name))
+
+
+def _absolute(path: str | Path) -> Path:
+    return Path(os.path.abspath(path))
 
 
 _WORK_PATHS = ("work_dir", "model_path", "dataset_path", "adapter_path")

@@ -199,7 +199,7 @@ def _plan(
         fingerprint=cache.folder.name,
         cache_dir=str(cache.folder),
         config=config.model_dump(mode="json"),
-        model_path=str(teacher.path),
+        model_path=str(Path(teacher.path).absolute()),
         dataset_path=str(dataset.path),
         split_cutoff=split.cutoff,
         n_users=split.n_users,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import typer
+import yaml
 
 from pipelines.cli import runs, serving
 from pipelines.cli.common import console
@@ -63,24 +64,48 @@ def _stop_children() -> None:
 
 def own_settings(argv: list[str], environ: dict[str, str]) -> dict[str, str]:
     """The environment kdrec needs, whoever starts it (not only the Makefile): offline models
-    and data, Prefect's state in the work dir (`--work-dir`, else $KDREC_WORK_DIR, else ./work)
-    with analytics off (its telemetry heartbeat otherwise prints a "database is locked"
-    traceback) and a start-up timeout a busy 2-core machine can meet. Values already set win."""
-    work = environ.get("KDREC_WORK_DIR", "work")
-    for i, arg in enumerate(argv):
-        if arg == "--work-dir" and i + 1 < len(argv):
-            work = argv[i + 1]
-        elif arg.startswith("--work-dir="):
-            work = arg.split("=", 1)[1]
+    and data, Prefect's state in the run's work dir (as the run config will resolve it:
+    `--work-dir`, else the config file's `work_dir`, else $KDREC_WORK_DIR, else ./work) with
+    analytics off (its telemetry heartbeat otherwise prints a "database is locked" traceback)
+    and a start-up timeout a busy 2-core machine can meet. Values already set win."""
+    work = _option(argv, "--work-dir") or _config_work_dir(_option(argv, "--config", "-c"))
+    work = work or environ.get("KDREC_WORK_DIR", "work")
     wanted = {
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
-        "PREFECT_HOME": str(Path(work).resolve() / ".prefect"),
+        "PREFECT_HOME": os.path.join(os.path.abspath(os.path.expanduser(work)), ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     }
     return {k: v for k, v in wanted.items() if k not in environ}
+
+
+def _option(argv: list[str], *names: str) -> str | None:
+    """The value of the last `--name value` / `--name=value` in argv (before typer parses it)."""
+    value = None
+    for i, arg in enumerate(argv):
+        for name in names:
+            if arg == name and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif arg.startswith(f"{name}="):
+                value = arg.split("=", 1)[1]
+    return value
+
+
+def _config_work_dir(config: str | None) -> str | None:
+    """The config file's `work_dir`, taken from the file's folder as `load_config` takes it;
+    None when there is none or the file cannot be read (the command then reports it)."""
+    if config is None:
+        return None
+    try:
+        with open(config) as f:
+            work = (yaml.safe_load(f) or {}).get("work_dir")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    if not isinstance(work, str):
+        return None
+    return os.path.join(os.path.dirname(os.path.abspath(config)), os.path.expanduser(work))
 
 
 def main() -> None:
