@@ -95,7 +95,7 @@ def sweep(name: str, lever: str, runs, split, plan: NewItemsPlan, floors: dict) 
             ("self_1pct", {"max_warm_loss": 0.01}),
             ("dropoutnet_warm", {"warm_floor": floors["dropoutnet_warm"][i]}),
         ):
-            scale, _ = calibrate(at, split, plan.targets, SCALES, **kwargs)
+            scale = calibrate(at, split, plan.targets, SCALES, **kwargs).scale
             test = evaluate_new_items(at(scale), split, plan.targets, fold="test")
             picks[rule] = {"scale": scale, "test": views(test), "result": test}
         out.append({"model": name, "lever": lever, "seed": run.seed, "valid": curve, **picks})

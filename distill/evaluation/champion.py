@@ -38,10 +38,11 @@ class HeadToHead:
 
     @property
     def test(self) -> dict:
-        """Paired t-test of the challenger against the champion (per user, `METRIC`)."""
+        """The paired comparison of the challenger against the champion (per user, `METRIC`;
+        `distill.evaluation.stats`)."""
         return paired(
             [self.challenger], [self.champion], names=("challenger", self.champion_version)
-        )
+        ).as_json()
 
     def as_json(self) -> dict:
         return {

@@ -100,7 +100,7 @@ def section(
             [r.test for r in grouped[(dim, layers, False)]],
             names=("distilled", "plain"),
         )
-        tests.append({"dim": dim, "n_layers": layers, **test})
+        tests.append({"dim": dim, "n_layers": layers, **test.as_json()})
     return {"rows": with_ratios(rows), "tests": tests}
 
 
@@ -214,8 +214,9 @@ def int8_columns(
     loss = paired([q["int8_test"] for q in quality], [r.test for r in runs], names=("int8", "f32"))
     return {
         "int8_test_ndcg@10": float(np.mean([q["int8_test_ndcg@10"] for q in quality])),
-        "int8_vs_float32": loss["relative_gain"],
-        "int8_vs_float32_p_value": loss["p_value"],
+        "int8_vs_float32": loss.relative_gain,
+        "int8_vs_float32_p_value": loss.p_value,
+        "int8_vs_float32_ci": list(loss.ci),
         "int8_p50_ms": served["p50_ms"],
         "int8_p99_ms": served["p99_ms"],
     }

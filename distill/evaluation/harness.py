@@ -73,24 +73,33 @@ def ranks_of_targets(
     exclude: tuple[np.ndarray, np.ndarray],
     targets: tuple[np.ndarray, np.ndarray],
     *,
+    one_target_at_a_time: bool = False,
     chunk: int = 256,
 ) -> torch.Tensor:
-    """(T,) 0-based rank of every target in its row after masking `exclude` (targets are never
-    masked), ties broken by item index as a stable descending sort would: the items scoring
-    higher plus the tied items of lower index. O(T x I), no sort."""
+    """(T,) 0-based rank of every target in its row after masking `exclude`, ties broken by
+    item index as a stable descending sort would: the items scoring higher plus the tied items
+    of lower index. O(T x I), no sort.
+
+    By default targets are never masked, so a row's targets compete with each other (the
+    standard protocol's several targets of one fold, scored as a list). With
+    `one_target_at_a_time` each target is ranked alone: every excluded item is masked, the row's
+    other targets too when they are in `exclude` (the item-cold-start protocol: one (user, new
+    item) target at a time, the user's other held-out items left out)."""
     scores = scores.to(torch.float32).clone()
     t_rows, t_cols = (torch.as_tensor(a, dtype=torch.long) for a in targets)
     e_rows, e_cols = (torch.as_tensor(a, dtype=torch.long) for a in exclude)
     target_scores = scores[t_rows, t_cols]
     scores[e_rows, e_cols] = -torch.inf
-    scores[t_rows, t_cols] = target_scores
+    if not one_target_at_a_time:
+        scores[t_rows, t_cols] = target_scores
     scores = torch.nan_to_num(scores, nan=-torch.inf)
+    target_scores = torch.nan_to_num(target_scores, nan=-torch.inf)
     items = torch.arange(scores.shape[1])
     ranks = []
     for i in range(0, len(t_rows), chunk):
         rows, cols = t_rows[i : i + chunk], t_cols[i : i + chunk]
         row_scores = scores[rows]  # (chunk, I)
-        mine = row_scores.gather(1, cols[:, None])  # (chunk, 1)
+        mine = target_scores[i : i + chunk, None]  # (chunk, 1): its own score, masked or not
         higher = (row_scores > mine).sum(1)
         tied_before = ((row_scores == mine) & (items < cols[:, None])).sum(1)
         ranks.append(higher + tied_before)

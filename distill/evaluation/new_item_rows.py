@@ -58,6 +58,8 @@ class NewItemRow:
     valid: list[NewItemResult]
     test: list[NewItemResult]
     scales: list[float] | None = None
+    # per seed with a content path: False where no scale kept its warm floor ("floor unmet")
+    floor_met: list[bool] = field(default_factory=list)
 
     def results(self, view: str, fold: str = "test") -> list[EvalResult]:
         return [r.view(view) for r in (self.test if fold == "test" else self.valid)]
@@ -78,6 +80,7 @@ class NewItemRow:
             **{view: self.block(view) for view in VIEWS},
             "valid": {view: self.block(view, "valid") for view in VIEWS},
             "scale": None if self.scales is None else self.scales,
+            "floor_unmet": [i for i, met in enumerate(self.floor_met) if not met],
         }
 
 
@@ -122,12 +125,12 @@ def _student(
     """A student row; a run with a content path is calibrated on validation (to its seed's
     warm floor, or to its own unplaced warm quality less `max_warm_loss` when that is None)
     and keeps that scale (its placement is replaced)."""
-    valid, test, scales = [], [], []
+    valid, test, scales, met = [], [], [], []
     for run, floor in zip(runs, floors, strict=True):
         if run.placement.text_vecs is None:
             valid.append(evaluate_new_items(run.scorer(split), split, plan.targets, fold="valid"))
         else:
-            scale, result = calibrate(
+            chosen = calibrate(
                 scorer_at(run, split),
                 split,
                 plan.targets,
@@ -135,12 +138,13 @@ def _student(
                 max_warm_loss=plan.content.max_warm_loss,
                 warm_floor=floor,
             )
-            run.placement = run.placement.with_scale(scale)
-            valid.append(result)
-            scales.append(scale)
+            run.placement = run.placement.with_scale(chosen.scale)
+            valid.append(chosen.result)
+            scales.append(chosen.scale)
+            met.append(chosen.floor_met)
         test.append(evaluate_new_items(run.scorer(split), split, plan.targets, fold="test"))
     distilled = any(r.kd.alpha > 0 or r.kd.init != "random" for r in runs)
-    return NewItemRow(name, role, distilled, valid, test, scales or None)
+    return NewItemRow(name, role, distilled, valid, test, scales or None, met)
 
 
 def teacher_scorer(cache: TeacherCache, split: Split) -> Scorer:
@@ -234,16 +238,17 @@ def _matched(
             getattr(reference, fold).append(result)
         floor = reference.valid[-1].warm.metrics["ndcg@10"]
         at = scorer_at(run, split)
-        scale, result = calibrate(at, split, plan.targets, plan.content.scales, warm_floor=floor)
-        ours.valid.append(result)
-        scales.append(scale)
-        ours.test.append(evaluate_new_items(at(scale), split, plan.targets))
+        chosen = calibrate(at, split, plan.targets, plan.content.scales, warm_floor=floor)
+        ours.valid.append(chosen.result)
+        scales.append(chosen.scale)
+        ours.floor_met.append(chosen.floor_met)
+        ours.test.append(evaluate_new_items(at(chosen.scale), split, plan.targets))
     return [reference, ours]
 
 
 def new_items_section(rows: list[NewItemRow], plan: NewItemsPlan) -> dict:
-    """report.json's `new_items` block: the rows and the paired tests of the distilled student
-    (per user, pooled over seeds; test half)."""
+    """report.json's `new_items` block: the rows and the paired comparisons of the distilled
+    student (users the unit, seeds averaged per user: `distill.evaluation.stats`; test half)."""
     distilled = next((r for r in rows if r.distilled and r.role == "student"), None)
     by_name = {r.model: r for r in rows}
     tests: dict[str, dict] = {}
@@ -256,7 +261,7 @@ def new_items_section(rows: list[NewItemRow], plan: NewItemsPlan) -> dict:
                     matched.results("new_among_all"),
                     by_name[AS_TRAINED].results("new_among_all"),
                     names=(matched.model, AS_TRAINED),
-                ),
+                ).as_json(),
             }
         for key, control, view in (
             ("vs_dropoutnet", DROPOUTNET_ROW, "new_among_all"),
@@ -270,7 +275,7 @@ def new_items_section(rows: list[NewItemRow], plan: NewItemsPlan) -> dict:
                         distilled.results(view),
                         by_name[control].results(view),
                         names=(distilled.model, control),
-                    ),
+                    ).as_json(),
                 }
     return {
         "share": plan.share,

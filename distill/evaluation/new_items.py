@@ -11,8 +11,9 @@ on the night they arrive. Every report row is then scored three ways, by full ra
                   user is served.
 
 A new-item target is ranked from the user's fold input (the standard protocol's: train items for
-"valid", train + validation items for "test"), with the user's whole known history and the
-user's other new items left out of that ranking; per-target HR@10 and NDCG@10 are averaged per
+"valid", train + validation items for "test"), one target at a time, with the user's whole known
+history and every other held-out item of the user (both halves, the same half's other targets
+included) left out of that ranking; per-target HR@10 and NDCG@10 are averaged per
 user, so paired tests pair users. Ties (a model that gives every new item the same score) are
 broken in one seeded random order of the items, not by item index. The new items are drawn into
 a validation half, on which settings are chosen, and a test half, on which results are quoted.
@@ -104,7 +105,7 @@ def evaluate_new_items(
         batch = users[start : start + batch_size]
         scores = _tensor(scorer(batch, fold))
         t = _pairs(targets.halves[fold], batch)
-        others = _pairs(seen, batch)  # ranks_of_targets never masks a target: only the others
+        others = _pairs(seen, batch)  # every held-out item of the user: the targets included
         among_new = scores[:, targets.items[new_order]]
         position = np.empty(len(new_order), dtype=np.int64)
         position[new_order] = np.arange(len(new_order))
@@ -112,11 +113,14 @@ def evaluate_new_items(
             among_new,
             (others[0], position[new_column[others[1]]]),
             (t[0], position[new_column[t[1]]]),
+            one_target_at_a_time=True,
         )
         _add(per_user["new_among_new"], per_target_metrics(ranks, t[0], len(batch)))
         h = _pairs(history, batch)
         exclude = (np.concatenate([h[0], others[0]]), column[np.concatenate([h[1], others[1]])])
-        ranks = ranks_of_targets(scores[:, order], exclude, (t[0], column[t[1]]))
+        ranks = ranks_of_targets(
+            scores[:, order], exclude, (t[0], column[t[1]]), one_target_at_a_time=True
+        )
         _add(per_user["new_among_all"], per_target_metrics(ranks, t[0], len(batch)))
     warm = _warm(scorer, split, targets.seen, fold, order, batch_size)
     return NewItemResult(warm, *(_result(per_user[v], users) for v in VIEWS[1:]))
@@ -167,6 +171,16 @@ def _result(parts: dict[str, list[np.ndarray]], users: np.ndarray) -> EvalResult
     return EvalResult({k: float(v.mean()) for k, v in arrays.items()}, arrays, users)
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """The scale a content path serves its cold items at, chosen on the validation half."""
+
+    scale: float
+    result: NewItemResult  # its validation result at that scale
+    floor: float  # the validation warm NDCG@10 it had to keep
+    floor_met: bool  # False: no scale kept the floor; `scale` is then the smallest tried
+
+
 def calibrate(
     scorer_at: Callable[[float | None], Scorer],
     split: Split,
@@ -175,19 +189,22 @@ def calibrate(
     *,
     max_warm_loss: float = 0.0,
     warm_floor: float | None = None,
-) -> tuple[float, NewItemResult]:
+) -> Calibration:
     """The scale at which a content path serves its cold items, chosen on the validation half:
     the one with the best validation new_among_all NDCG@10 among those whose validation warm
-    NDCG@10 stays at or above a floor, the smallest scale when none does. The floor is
-    `warm_floor`, else the same model with its cold items unplaced (`scorer_at(None)`) less
-    `max_warm_loss`. Returns the scale and its validation result."""
+    NDCG@10 stays at or above a floor. The floor is `warm_floor`, else the same model with its
+    cold items unplaced (`scorer_at(None)`) less `max_warm_loss`. When no scale keeps the
+    floor the result says so (`floor_met` False, reported as "floor unmet") and carries the
+    smallest scale, the nearest to it."""
     if warm_floor is None:
         warm_floor = (1 - max_warm_loss) * warm_ndcg(scorer_at(None), split, targets)
     tried = [(s, evaluate_new_items(scorer_at(s), split, targets, fold="valid")) for s in scales]
     allowed = [(s, r) for s, r in tried if r.warm.metrics["ndcg@10"] >= warm_floor]
     if not allowed:
-        return min(tried, key=lambda sr: sr[0])
-    return max(allowed, key=lambda sr: (sr[1].new_among_all.metrics["ndcg@10"], -sr[0]))
+        scale, result = min(tried, key=lambda sr: sr[0])
+        return Calibration(scale, result, warm_floor, floor_met=False)
+    scale, result = max(allowed, key=lambda sr: (sr[1].new_among_all.metrics["ndcg@10"], -sr[0]))
+    return Calibration(scale, result, warm_floor, floor_met=True)
 
 
 def warm_ndcg(scorer: Scorer, split: Split, targets: NewItemTargets, fold: str = "valid") -> float:

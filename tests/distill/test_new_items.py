@@ -91,13 +91,45 @@ def test_calibration_takes_the_best_scale_within_the_warm_loss(max_loss, chosen,
     # validation: at scale 1 user 1's new item 6 (0.9) pushes the validation item 5 (0.5) from
     # rank 2 to 3 (warm -7.4 %); at 0.5 it scores 0.45 and displaces nothing, but user 0's
     # target 6 (0.475) then ranks below 4 (0.6)
-    scale, result = calibrate(scorer, split(), TARGETS, [0.5, 1.0], max_warm_loss=max_loss)
-    assert scale == chosen
+    calibration = calibrate(scorer, split(), TARGETS, [0.5, 1.0], max_warm_loss=max_loss)
+    scale, result = calibration.scale, calibration.result
+    assert scale == chosen and calibration.floor_met
     assert result.new_among_all.metrics["ndcg@10"] == pytest.approx(new_ndcg)
     reference = (1 / LOG5 + 1 / LOG4) / 2
     warm = result.warm.metrics["ndcg@10"]
     assert warm == pytest.approx(reference if chosen == 0.5 else 1 / LOG5)
     # an absolute floor instead (another model's warm NDCG@10 to match): 0.43 admits both
     # scales (0.4654 and 0.4307), 0.47 neither, which leaves the smallest
-    assert calibrate(scorer, split(), TARGETS, [0.5, 1.0], warm_floor=0.43)[0] == 1.0
-    assert calibrate(scorer, split(), TARGETS, [1.0, 0.5], warm_floor=0.47)[0] == 0.5
+    assert calibrate(scorer, split(), TARGETS, [0.5, 1.0], warm_floor=0.43).scale == 1.0
+    unmet = calibrate(scorer, split(), TARGETS, [1.0, 0.5], warm_floor=0.47)
+    assert unmet.scale == 0.5 and not unmet.floor_met and unmet.floor == 0.47  # said, not silent
+
+
+def test_each_new_item_target_is_ranked_with_the_users_other_new_items_left_out():
+    """User 0 read both new items in the test half: ranking 7, item 6 (scored higher) is one of
+    the user's own held-out items, so it is left out, not a competitor."""
+    both = NewItemTargets(
+        np.array([6, 7]), {"valid": matrix([(1, 7)]), "test": matrix([(0, 6), (0, 7)])}
+    )
+    result = evaluate_new_items(scorer(), split(), both, fold="test")
+    # new among new: 6 rank 0; 7 (0.4) with 6 left out: rank 0 (not 1)
+    np.testing.assert_allclose(result.new_among_new.per_user["ndcg@10"], [1.0])
+    # new among all (history 0-3 left out): 6 (0.95) rank 0; 7 (0.4) below 4 (0.6) only: rank 1
+    np.testing.assert_allclose(result.new_among_all.per_user["ndcg@10"], [(1 + 1 / LOG3) / 2])
+
+
+def test_a_row_whose_floor_was_unmet_says_so_in_the_report():
+    from distill.evaluation.report.render import new_items_markdown
+
+    view = {m: {"mean": 0.1, "std": 0.0} for m in ("ndcg@10", "hr@10")}
+    row = {"model": "kd", "warm": view, "new_among_new": view, "new_among_all": view}
+    section = {
+        "items": 2,
+        "share": 0.1,
+        "seed": 0,
+        "targets": {"valid": 1, "test": 2},
+        "users": {"valid": 1, "test": 2},
+        "rows": [{**row, "scale": [0.5, 1.0], "floor_unmet": [0]}],
+    }
+    text = "\n".join(new_items_markdown(section))
+    assert "| kd | 0.1000 | 0.1000 | 0.1000 | 0.5 (floor unmet)/1 |" in text

@@ -12,7 +12,6 @@ from distill.evaluation.report.bars import bars, finish
 from distill.evaluation.report.model import (
     REPORT_METRICS,
     ModelRow,
-    PairedTest,
     Report,
     Row,
     ServingCost,
@@ -21,6 +20,7 @@ from distill.evaluation.report.model import (
 from distill.evaluation.report.plots import PLOTS
 from distill.evaluation.report.render import embedded_images, markdown, relative_images
 from distill.evaluation.report.statistics import paired_test
+from distill.evaluation.stats import Comparison, SeedView
 
 
 def _row(model: str, role: str, ndcg: float, params: int = 10, distilled: bool = False) -> Row:
@@ -45,7 +45,24 @@ def _cost(student_vs_sasrec: float) -> ServingCost:
     )
 
 
-def _report(gain: float, p: float, teacher: float, student_vs_sasrec: float) -> Report:
+def _comparison(gain: float, ci_low: float, p: float = 0.01) -> Comparison:
+    """kd vs the SASRec: `gain` with the 95 % interval (ci_low, gain + 0.05)."""
+    seeds = SeedView([0.1 * (1 + gain)] * 2, [0.1] * 2, 0.1 * gain, 0.0, 2)
+    return Comparison(
+        "ndcg@10",
+        "Student sequential (KD kl)",
+        "SASRec (no teacher)",
+        0.1 * (1 + gain),
+        0.1,
+        gain,
+        (ci_low, gain + 0.05),
+        p,
+        10,
+        seeds,
+    )
+
+
+def _report(gain: float, ci_low: float, teacher: float, student_vs_sasrec: float) -> Report:
     return Report(
         dataset="ml@1",
         split="leave-one-out",
@@ -57,17 +74,13 @@ def _report(gain: float, p: float, teacher: float, student_vs_sasrec: float) -> 
             _row("Student sequential (KD kl)", "student", 0.1 * (1 + gain), distilled=True),
         ],
         breakdown={"activity": {}, "popularity": {}},
-        tests={
-            "kd_vs_best_plain": PairedTest(
-                "ndcg@10", gain, p, 10, "Student sequential (KD kl)", "SASRec (no teacher)"
-            )
-        },
+        tests={"kd_vs_best_plain": _comparison(gain, ci_low)},
         cost=_cost(student_vs_sasrec),
     )
 
 
 def test_bars_hold_just_inside_their_targets():
-    out = bars(_report(gain=0.05, p=0.049, teacher=0.1101, student_vs_sasrec=1.10))
+    out = bars(_report(gain=0.05, ci_low=0.001, teacher=0.1101, student_vs_sasrec=1.10))
     assert {k: v.holds for k, v in out.items()} == {
         "beats_best_plain": True,
         "teacher_vs_sasrec": True,
@@ -79,19 +92,19 @@ def test_bars_hold_just_inside_their_targets():
     ("kwargs", "failing"),
     [
         ({"gain": 0.049}, "beats_best_plain"),
-        ({"p": 0.05}, "beats_best_plain"),
+        ({"ci_low": 0.0}, "beats_best_plain"),  # significant = the CI excludes 0
         ({"teacher": 0.1099}, "teacher_vs_sasrec"),
         ({"student_vs_sasrec": 1.11}, "serving_cost"),
     ],
 )
 def test_each_bar_fails_just_past_its_target(kwargs, failing):
-    values = {"gain": 0.05, "p": 0.01, "teacher": 0.12, "student_vs_sasrec": 1.0, **kwargs}
+    values = {"gain": 0.05, "ci_low": 0.01, "teacher": 0.12, "student_vs_sasrec": 1.0, **kwargs}
     out = bars(_report(**values))
     assert [k for k, v in out.items() if not v.holds] == [failing]
 
 
 def test_serving_cost_bar_needs_no_more_parameters_than_sasrec():
-    report = _report(gain=0.1, p=0.01, teacher=0.12, student_vs_sasrec=1.0)
+    report = _report(gain=0.1, ci_low=0.01, teacher=0.12, student_vs_sasrec=1.0)
     report.rows[-1] = dataclasses.replace(report.rows[-1], params=11)
     assert not bars(report)["serving_cost"].holds
 
@@ -108,14 +121,13 @@ def test_paired_test_by_hand_and_pairs_a_deterministic_control_with_every_seed()
     treated = _model_row("kd", [[0.2, 0.4, 0.6], [0.3, 0.5, 0.7]])
     control = _model_row("plain", [[0.1, 0.3, 0.5]])  # one result: paired with both seeds
     out = paired_test(treated, control)
-    assert out.n_pairs == 6 and (out.treated, out.control) == ("kd", "plain")
+    # users are the unit: seed means 0.25, 0.45, 0.65 against 0.1, 0.3, 0.5
+    assert out.n_pairs == 3 and (out.treated, out.control) == ("kd", "plain")
     assert out.relative_gain == pytest.approx(0.45 / 0.3 - 1)
-    # differences 0.1, 0.1, 0.1, 0.2, 0.2, 0.2: t = mean / (sd / sqrt(n))
-    diffs = np.array([0.1] * 3 + [0.2] * 3)
-    t = diffs.mean() / (diffs.std(ddof=1) / np.sqrt(6))
-    from scipy import stats
-
-    assert out.p_value == pytest.approx(2 * stats.t.sf(t, 5))
+    # three users, each +0.15: Wilcoxon's exact two-sided p for n = 3 all positive is 2/8
+    assert out.p_value == pytest.approx(0.25)
+    assert out.seeds.treated == pytest.approx([0.4, 0.5]) and out.seeds.control == [0.3]
+    assert out.seeds.diff_mean == pytest.approx(0.15) and out.seeds.favour_treated == 2
     assert paired_test(control, control).p_value == 1.0
 
 
@@ -169,7 +181,7 @@ def test_report_images_link_the_plots_on_disk_and_embed_them_for_the_ui(tmp_path
 
 
 def test_report_round_trips_through_report_json_and_finishes_once():
-    report = _report(gain=0.06, p=0.01, teacher=0.12, student_vs_sasrec=1.0)
+    report = _report(gain=0.06, ci_low=0.02, teacher=0.12, student_vs_sasrec=1.0)
     cost, report.cost = report.cost, None
     report.settings = {"teacher_fingerprint": "abc", "student": {"kind": "sequential"}}
     served = {"previous_model": {"version": "v1"}, "delta_vs_previous": {"ndcg@10": 0.01}}
@@ -177,7 +189,9 @@ def test_report_round_trips_through_report_json_and_finishes_once():
     assert set(report.bars) == {"beats_best_plain", "teacher_vs_sasrec", "serving_cost"}
     # the bars of the finished report, worked out by hand: +6 %, p 0.01 holds; 0.12 / 0.1
     # = 1.200x holds; 1.00x the SASRec's serving time with as many parameters holds
-    assert report.bars["beats_best_plain"].value == "+6.0% vs SASRec (no teacher), p=0.01"
+    assert report.bars["beats_best_plain"].value == (
+        "+6.0% vs SASRec (no teacher) (95% CI +2.0% … +11.0%), p=0.01"
+    )
     assert report.bars["teacher_vs_sasrec"].value == "1.200x (0.1200 vs 0.1000)"
     assert all(bar.holds for bar in report.bars.values())
     flat = json.loads(json.dumps(report.as_json()))  # report.json's contract: flat keys
@@ -191,5 +205,8 @@ def test_report_round_trips_through_report_json_and_finishes_once():
     text = markdown(report)
     assert "| Teacher | teacher | 0.1000 | 0.1200 | 0.1000 | 0.1000 |" in text
     assert "| Teacher | 10 | 1.0 | 10 |" in text  # the cost table: params, train s, users/s
-    assert "(SASRec (no teacher); paired t-test on per-user ndcg@10, 10 pairs): +6.0%" in text
+    assert (
+        "(SASRec (no teacher); per-user ndcg@10): +6.0% (95% CI +2.0% … +11.0%, significant), "
+        "Wilcoxon p = 0.01, 10 users; seeds: 2/2 favour Student sequential (KD kl)"
+    ) in text
     assert "- teacher_vs_sasrec: teacher >= 1.10x the plain SASRec's NDCG@10" in text

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from distill.evaluation.harness import EvalResult
+from distill.evaluation.stats import Comparison
 
 REPORT_METRICS = ("hr@10", "ndcg@10", "mrr", "recall@20")
 SETTINGS = ("teacher_fingerprint", "student", "sasrec", "distill", "content", "loop")
@@ -123,25 +124,6 @@ class ModelRow:
 
 
 @dataclass(frozen=True)
-class PairedTest:
-    """Paired t-test of two models on per-user values (`distill.evaluation.stats.paired`)."""
-
-    metric: str
-    relative_gain: float
-    p_value: float
-    n_pairs: int
-    treated: str
-    control: str
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PairedTest:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
 class Bar:
     """One quality bar of the product: its target, the measured value, whether it holds."""
 
@@ -189,7 +171,7 @@ class Report:
     rows: list[Row]
     breakdown: dict
     settings: dict = field(default_factory=dict)  # SETTINGS: what the students were trained with
-    tests: dict[str, PairedTest] = field(default_factory=dict)  # TESTS: the distilled student's
+    tests: dict[str, Comparison] = field(default_factory=dict)  # TESTS: the distilled student's
     protocol: str = "standard"  # at test a model reads everything before the test item
     cost: ServingCost | None = None
     served: dict = field(default_factory=dict)  # SERVED: vs the model being served
@@ -258,7 +240,7 @@ class Report:
             rows=[Row.from_json(r) for r in data["rows"]],
             breakdown=data["breakdown"],
             settings={k: v for k, v in data.items() if k not in core + TESTS + SERVED},
-            tests={k: PairedTest.from_json(data[k]) for k in TESTS if k in data},
+            tests={k: Comparison.from_json(data[k]) for k in TESTS if k in data},
             protocol=data.get("protocol", "standard"),
             cost=ServingCost.from_json(cost) if cost is not None else None,
             served={k: data[k] for k in SERVED if k in data},

@@ -10,6 +10,7 @@ from pathlib import Path
 from distill.evaluation.report.model import ModelRow, Report, Stat
 from distill.evaluation.report.plots import plots, write_plots
 from distill.evaluation.report.statistics import BUCKETS
+from distill.evaluation.stats import Comparison
 from storage.atomic import atomic_write_json, atomic_write_text
 from storage.rundir import RunDir
 
@@ -80,11 +81,7 @@ def markdown(
     ):
         if key in report.tests:
             k = report.tests[key]
-            lines += [
-                "",
-                f"{title} ({k.control}; paired t-test on per-user {k.metric}, "
-                f"{k.n_pairs} pairs): {k.relative_gain:+.1%}, p = {k.p_value:.3g}",
-            ]
+            lines += ["", f"{title} ({k.control}; per-user {k.metric}): {k.line()}"]
     for title, key in (("user activity", "activity"), ("test-item popularity", "popularity")):
         part = report.breakdown[key]
         if not part:
@@ -142,7 +139,7 @@ def frontier_markdown(section: dict) -> list[str]:
     for t in section["tests"]:
         lines.append(
             f"- {t['dim']}x{t['n_layers']}: distilled vs the same shape without the teacher "
-            f"{t['relative_gain']:+.1%}, p = {t['p_value']:.3g} ({t['n_pairs']} pairs)"
+            + Comparison.from_json(t).line()
         )
     return lines
 
@@ -154,8 +151,7 @@ def champion_line(versus: dict) -> str:
         f"Validation vs the current model {versus['champion_version']}, both on this run's "
         f"validation fold ({versus['targets']} targets, {versus['unknown_targets']} of them "
         f"items the current model does not know): NDCG@10 {versus['challenger']['ndcg@10']:.4f} "
-        f"vs {versus['champion']['ndcg@10']:.4f} ({test['relative_gain']:+.1%}, paired t-test "
-        f"p = {test['p_value']:.3g})"
+        f"vs {versus['champion']['ndcg@10']:.4f} ({Comparison.from_json(test).line()})"
     )
 
 
@@ -179,15 +175,17 @@ def new_items_markdown(section: dict) -> list[str]:
             cells = [
                 f"{row[v][metric]['mean']:.4f}" for v in ("warm", "new_among_new", "new_among_all")
             ]
-            scale = row.get("scale")
-            shown = "-" if not scale else "/".join(f"{x:g}" for x in scale)
+            scale, unmet = row.get("scale") or [], set(row.get("floor_unmet", []))
+            shown = "/".join(
+                f"{x:g}" + (" (floor unmet)" * (i in unmet)) for i, x in enumerate(scale)
+            )
+            shown = shown or "-"
             lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {shown} |")
     for key, test in section.get("tests", {}).items():
         lines += [
             "",
-            f"{test['treated']} vs {test['control']} ({key}; {test['view']}, paired t-test on "
-            f"per-user {test['metric']}, {test['n_pairs']} pairs): {test['relative_gain']:+.1%}, "
-            f"p = {test['p_value']:.3g}",
+            f"{test['treated']} vs {test['control']} ({key}; {test['view']}, per-user "
+            f"{test['metric']}): {Comparison.from_json(test).line()}",
         ]
     return lines
 

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from distill.evaluation.report.model import ModelRow, PairedTest, Report
-from distill.evaluation.stats import paired
+from distill.evaluation.report.model import ModelRow, Report
+from distill.evaluation.stats import Comparison, paired
 from storage.split import Split
 
 
-def paired_test(treated: ModelRow, control: ModelRow, metric: str = "ndcg@10") -> PairedTest:
-    """Paired t-test of two report rows (`paired`)."""
-    return PairedTest.from_json(
-        paired(
-            treated.results, control.results, names=(treated.model, control.model), metric=metric
-        )
+def paired_test(treated: ModelRow, control: ModelRow, metric: str = "ndcg@10") -> Comparison:
+    """The seed-aware paired comparison of two report rows (`distill.evaluation.stats`)."""
+    return paired(
+        treated.results, control.results, names=(treated.model, control.model), metric=metric
     )
 
 
@@ -84,7 +82,7 @@ def build_report(
     seeds: list[int],
     rows: list[ModelRow],
     settings: dict | None = None,
-    tests: dict[str, PairedTest] | None = None,
+    tests: dict[str, Comparison] | None = None,
 ) -> Report:
     """The report of every model's results on one split: a row each, the breakdowns by user
     activity and test-item popularity, the paired `tests`; `bars.finish` completes it."""
