@@ -70,6 +70,19 @@ def git_commit() -> str:
     return (head or "unknown") + ("-dirty" if dirty else "")
 
 
+def argv_in_repo(argv: list[str] | None = None) -> list[str]:
+    """The command line with every path inside the repository relative to it (a result records
+    how to run it again anywhere, never this machine's folders)."""
+    root = Path(__file__).resolve().parents[1]
+    out = []
+    for arg in sys.argv if argv is None else argv:
+        path = Path(arg)
+        if path.is_absolute() and path.resolve().is_relative_to(root):
+            arg = str(path.resolve().relative_to(root))
+        out.append(arg)
+    return out
+
+
 def save(name: str, results: dict) -> Path:
     """bench/results/<name>.json: the results with what made them (commit, command line,
     machine, time)."""
@@ -80,7 +93,7 @@ def save(name: str, results: dict) -> Path:
             "benchmark": name,
             "created_at": datetime.now(UTC).isoformat(),
             "git_commit": git_commit(),
-            "argv": sys.argv,
+            "argv": argv_in_repo(),
             "machine": machine(),
             **results,
         },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from bench import all as bench_all
 from bench.__main__ import studies
@@ -41,3 +42,12 @@ def test_every_committed_result_records_the_commit_and_the_command_that_made_it(
     for path in RESULTS.glob("*.json"):
         data = json.loads(path.read_text())
         assert data.get("git_commit") and data.get("argv"), f"{path.name} lacks its provenance"
+
+
+def test_a_result_records_its_command_relative_to_the_repository():
+    from bench.common import argv_in_repo
+
+    root = Path(__file__).resolve().parents[2]
+    argv = [str(root / "bench" / "quality.py"), "--config", str(root / "configs" / "x.yaml")]
+    assert argv_in_repo(argv) == ["bench/quality.py", "--config", "configs/x.yaml"]
+    assert argv_in_repo(["bench.quality", "/elsewhere/w"]) == ["bench.quality", "/elsewhere/w"]
