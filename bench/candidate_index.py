@@ -5,7 +5,7 @@ vectors, and over float16 vectors laid out cluster by cluster (what `candidate_i
 
 Reads a teacher cache with `pairs: candidates` (the ×100 size of `make bench-scale` keeps its
 cache under the scratch folder the bench prints) and compares, on its own item and user vectors:
-build seconds (one thread; the laid-out index is `distill.serving.index.candidate_index`
+build seconds (one thread; the laid-out index is `distill.index.candidate_index`
 itself), recall@K
 against exact search on the first RECALL_USERS users, and the search time of the first
 SEARCH_USERS users in shards of `users_per_shard` (the threads `auto` gives), the indexes
@@ -23,7 +23,7 @@ import faiss
 import numpy as np
 
 from bench.common import save
-from distill.serving.index import LAYOUT_CLUSTERS, approx_recall, candidate_graph, candidate_index
+from distill.index import LAYOUT_CLUSTERS, approx_recall, candidate_graph, candidate_index
 from distill.teacher.cache import TeacherCache
 from distill.training.loop import apply_threads
 

@@ -3,7 +3,7 @@
     python -m bench.frontier [--dims 8 16 32 64] [--layers 1 2] [--seeds 2]
                              [--more 16x2 8x2 --more-seeds 5] [--workers 2]
 
-What is measured per shape and arm is `distill/evaluation/frontier.py`'s (the same section
+What is measured per shape and arm is `distill/studies/frontier.py`'s (the same section
 `kdrec quality --frontier` puts in a report): on ML-100K with the default teacher
 (L = L_c + 0.5 L_k, KL at T = 1), standard leave-one-out protocol, full ranking. The shapes
 named by `--more` get `--more-seeds` seeds (the bars' points); the others `--seeds`.
@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 
 from bench.common import RESULTS, default_teacher, save, work_dir
-from distill.evaluation import frontier
 from distill.evaluation.report.plots import frontier_plot
 from distill.student import stage
 from distill.student.config import Shape, shape
+from distill.studies import frontier
 from distill.teacher.cache import TeacherCache
 from distill.training.loop import available_cores
 from pipelines.config import RunConfig

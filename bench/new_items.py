@@ -31,10 +31,10 @@ import torch
 
 from bench.common import RESULTS, movielens, save, work_dir
 from distill.evaluation.harness import metrics_from_ranks, ranks_of_targets
-from distill.evaluation.new_item_rows import NewItemsPlan, scorer_at, teacher_scorer
 from distill.evaluation.new_items import NewItemTargets, calibrate, evaluate_new_items, warm_ndcg
 from distill.student import stage
 from distill.student.content import ContentConfig
+from distill.studies.new_item_rows import NewItemsPlan, scorer_at, teacher_scorer
 from distill.teacher.cache import TeacherCache
 from distill.teacher.soft_labels import SoftLabels
 from distill.teacher.stage import run_teacher

@@ -69,8 +69,8 @@ def run_one(scale: float, root: Path) -> dict:
     """Every stage at one size, in this process; returns the size's record."""
     import torch
 
+    from distill import index as faiss_index
     from distill.evaluation.harness import evaluate
-    from distill.serving import index as faiss_index
     from distill.serving.bundle import bundle_files, serving_vectors
     from distill.student import stage as student_stage
     from distill.student.config import StudentConfig

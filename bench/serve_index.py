@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bench.common import movielens, save
-from distill.serving import index as faiss_index
+from distill import index as faiss_index
 from distill.serving.recommend import Recommender
 from distill.student.fit import UserData
 from storage.workdir import WorkDir

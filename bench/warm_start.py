@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import movielens, save, work_dir
-from distill.serving.bundle import bundle_files
+from distill.serving.bundle import StudentBundle, bundle_files
+from distill.serving.warm_start import previous_student
 from distill.student import stage
 from distill.student.fit import DistillConfig
 from distill.student.warm_start import WarmStart, previous_state
@@ -63,7 +64,9 @@ def main() -> None:
         registry = Registry(Path(tmp), "kdrec")
         published = registry.publish(bundle_files(run_d, dataset), validation=run_d.valid)
         item_ids = tuple(dataset.items().get_column("item_id").to_list())
-        warm = WarmStart(published.path, published.version, item_ids)
+        assert published.path is not None and published.version is not None
+        previous = previous_student(StudentBundle(published.path), published.version)
+        warm = WarmStart(previous, item_ids)
         init = previous_state(warm, cfg.student, loop.seed)
         warm_kd = kd.model_copy(update={"init": "previous"})
         cold, hot = map_in_processes(

@@ -88,7 +88,7 @@ class RunConfig(BaseModel):
     train: LoopConfig = LoopConfig()
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # students per arm
     # `kdrec quality --frontier`: also train the student at these shapes, with and without the
-    # teacher, and report quality against serving cost (distill/evaluation/frontier.py); null = not
+    # teacher, and report quality against serving cost (distill/studies/frontier.py); null = not
     frontier: FrontierConfig | None = None
     # students trained at once, each in its own process with one torch thread;
     # 0 = the cores this process may use

@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from distill.evaluation.monitor import Check, MonitorConfig, markdown, run_checks, summary
+from distill.studies.monitor import Check, MonitorConfig, checks_markdown, run_checks, summary
 from pipelines.config import RunConfig, load_config
 from pipelines.failures import STOP_HOOKS
 
@@ -37,7 +37,7 @@ def monitor(
         log.info("%s: %s %s (%s) %s", check.name, check.status, check.value, check.threshold,
                  check.detail)  # fmt: skip
     create_markdown_artifact(
-        markdown(checks, f"kdrec monitor — {params.model_name}"),
+        checks_markdown(checks, f"kdrec monitor — {params.model_name}"),
         key="kdrec-monitor",
         description="Model health checks",
     )

@@ -10,17 +10,17 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from distill.evaluation import frontier
-from distill.evaluation.champion import head_to_head
-from distill.evaluation.new_item_rows import NewItemsPlan, new_item_rows, new_items_section
 from distill.evaluation.new_items import NewItemTargets
 from distill.evaluation.report.bars import finish
 from distill.evaluation.report.model import Report, versus_current
 from distill.evaluation.report.render import champion_line, save_report
 from distill.serving.bundle import StudentBundle, bundle_files
+from distill.serving.warm_start import warm_start_from
 from distill.student import stage
 from distill.student.config import FrontierConfig
-from distill.student.warm_start import warm_start_from
+from distill.studies import frontier
+from distill.studies.champion import head_to_head
+from distill.studies.new_item_rows import NewItemsPlan, new_item_rows, new_items_section
 from distill.teacher.cache import TeacherCache
 from distill.training.loop import available_cores
 from distill.training.parallel import InBackground
@@ -175,7 +175,7 @@ def _train_students(
         checkpoint_root=WorkDir(params.work_dir).students,
         warm=warm,
         warm_patience=params.warm_patience if nightly else None,
-        dropoutnet=new_items,
+        dropoutnet=tuple(params.content.dropoutnet_id_dropout) if new_items else (),
         undistilled=not nightly,
     )
     return stage.quality(

@@ -107,7 +107,7 @@ def manifest(
 
 class GateConfig(BaseModel):
     """The regression gate: the candidate against the served model on the same validation fold
-    (`versus`, distill/evaluation/champion.py); without one, against the validation the served model
+    (`versus`, distill/studies/champion.py); without one, against the validation the served model
     recorded when it was published."""
 
     model_config = ConfigDict(extra="forbid")
@@ -309,7 +309,7 @@ class Registry:
         config: GateConfig | None = None,
     ) -> tuple[bool, str]:
         """(passes, reason) for a candidate's validation metrics against the current model:
-        on the same fold when `versus` (distill.evaluation.champion.HeadToHead.as_json) is given."""
+        on the same fold when `versus` (distill.studies.champion.HeadToHead.as_json) is given."""
         config = config or GateConfig()
         current = self.current_version()
         if current is None:

@@ -84,3 +84,47 @@ def test_no_import_cycles():
 
 def test_the_check_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# distill/'s layers, bottom first: a module may import its own layer and the ones below, never
+# one above (the data path: evaluation is the base the stages import; studies sit on top)
+DISTILL_LAYERS = (
+    ("texts", "index", "nn", "training"),
+    ("evaluation",),
+    ("teacher",),
+    ("student",),
+    ("serving",),
+    ("studies",),
+)
+
+
+def layer_of(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[0] != "distill" or len(parts) < 2:
+        return None
+    for level, names in enumerate(DISTILL_LAYERS):
+        if parts[1] in names:
+            return level
+    raise AssertionError(f"{module} is in no layer of DISTILL_LAYERS: place it")
+
+
+def back_arrows(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for source, targets in sorted(graph.items()):
+        here = layer_of(source)
+        for target in sorted(targets):
+            there = layer_of(target)
+            if here is not None and there is not None and there > here:
+                found.append(f"{source} -> {target}")
+    return found
+
+
+def test_no_back_arrow_between_distill_subpackages():
+    known = modules()
+    graph = {name: imports(path, known) - {name} for name, path in known.items()}
+    assert back_arrows(graph) == []
+
+
+def test_the_layer_check_finds_a_back_arrow():
+    graph = {"distill.evaluation.harness": {"distill.student.fit"}, "distill.studies.x": set()}
+    assert back_arrows(graph) == ["distill.evaluation.harness -> distill.student.fit"]

@@ -42,20 +42,33 @@ class Popularity:
 
 
 class ContentKNN:
-    """Content only: a user is the mean of the (unit) LM embeddings of the items they read;
-    an item scores by its cosine with it. Needs no interaction with an item, so it places new
-    ones (the new-items protocol's content baseline)."""
+    """Content only, from the (unit) LM item embeddings; needs no interaction with an item, so it
+    places new ones (the new-items protocol's content baseline). `k` None: a user is the mean of
+    the embeddings of the items they read, and an item scores by its cosine with it. `k` an
+    integer: item-kNN on content, an item scores by the summed cosine of the user's items among
+    its k most similar items."""
 
     name = "Content kNN"
 
-    def __init__(self, item_emb: np.ndarray) -> None:
+    def __init__(self, item_emb: np.ndarray, k: int | None = None) -> None:
         norms = np.linalg.norm(item_emb, axis=1, keepdims=True)
         self.unit = (item_emb / np.maximum(norms, 1e-12)).astype(np.float32)  # (I, T)
+        self.k = k
+        self.neighbours: sp.csr_matrix | None = None
 
     def fit(self, train: sp.csr_matrix) -> ContentKNN:
-        return self  # nothing to learn from interactions
+        if self.k is not None:  # nothing is learned from interactions: the content graph only
+            sim = self.unit @ self.unit.T  # (I, I)
+            np.fill_diagonal(sim, 0.0)
+            k = min(self.k, sim.shape[1] - 1)
+            drop = np.argpartition(-sim, k, axis=1)[:, k:]  # all but each row's top k
+            np.put_along_axis(sim, drop, 0.0, axis=1)
+            self.neighbours = sp.csr_matrix(sim.T)  # column j: item j's neighbours
+        return self
 
     def scores(self, inputs: sp.csr_matrix) -> np.ndarray:
+        if self.neighbours is not None:
+            return np.asarray((inputs.astype(np.float32) @ self.neighbours).todense())
         profile = np.asarray(inputs.astype(np.float32) @ self.unit)  # (B, T), sums
         norms = np.linalg.norm(profile, axis=1, keepdims=True)
         return (profile / np.maximum(norms, 1e-12)) @ self.unit.T

@@ -8,7 +8,12 @@ on the night they arrive. Every report row is then scored three ways, by full ra
   new_among_new   each (user, new item) interaction is one target, ranked among the new items:
                   which new item to show;
   new_among_all   the same targets ranked among all items: does a new item reach the list a
-                  user is served.
+                  user is served;
+  mixed           what a user gets: every held-out interaction of the user in the fold (the next
+                  warm item and the user's new items of that half) as the targets of one full
+                  ranking over every item, new items competing with warm ones (NDCG@10 with one
+                  gain per target, HR@10 = any target in the top 10). The user's held-out items of
+                  the other half are left out of it, like the input.
 
 A new-item target is ranked from the user's fold input (the standard protocol's: train items for
 "valid", train + validation items for "test"), one target at a time, with the user's whole known
@@ -31,7 +36,7 @@ import torch
 from distill.evaluation.harness import EvalResult, Scorer, metrics_from_ranks, ranks_of_targets
 from storage.split import Split
 
-VIEWS = ("warm", "new_among_new", "new_among_all")
+VIEWS = ("warm", "new_among_new", "new_among_all", "mixed")
 TIE_ORDER_SEED = 20_261_204
 
 
@@ -59,6 +64,7 @@ class NewItemResult:
     warm: EvalResult
     new_among_new: EvalResult
     new_among_all: EvalResult
+    mixed: EvalResult
 
     def view(self, name: str) -> EvalResult:
         return getattr(self, name)
@@ -123,7 +129,42 @@ def evaluate_new_items(
         )
         _add(per_user["new_among_all"], per_target_metrics(ranks, t[0], len(batch)))
     warm = _warm(scorer, split, targets.seen, fold, order, batch_size)
-    return NewItemResult(warm, *(_result(per_user[v], users) for v in VIEWS[1:]))
+    return NewItemResult(
+        warm,
+        _result(per_user["new_among_new"], users),
+        _result(per_user["new_among_all"], users),
+        _mixed(scorer, split, targets, fold, order, batch_size),
+    )
+
+
+def _mixed(
+    scorer: Scorer,
+    split: Split,
+    targets: NewItemTargets,
+    fold: str,
+    order: np.ndarray,
+    batch_size: int,
+) -> EvalResult:
+    """The fold's warm target and the user's new items of that half, ranked together over every
+    item (the standard protocol's several targets of one list); the fold input and the user's
+    held-out items of the other half left out."""
+    column = np.empty(len(order), dtype=np.int64)
+    column[order] = np.arange(len(order))
+    other = "test" if fold == "valid" else "valid"
+    wanted = (split.matrix(fold) + targets.halves[fold]).tocsr()
+    wanted.data[:] = 1
+    left_out = (split.inputs(fold) + targets.halves[other]).tocsr()
+    users = np.flatnonzero(np.diff(wanted.indptr) > 0)
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(users), batch_size):
+        batch = users[start : start + batch_size]
+        scores = _tensor(scorer(batch, fold))
+        t, e = _pairs(wanted, batch), _pairs(left_out, batch)
+        t = (t[0], column[t[1]])
+        ranks = ranks_of_targets(scores[:, order], (e[0], column[e[1]]), t)
+        metrics = metrics_from_ranks(ranks, t, len(batch), [10])
+        _add(parts, {k: metrics[k] for k in ("hr@10", "ndcg@10")})
+    return _result(parts, users)
 
 
 def _warm(
@@ -177,8 +218,21 @@ class Calibration:
 
     scale: float
     result: NewItemResult  # its validation result at that scale
-    floor: float  # the validation warm NDCG@10 it had to keep
+    floor: float | None  # the validation warm NDCG@10 it had to keep (None: no floor, "mixed")
     floor_met: bool  # False: no scale kept the floor; `scale` is then the smallest tried
+
+
+def best_mixed(
+    scorer_at: Callable[[float | None], Scorer],
+    split: Split,
+    targets: NewItemTargets,
+    scales: Sequence[float],
+) -> Calibration:
+    """The product's rule: the scale with the best validation *mixed* NDCG@10 (what a user gets
+    when new items compete with warm ones in one list); ties to the smaller scale."""
+    tried = [(s, evaluate_new_items(scorer_at(s), split, targets, fold="valid")) for s in scales]
+    scale, result = max(tried, key=lambda sr: (sr[1].mixed.metrics["ndcg@10"], -sr[0]))
+    return Calibration(scale, result, None, floor_met=True)
 
 
 def calibrate(

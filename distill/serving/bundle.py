@@ -9,7 +9,7 @@
     items.parquet        item_idx, item_id, title, popularity, vector (the served item vectors:
                          items with no train interaction placed from their text)
     users.parquet        user_idx, user_id (raw, or HMAC with pseudonyms), seen, vector
-    items.faiss          the serving index: exact, HNSW above 100K items (distill/serving/index.py)
+    items.faiss          the serving index: exact, HNSW above 100K items (distill/index.py)
     items.sq8.faiss      optional: its int8 copy, for `kdrec serve --index sq8`
     report.json          the run's report, byte for byte
 
@@ -34,9 +34,9 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save
 from torch import Tensor
 
+from distill import index as faiss_index
 from distill.evaluation.report.model import Report
 from distill.nn.layers import left_padded
-from distill.serving import index as faiss_index
 from distill.student.build import StudentNet
 from distill.student.config import StudentConfig
 from distill.student.content import ContentTower, Placement

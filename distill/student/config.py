@@ -1,5 +1,5 @@
 """The student's shape: one pydantic model, validated on construction; and the shapes the
-lightweight-student frontier trains (`distill/evaluation/frontier.py`)."""
+lightweight-student frontier trains (`distill/studies/frontier.py`)."""
 
 from __future__ import annotations
 

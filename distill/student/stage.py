@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from distill import index as faiss_index
 from distill.evaluation.baselines import run_baselines
 from distill.evaluation.harness import EvalResult, Scorer, evaluate
+from distill.evaluation.report.build import build_report, paired_test
 from distill.evaluation.report.model import ModelRow, Report, ServingCost
-from distill.evaluation.report.statistics import build_report, paired_test
-from distill.serving import index as faiss_index
 from distill.student.build import StudentNet, n_params
 from distill.student.config import StudentConfig
 from distill.student.content import (
@@ -365,7 +365,8 @@ class QualityPlan:
     checkpoint_root: Path | None = None  # content-keyed checkpoints, reused across runs
     warm: WarmStart | None = None  # kd.init "previous": the published model to start from
     warm_patience: int | None = None  # a student that starts from `warm` stops after this
-    dropoutnet: bool = False  # add the DropoutNet-style arm (the new-items protocol's baseline)
+    # the DropoutNet-style arm (the new-items protocol's baseline): one row per ID dropout
+    dropoutnet: tuple[float, ...] = ()
     # train the undistilled rows (plain SASRec, the other student kind); a night does not: they
     # are report rows for `kdrec quality`, not the product
     undistilled: bool = True
@@ -373,8 +374,13 @@ class QualityPlan:
 
 DROPOUTNET_ROW = "Student DropoutNet (no teacher)"
 # the cold-start recipe an engineer tries first: SASRec whose item vectors add a projection of the
-# LM item embeddings, with every item's ID embedding dropped at half of the steps (DropoutNet)
+# LM item embeddings, with every item's ID embedding dropped at a share of the steps (DropoutNet)
 DROPOUTNET = StudentConfig(kind="sequential", text_projection=True, id_dropout=0.5)
+
+
+def dropoutnet_row(id_dropout: float) -> str:
+    """The report row of the DropoutNet-style student at one ID dropout."""
+    return f"{DROPOUTNET_ROW}, ID dropout {id_dropout:g}"
 
 
 @dataclass
@@ -434,8 +440,10 @@ def quality(
     student, kd = plan.student, plan.kd
     no_kd = plain_kd(kd)
     plain_arms = arms(student, plan.sasrec)
-    if plan.dropoutnet:
-        plain_arms[DROPOUTNET_ROW] = DROPOUTNET
+    for id_dropout in plan.dropoutnet:
+        plain_arms[dropoutnet_row(id_dropout)] = DROPOUTNET.model_copy(
+            update={"id_dropout": id_dropout}
+        )
     if not plan.undistilled:
         plain_arms = {}
     label = student.kind.replace("_", "-")

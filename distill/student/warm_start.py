@@ -10,34 +10,44 @@ None, and training starts as configured without it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from distill.serving.bundle import StudentBundle
 from distill.student.config import StudentConfig
-from storage.registry import Registry
 
 log = logging.getLogger(__name__)
 SHAPE = ("kind", "dim", "n_layers", "n_heads", "history_len", "text_projection")
 
 
-@dataclass(frozen=True)
-class WarmStart:
-    """Where a warm-started student comes from: a published bundle and tonight's item ids."""
+@dataclass(frozen=True, eq=False)
+class PreviousStudent:
+    """What a warm start reads of the published model (`distill.serving.warm_start` reads it from
+    the bundle, so this stage never opens a bundle itself)."""
 
-    bundle: Path
-    version: str  # part of the student's checkpoint key
+    version: str  # the published version
+    config: dict  # its StudentConfig, as the bundle records it
+    net: dict[str, Tensor]  # its SASRec weights (`net.` prefix removed)
+    item_ids: tuple[str, ...]  # its catalog, in its item_idx order
+
+
+@dataclass(frozen=True, eq=False)
+class WarmStart:
+    """Where a warm-started student comes from: the published student and tonight's item ids."""
+
+    previous: PreviousStudent
     item_ids: tuple[str, ...]  # tonight's catalog, in item_idx order
+
+    @property
+    def version(self) -> str:
+        """Part of the student's checkpoint key."""
+        return self.previous.version
 
 
 def previous_state(start: WarmStart, config: StudentConfig, seed: int) -> dict[str, Tensor] | None:
     """The SASRec state (`net.` prefix removed) to start from, or None when shapes differ."""
-    bundle = StudentBundle(start.bundle)
-    previous = bundle.config["student"]
+    previous = start.previous.config
     differ = [k for k in SHAPE if previous.get(k) != getattr(config, k)]
     if differ:
         log.warning(
@@ -46,10 +56,8 @@ def previous_state(start: WarmStart, config: StudentConfig, seed: int) -> dict[s
             ", ".join(differ),
         )
         return None
-    state = bundle.state()
-    net = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
-    old_ids = bundle.items(["item_id"])["item_id"]
-    row = {item: r for r, item in enumerate(old_ids.to_list())}
+    net = dict(start.previous.net)
+    row = {item: r for r, item in enumerate(start.previous.item_ids)}
     old = net["item_emb.weight"]  # (I_old, D)
     table = _new_rows(len(start.item_ids), old.shape[1], config.text_projection, seed)
     pairs = [(r, row[item]) for r, item in enumerate(start.item_ids) if item in row]
@@ -69,12 +77,3 @@ def _new_rows(n: int, dim: int, text_projection: bool, seed: int) -> Tensor:
         return torch.zeros(n, dim)
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(n, dim, generator=generator) * 0.02
-
-
-def warm_start_from(registry_root: Path, model: str, item_ids: Sequence[str]) -> WarmStart | None:
-    """The current published version of `model` as a warm start, or None if there is none."""
-    registry = Registry(registry_root, model)
-    if registry.current_version() is None:
-        return None
-    bundle = registry.bundle()
-    return WarmStart(bundle.path, bundle.version, tuple(str(i) for i in item_ids))

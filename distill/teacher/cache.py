@@ -10,7 +10,7 @@
                              (train + validation input: the standard protocol's test input)
   report.json                parameters, adaptation time, zero-shot and adapted metrics
   candidates.npz             pairs: candidates — the FAISS index of item vectors and its
-                             layout (distill.serving.index.CandidateIndex)
+                             layout (distill.index.CandidateIndex)
   soft_labels/               the ShardStore: shards + manifest.json (committed last)
 
 <work>/cache/teacher/adapters/<key>/     AdapterDir: one set of trained heads, shared by every
@@ -38,8 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from distill import index as faiss_index
 from distill.evaluation.harness import Scorer, vector_scorer
-from distill.serving import index as faiss_index
 from distill.teacher.base import TeacherConfig, TeacherError
 from distill.teacher.memo import PerProcess
 from storage.atomic import atomic_write_bytes, atomic_write_json, read_json, write_parquet

@@ -154,7 +154,7 @@ def monitor_cmd(
 ) -> None:
     """Health checks of the published model (the `monitor` flow's, without Prefect); exit 1 on
     an alert, with the reason."""
-    from distill.evaluation.monitor import MonitorConfig, run_checks, summary
+    from distill.studies.monitor import MonitorConfig, run_checks, summary
 
     cfg = run_config(config, work_dir)
     thresholds = MonitorConfig(metrics_url=metrics_url, max_dataset_age_days=max_dataset_age_days)

@@ -70,9 +70,12 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
     assert bundle.manifest["teacher_fingerprint"] == result.teacher.fingerprint
     assert len(Recommender.in_work_dir(work).recommend("u1", k=3)) == 3
     rows = {r["field"]: r["value"] for r in bundle_rows(publish)}
-    assert rows["version"] == bundle.version and rows["dataset"] == bundle.manifest["dataset"]
-    assert rows["teacher fingerprint"] == result.teacher.fingerprint
-    assert rows["gate"] == bundle.manifest["gate"] and rows["path"] == str(bundle.path.resolve())
+    # what the UI shows, against what the run knows independently of the manifest
+    assert rows["path"] == str(WorkDir(work).registry.resolve() / "kdrec" / rows["version"])
+    assert rows["dataset"] == f"syn@{Path(result.teacher.plan.dataset_path).name}"
+    distilled = next(r for r in report["rows"] if r["distilled"])
+    assert rows["validation NDCG@10"] == str(round(distilled["valid_ndcg@10"]["mean"], 4))
+    assert rows["gate"] == "first publish" and rows["signed"] in ("True", "False")
     if runner == "local":
         check_report_artifact(run_dir, report)
         check_monitor(cfg, work)
@@ -181,3 +184,55 @@ def test_quality_with_the_frontier_reports_every_shape_with_and_without_the_teac
     text = (run_dir / "report.md").read_text()
     assert "Lightweight students" in text and "| 4x1 | distilled |" in text
     assert "frontier.png" in text
+
+
+@pytest.mark.slow  # about 45 s: every row, every scale, every grid point on tiny data
+def test_quality_with_new_items_scores_every_row_four_ways_and_tunes_the_baselines(
+    prefect_harness, tmp_path, work, tiny_encoder_path
+):
+    from distill.student.content import ContentConfig
+    from pipelines.config import SplitConfig
+
+    content = ContentConfig(
+        epochs=1, scales=[0.5, 1.0], dropoutnet_id_dropout=[0.2, 0.8], content_knn_k=[None, 3]
+    )
+    cfg = tiny_run_config(
+        tmp_path,
+        work,
+        tiny_encoder_path,
+        publish=False,
+        split=SplitConfig(new_items=0.25),
+        content=content,
+    )
+    result = distill(cfg)
+    section = result.report.as_json()["new_items"]
+    text = (result.run_dir.path / "report.md").read_text()
+    assert "| mixed | scale |" in text and "Tuned on validation (dropoutnet" in text
+    assert section["rule"] == "mixed"
+    for row in section["rows"]:
+        assert {"warm", "new_among_new", "new_among_all", "mixed"} <= set(row)
+    names = [r["model"] for r in section["rows"] if r["role"] == "baseline"]
+    # one DropoutNet-style row and one content kNN row: the grid's best on validation
+    assert sum(n.startswith("Student DropoutNet") for n in names) == 1
+    assert sum(n.startswith("Content kNN") for n in names) == 1
+    assert section["tuning"]["dropoutnet"]["chosen"] in names
+    assert len(section["tuning"]["dropoutnet"]["valid_mixed_ndcg@10"]) == 2
+    assert len(section["tuning"]["content_knn"]["valid_mixed_ndcg@10"]) == 2
+    relative = [r["model"] for r in section["rows"] if r["role"] == "relative"]
+    assert len(relative) == 3  # SASRec + content tower, the distilled student, the DropoutNet
+    expected = {
+        "mixed_vs_sasrec",
+        "mixed_vs_sasrec_content",
+        "mixed_vs_dropoutnet",
+        "vs_dropoutnet",
+        "vs_sasrec_content",
+        "warm_vs_sasrec",
+        "vs_dropoutnet_equal_warm",
+        "relative_vs_sasrec_content",
+        "relative_vs_dropoutnet",
+    }
+    assert set(section["tests"]) == expected
+    users = section["users"]["test"]
+    for test in section["tests"].values():  # users are the unit, never users x seeds
+        assert test["n_pairs"] <= max(users, 30) and len(test["seeds"]["treated"]) == 1
+        assert len(test["ci"]) == 2

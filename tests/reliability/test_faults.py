@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 from safetensors.torch import save
 
-from distill.serving import index as faiss_index
+from distill import index as faiss_index
 from distill.student.build import build_student
 from distill.student.config import StudentConfig
 from distill.teacher.base import AdaptConfig, TeacherConfig

@@ -155,13 +155,13 @@ class ServingCost:
 class Report:
     """One run's comparison of every model on the test fold (standard protocol).
 
-    Built by `statistics.build_report` (the student stage's `quality`), finished once by
+    Built by `build.build_report` (the student stage's `quality`), finished once by
     `bars.finish` (serving cost, the comparison with the served model, the product's bars), written
     once by `render.save_report` (report.json, which the bundle carries byte for byte, and the
     plots) and, after the gate, `render.write_markdown` (report.md); rendered by one function,
     `render.markdown`, for report.md, the Prefect artifact and the terminal.
 
-    The sections other modules own stay their JSON: `breakdown` (statistics), `served` (the
+    The sections other modules own stay their JSON: `breakdown` (build), `served` (the
     champion's head-to-head), `new_items` (evaluation/new_item_rows.py), `frontier`
     (evaluation/frontier.py), `settings` (the configs the students were trained with)."""
 
@@ -264,7 +264,7 @@ class Report:
 
 def versus_current(versus: dict | None) -> dict:
     """The report's comparison with the served model, both on this run's validation fold
-    (`distill.evaluation.champion.HeadToHead.as_json`); empty when nothing is served yet."""
+    (`distill.studies.champion.HeadToHead.as_json`); empty when nothing is served yet."""
     if versus is None:
         return {}
     champion, challenger = versus["champion"], versus["challenger"]

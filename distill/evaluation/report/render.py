@@ -7,9 +7,9 @@ import base64
 from collections.abc import Sequence
 from pathlib import Path
 
+from distill.evaluation.report.build import BUCKETS
 from distill.evaluation.report.model import ModelRow, Report, Stat
 from distill.evaluation.report.plots import plots, write_plots
-from distill.evaluation.report.statistics import BUCKETS
 from distill.evaluation.stats import Comparison
 from storage.atomic import atomic_write_json, atomic_write_text
 from storage.rundir import RunDir
@@ -156,24 +156,27 @@ def champion_line(versus: dict) -> str:
 
 
 def new_items_markdown(section: dict) -> list[str]:
-    """The new-items section: NDCG@10 and HR@10 of every row three ways (test half), the scale
-    each content path was calibrated to on the validation half, and the paired tests."""
+    """The new-items section: NDCG@10 and HR@10 of every row four ways (test half), the scale
+    each content path was calibrated to on the validation half (by the section's rule), the
+    baselines' tuning on validation and the paired comparisons."""
     targets = section["targets"]
     lines = [
         "",
         f"New items ({section['items']} items held out with all their interactions, share "
         f"{section['share']:g}, seed {section['seed']}; test half: {targets['test']} targets of "
-        f"{section['users']['test']} users; full ranking):",
+        f"{section['users']['test']} users; full ranking; scales chosen on the validation half "
+        f"by {RULES.get(section.get('rule', 'warm_budget'), section.get('rule'))}):",
     ]
     for metric, title in (("ndcg@10", "NDCG@10"), ("hr@10", "HR@10")):
         lines += [
             "",
-            f"| model | warm {title} | new among new | new among all | scale |",
-            "|---|---|---|---|---|",
+            f"| model | warm {title} | new among new | new among all | mixed | scale |",
+            "|---|---|---|---|---|---|",
         ]
         for row in section["rows"]:
             cells = [
-                f"{row[v][metric]['mean']:.4f}" for v in ("warm", "new_among_new", "new_among_all")
+                f"{row[v][metric]['mean']:.4f}" if v in row else "-"
+                for v in ("warm", "new_among_new", "new_among_all", "mixed")
             ]
             scale, unmet = row.get("scale") or [], set(row.get("floor_unmet", []))
             shown = "/".join(
@@ -181,6 +184,12 @@ def new_items_markdown(section: dict) -> list[str]:
             )
             shown = shown or "-"
             lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {shown} |")
+    for name, tuned in section.get("tuning", {}).items():
+        grid = ", ".join(f"{m}: {v:.4f}" for m, v in tuned["valid_mixed_ndcg@10"].items())
+        lines += [
+            "",
+            f"Tuned on validation ({name}, mixed NDCG@10): {grid}; chosen: {tuned['chosen']}",
+        ]
     for key, test in section.get("tests", {}).items():
         lines += [
             "",
@@ -188,6 +197,12 @@ def new_items_markdown(section: dict) -> list[str]:
             f"{test['metric']}): {Comparison.from_json(test).line()}",
         ]
     return lines
+
+
+RULES = {
+    "mixed": "the best mixed NDCG@10",
+    "warm_budget": "the best new-among-all NDCG@10 within the warm budget (content.max_warm_loss)",
+}
 
 
 def save_report(report: Report, run: RunDir, rows: list[ModelRow]) -> None:

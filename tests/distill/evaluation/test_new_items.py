@@ -76,6 +76,28 @@ def test_three_views_by_hand():
     assert result.warm.metrics["ndcg@10"] == pytest.approx((1 / LOG3 + 1 / LOG5) / 2)
 
 
+def test_the_mixed_view_ranks_a_users_warm_and_new_targets_in_one_list():
+    result = evaluate_new_items(scorer(), split(), TARGETS, fold="test")
+    # user 0: input 0-2 and the other half's 6 left out; 4 (0.6), then targets 3 (0.5), 7 (0.4)
+    # user 1: input 4, 5 left out; 6 (0.9), 2, 3, then targets 7 (0.3) and 0 (0.2)
+    ideal = 1 + 1 / LOG3
+    expected = [(1 / LOG3 + 1 / 2) / ideal, (1 / LOG5 + 1 / np.log2(6)) / ideal]
+    np.testing.assert_allclose(result.mixed.per_user["ndcg@10"], expected)
+    assert list(result.mixed.users) == [0, 1]
+
+
+def test_the_products_rule_takes_the_scale_with_the_best_mixed_ndcg():
+    from distill.evaluation.new_items import best_mixed
+
+    chosen = best_mixed(scorer, split(), TARGETS, [0.5, 1.0, 2.0])
+    by_scale = {
+        s: evaluate_new_items(scorer(s), split(), TARGETS, fold="valid").mixed.metrics["ndcg@10"]
+        for s in (0.5, 1.0, 2.0)
+    }
+    assert chosen.scale == max(by_scale, key=lambda s: (by_scale[s], -s))
+    assert chosen.floor is None and chosen.floor_met
+
+
 def test_unplaced_new_items_rank_below_every_warm_candidate():
     result = evaluate_new_items(scorer(None), split(), TARGETS, fold="test")
     ndcg = result.new_among_all.per_user["ndcg@10"]
@@ -132,4 +154,4 @@ def test_a_row_whose_floor_was_unmet_says_so_in_the_report():
         "rows": [{**row, "scale": [0.5, 1.0], "floor_unmet": [0]}],
     }
     text = "\n".join(new_items_markdown(section))
-    assert "| kd | 0.1000 | 0.1000 | 0.1000 | 0.5 (floor unmet)/1 |" in text
+    assert "| kd | 0.1000 | 0.1000 | 0.1000 | - | 0.5 (floor unmet)/1 |" in text

@@ -1,4 +1,4 @@
-"""The report's statistics: paired tests of report rows, the per-user breakdowns (user activity,
+"""Building the report: paired comparisons of report rows, the per-user breakdowns (user activity,
 test-item popularity, rare items), and the report built from every model's results."""
 
 from __future__ import annotations

@@ -215,7 +215,7 @@ def summary(checks: list[Check]) -> str:
     return "; ".join(f"{c.name} {c.value} (threshold {c.threshold})" for c in alerts)
 
 
-def markdown(checks: list[Check], title: str) -> str:
+def checks_markdown(checks: list[Check], title: str) -> str:
     """Summary line, a narrow table (fits a browser window), then each check's detail."""
     lines = [f"# {title}", "", summary(checks), "", "| check | status | value | threshold |"]
     lines.append("|---|---|---|---|")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from distill.index import build_index
 from distill.serving.bundle import bundle_files
-from distill.serving.index import build_index
 from distill.serving.recommend import Recommender, UnknownUser
 from distill.student import stage as student_stage
 from distill.student.build import build_student
@@ -309,7 +309,7 @@ def test_faiss_matches_exact_search_with_ties():
 
 
 def test_an_approximate_index_short_of_the_recall_bar_falls_back_to_exact(monkeypatch, caplog):
-    from distill.serving import index as faiss_index
+    from distill import index as faiss_index
 
     items = np.random.default_rng(1).normal(size=(200, 16)).astype(np.float32)
     monkeypatch.setattr(faiss_index, "MIN_RECALL", 1.01)  # no HNSW can reach it

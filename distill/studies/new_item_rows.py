@@ -22,8 +22,10 @@ from distill.evaluation.baselines import scorer as baseline_scorer
 from distill.evaluation.harness import EvalResult, Scorer, vector_scorer
 from distill.evaluation.new_items import (
     VIEWS,
+    Calibration,
     NewItemResult,
     NewItemTargets,
+    best_mixed,
     calibrate,
     evaluate_new_items,
     warm_ndcg,
@@ -114,6 +116,18 @@ def scorer_at(run: StudentRun, split: Split) -> Callable[[float | None], Scorer]
     return at
 
 
+def _choose(
+    run: StudentRun, split: Split, plan: NewItemsPlan, floor: float | None, rule: str
+) -> Calibration:
+    """One run's scale on the validation half: `rule` "mixed" (the best mixed NDCG@10) or
+    "warm_budget" (`calibrate`: to `floor`, or its own unplaced warm less max_warm_loss)."""
+    at, scales = scorer_at(run, split), plan.content.scales
+    if rule == "mixed":
+        return best_mixed(at, split, plan.targets, scales)
+    budget = plan.content.max_warm_loss
+    return calibrate(at, split, plan.targets, scales, max_warm_loss=budget, warm_floor=floor)
+
+
 def _student(
     name: str,
     role: str,
@@ -122,22 +136,16 @@ def _student(
     plan: NewItemsPlan,
     floors: list[float | None],
 ) -> NewItemRow:
-    """A student row; a run with a content path is calibrated on validation (to its seed's
-    warm floor, or to its own unplaced warm quality less `max_warm_loss` when that is None)
-    and keeps that scale (its placement is replaced)."""
+    """A student row; a run with a content path is calibrated on validation by the config's
+    rule (`content.choose_by`; with "warm_budget", to its seed's floor, or to its own unplaced
+    warm quality less `max_warm_loss` when that is None) and keeps that scale (its placement is
+    replaced: the bundle serves what was measured)."""
     valid, test, scales, met = [], [], [], []
     for run, floor in zip(runs, floors, strict=True):
         if run.placement.text_vecs is None:
             valid.append(evaluate_new_items(run.scorer(split), split, plan.targets, fold="valid"))
         else:
-            chosen = calibrate(
-                scorer_at(run, split),
-                split,
-                plan.targets,
-                plan.content.scales,
-                max_warm_loss=plan.content.max_warm_loss,
-                warm_floor=floor,
-            )
+            chosen = _choose(run, split, plan, floor, plan.content.choose_by)
             run.placement = run.placement.with_scale(chosen.scale)
             valid.append(chosen.result)
             scales.append(chosen.scale)
@@ -145,6 +153,30 @@ def _student(
         test.append(evaluate_new_items(run.scorer(split), split, plan.targets, fold="test"))
     distilled = any(r.kd.alpha > 0 or r.kd.init != "random" for r in runs)
     return NewItemRow(name, role, distilled, valid, test, scales or None, met)
+
+
+def _at_own_warm_cost(name: str, runs: list[StudentRun], split: Split, plan: NewItemsPlan):
+    """A content path at equal *relative* warm cost: each seed calibrated to lose at most
+    `max_warm_loss` of its own warm NDCG@10 with new items unplaced (the runs keep their scale)."""
+    loss = plan.content.max_warm_loss
+    row = NewItemRow(f"{name} at -{loss:.0%} of its own warm", "relative", False, [], [], [])
+    for run in runs:
+        chosen = _choose(run, split, plan, None, "warm_budget")
+        row.valid.append(chosen.result)
+        assert row.scales is not None
+        row.scales.append(chosen.scale)
+        row.floor_met.append(chosen.floor_met)
+        at = scorer_at(run, split)(chosen.scale)
+        row.test.append(evaluate_new_items(at, split, plan.targets, fold="test"))
+    row.distilled = any(r.kd.alpha > 0 or r.kd.init != "random" for r in runs)
+    return row
+
+
+def _tuned(candidates: list[NewItemRow]) -> tuple[NewItemRow, dict]:
+    """The candidate with the best validation mixed NDCG@10 (mean over seeds) and the grid."""
+    scores = {r.model: r.block("mixed", "valid")["ndcg@10"]["mean"] for r in candidates}
+    best = max(candidates, key=lambda r: scores[r.model])
+    return best, {"valid_mixed_ndcg@10": scores, "chosen": best.model}
 
 
 def teacher_scorer(cache: TeacherCache, split: Split) -> Scorer:
@@ -166,24 +198,24 @@ def teacher_scorer(cache: TeacherCache, split: Split) -> Scorer:
 def new_item_rows(
     comparison: Comparison, split: Split, cache: TeacherCache, plan: NewItemsPlan
 ) -> list[NewItemRow]:
-    """Every row of the new-items section (see the module docstring)."""
+    """Every row of the new-items section (see the module docstring); the baselines' grids
+    chosen on validation land in `plan.extra["tuning"]`."""
     item_emb = cache.vectors("items", "embedding")
-    rows = [
+    tuning: dict[str, dict] = plan.extra.setdefault("tuning", {})
+    knn_rows = [
         _fixed(
-            "Popularity (new items in random order)",
+            f"Content kNN (LM item embeddings, {'mean profile' if k is None else f'k={k}'})",
             "baseline",
-            baseline_scorer(Popularity().fit(split.train), split),
+            baseline_scorer(ContentKNN(item_emb, k=k).fit(split.train), split),
             split,
             plan,
-        ),
-        _fixed(
-            "Content kNN (LM item embeddings)",
-            "baseline",
-            baseline_scorer(ContentKNN(item_emb).fit(split.train), split),
-            split,
-            plan,
-        ),
+        )
+        for k in plan.content.content_knn_k
     ]
+    knn, tuning["content_knn"] = _tuned(knn_rows)
+    popularity = baseline_scorer(Popularity().fit(split.train), split)
+    rows = [_fixed("Popularity (new items in random order)", "baseline", popularity, split, plan)]
+    rows.append(knn)
     sasrec = comparison.runs[SASREC_ROW]
     floors: list[float | None] = [None] * len(sasrec)
     if plan.content.calibrate_against == "plain":  # never below the plain SASRec of that seed
@@ -200,23 +232,35 @@ def new_item_rows(
         placement = place_items(run.model, split, item_emb, tower)
         with_tower.append(replace(run, placement=placement, content=tower))
     rows.append(_student(SASREC_CONTENT_ROW, "baseline", with_tower, split, plan, floors))
+    dropoutnets = {n: r for n, r in comparison.runs.items() if n.startswith(DROPOUTNET_ROW)}
+    if dropoutnets:
+        grid = [_student(n, "baseline", r, split, plan, floors) for n, r in dropoutnets.items()]
+        dropoutnet, tuning["dropoutnet"] = _tuned(grid)
+        rows.append(dropoutnet)
     for name, runs in comparison.runs.items():
-        if name != SASREC_ROW:
-            role = "baseline" if name == DROPOUTNET_ROW else "student"
-            rows.append(_student(name, role, runs, split, plan, floors))
+        if name != SASREC_ROW and name not in dropoutnets:
+            rows.append(_student(name, "student", runs, split, plan, floors))
     distilled = next((r for r in rows if r.distilled and r.role == "student"), None)
-    if distilled is not None and DROPOUTNET_ROW in comparison.runs:
+    if distilled is None:
+        return rows
+    content_paths = {
+        SASREC_CONTENT_ROW: with_tower,
+        distilled.model: comparison.runs[distilled.model],
+    }
+    if dropoutnets:
+        content_paths[dropoutnet.model] = dropoutnets[dropoutnet.model]
         rows += _matched(
             distilled.model,
-            comparison.runs[distilled.model],
-            comparison.runs[DROPOUTNET_ROW],
+            content_paths[distilled.model],
+            content_paths[dropoutnet.model],
             split,
             plan,
         )
+    rows += [_at_own_warm_cost(n, runs, split, plan) for n, runs in content_paths.items()]
     return rows
 
 
-AS_TRAINED = f"{DROPOUTNET_ROW}, as trained (scale 1)"
+AS_TRAINED = "as trained (scale 1)"
 
 
 def _matched(
@@ -226,10 +270,11 @@ def _matched(
     split: Split,
     plan: NewItemsPlan,
 ) -> list[NewItemRow]:
-    """The trade at equal warm quality: the DropoutNet-style student serving its projection as
-    trained (scale 1), and the distilled student calibrated, seed by seed on validation, to
-    lose no more warm NDCG@10 than it does. The runs keep their own (product) scale."""
-    reference = NewItemRow(AS_TRAINED, "matched", False, [], [], [1.0] * len(dropoutnet))
+    """The trade at equal absolute warm quality: the DropoutNet-style student serving its
+    projection as trained (scale 1), and the distilled student calibrated, seed by seed on
+    validation, to lose no more warm NDCG@10 than it does. The runs keep their own scale."""
+    theirs_name = f"DropoutNet-style student, {AS_TRAINED}"
+    reference = NewItemRow(theirs_name, "matched", False, [], [], [1.0] * len(dropoutnet))
     scales: list[float] = []
     ours = NewItemRow(f"{name} at the DropoutNet's warm", "matched", True, [], [], scales)
     for run, theirs in zip(runs, dropoutnet, strict=True):
@@ -247,36 +292,10 @@ def _matched(
 
 
 def new_items_section(rows: list[NewItemRow], plan: NewItemsPlan) -> dict:
-    """report.json's `new_items` block: the rows and the paired comparisons of the distilled
-    student (users the unit, seeds averaged per user: `distill.evaluation.stats`; test half)."""
-    distilled = next((r for r in rows if r.distilled and r.role == "student"), None)
-    by_name = {r.model: r for r in rows}
-    tests: dict[str, dict] = {}
-    if distilled is not None:
-        matched = next((r for r in rows if r.role == "matched" and r.distilled), None)
-        if matched is not None:
-            tests["vs_dropoutnet_equal_warm"] = {
-                "view": "new_among_all",
-                **paired(
-                    matched.results("new_among_all"),
-                    by_name[AS_TRAINED].results("new_among_all"),
-                    names=(matched.model, AS_TRAINED),
-                ).as_json(),
-            }
-        for key, control, view in (
-            ("vs_dropoutnet", DROPOUTNET_ROW, "new_among_all"),
-            ("vs_sasrec_content", SASREC_CONTENT_ROW, "new_among_all"),
-            ("warm_vs_sasrec", SASREC_ROW, "warm"),
-        ):
-            if control in by_name:
-                tests[key] = {
-                    "view": view,
-                    **paired(
-                        distilled.results(view),
-                        by_name[control].results(view),
-                        names=(distilled.model, control),
-                    ).as_json(),
-                }
+    """report.json's `new_items` block: the rows, the baselines' tuning on validation and the
+    paired comparisons of the distilled student (users the unit, seeds averaged per user:
+    `distill.evaluation.stats`; test half): what users get (mixed), new items among all at the
+    product's rule, at equal relative and equal absolute warm cost, and warm against the SASRec."""
     return {
         "share": plan.share,
         "seed": plan.seed,
@@ -284,9 +303,53 @@ def new_items_section(rows: list[NewItemRow], plan: NewItemsPlan) -> dict:
         "targets": {fold: int(plan.targets.halves[fold].nnz) for fold in ("valid", "test")},
         "users": {fold: int(len(plan.targets.users(fold))) for fold in ("valid", "test")},
         "unscored_targets": plan.dropped_users,
+        "rule": plan.content.choose_by,
+        "tuning": plan.extra.get("tuning", {}),
         "rows": [r.as_json() for r in rows],
-        "tests": tests,
+        "tests": section_tests(rows),
     }
+
+
+def section_tests(rows: list[NewItemRow]) -> dict[str, dict]:
+    """The distilled student's comparisons, by key: (treated, control, view)."""
+    distilled = next((r for r in rows if r.distilled and r.role == "student"), None)
+    if distilled is None:
+        return {}
+
+    def find(role: str, prefix: str) -> NewItemRow | None:
+        return next((r for r in rows if r.role == role and r.model.startswith(prefix)), None)
+
+    sasrec = next((r for r in rows if r.model == SASREC_ROW), None)
+    content = next((r for r in rows if r.model == SASREC_CONTENT_ROW), None)
+    dropoutnet = find("baseline", DROPOUTNET_ROW)
+    relative = find("relative", distilled.model)
+    plan = {
+        "mixed_vs_sasrec": (distilled, sasrec, "mixed"),
+        "mixed_vs_sasrec_content": (distilled, content, "mixed"),
+        "mixed_vs_dropoutnet": (distilled, dropoutnet, "mixed"),
+        "vs_dropoutnet": (distilled, dropoutnet, "new_among_all"),
+        "vs_sasrec_content": (distilled, content, "new_among_all"),
+        "warm_vs_sasrec": (distilled, sasrec, "warm"),
+        "vs_dropoutnet_equal_warm": (
+            find("matched", distilled.model),
+            find("matched", "DropoutNet-style"),
+            "new_among_all",
+        ),
+        "relative_vs_sasrec_content": (
+            relative,
+            find("relative", SASREC_CONTENT_ROW),
+            "new_among_all",
+        ),
+        "relative_vs_dropoutnet": (relative, find("relative", DROPOUTNET_ROW), "new_among_all"),
+    }
+    tests: dict[str, dict] = {}
+    for key, (treated, control, view) in plan.items():
+        if treated is not None and control is not None:
+            test = paired(
+                treated.results(view), control.results(view), names=(treated.model, control.model)
+            )
+            tests[key] = {"view": view, **test.as_json()}
+    return tests
 
 
 def _projection(head: SASRec, text: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from distill import index as faiss_index
 from distill.evaluation.harness import evaluate
-from distill.serving import index as faiss_index
 from distill.student.build import build_student
 from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig, UserData, user_loss

@@ -6,10 +6,12 @@ import polars as pl
 import torch
 from safetensors.torch import load as load_tensors
 
+from distill.serving.bundle import StudentBundle
+from distill.serving.warm_start import previous_student, warm_start_from
 from distill.student import stage as student_stage
 from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig, train_student
-from distill.student.warm_start import WarmStart, previous_state, warm_start_from
+from distill.student.warm_start import WarmStart, previous_state
 from distill.training.loop import LoopConfig
 from storage.registry import Registry
 
@@ -20,14 +22,15 @@ def bundle_state(published) -> tuple[WarmStart, dict]:
     bundle = Registry(published["registry"]).bundle(published["versions"]["sequential"])
     state = load_tensors((bundle.path / "student.safetensors").read_bytes())
     ids = pl.read_parquet(bundle.path / "items.parquet")["item_id"].to_list()
-    return WarmStart(bundle.path, bundle.version, tuple(ids)), state
+    previous = previous_student(StudentBundle(bundle.path), bundle.version)
+    return WarmStart(previous, tuple(ids)), state
 
 
 def test_items_are_mapped_by_id_and_new_ones_start_fresh(published):
     start, state = bundle_state(published)
     old = state["net.item_emb.weight"]
     tonight = ("new-item", *reversed(start.item_ids))  # a new item first, the rest reordered
-    net = previous_state(WarmStart(start.bundle, start.version, tonight), CONFIG, seed=0)
+    net = previous_state(WarmStart(start.previous, tonight), CONFIG, seed=0)
     assert net["item_emb.weight"].shape == (41, 8)
     torch.testing.assert_close(net["item_emb.weight"][1:], old.flip(0))  # the rows reordered
     assert 0 < net["item_emb.weight"][0].abs().max() < 0.2  # N(0, 0.02)
@@ -69,7 +72,10 @@ def test_the_current_version_is_the_start_and_keys_the_checkpoint(published, tmp
         *args, DistillConfig(init="previous"), loop, 0, tmp_path, warm
     )
     assert previous.warm == warm
-    other = WarmStart(warm.bundle, "v-other", warm.item_ids)
+    moved = warm.previous
+    other = WarmStart(
+        type(moved)("v-other", moved.config, moved.net, moved.item_ids), warm.item_ids
+    )
     again = student_stage.train_job(*args, DistillConfig(init="previous"), loop, 0, tmp_path, other)
     assert again.checkpoint_dir != previous.checkpoint_dir  # another start, another student
     teacher = student_stage.train_job(*args, DistillConfig(), loop, 0, tmp_path, warm)

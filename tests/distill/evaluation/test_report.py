@@ -9,6 +9,7 @@ import pytest
 
 from distill.evaluation.harness import EvalResult
 from distill.evaluation.report.bars import bars, finish
+from distill.evaluation.report.build import paired_test
 from distill.evaluation.report.model import (
     REPORT_METRICS,
     ModelRow,
@@ -19,7 +20,6 @@ from distill.evaluation.report.model import (
 )
 from distill.evaluation.report.plots import PLOTS
 from distill.evaluation.report.render import embedded_images, markdown, relative_images
-from distill.evaluation.report.statistics import paired_test
 from distill.evaluation.stats import Comparison, SeedView
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distill import index as faiss_index
 from distill.evaluation.harness import evaluate, vector_scorer
 from distill.evaluation.stats import paired
-from distill.serving import index as faiss_index
 from distill.serving.bundle import bundle_files
 from distill.serving.recommend import Recommender
 from distill.student import stage

@@ -37,3 +37,18 @@ def test_itemknn_cosine_by_hand():
 def test_ease_rejects_bad_lambda():
     with pytest.raises(ValueError):
         EASE(0)
+
+
+def test_content_knn_with_k_neighbours_by_hand():
+    import numpy as np
+    import scipy.sparse as sp
+
+    from distill.evaluation.baselines import ContentKNN
+
+    emb = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])  # cosines: 0-1 0.8, 1-2 0.6, 0-2 0
+    read_0 = sp.csr_matrix(np.array([[1.0, 0.0, 0.0]]))
+    # k = 1: item 0's nearest is 1, item 1's is 0, item 2's is 1; a reader of 0 scores item 1
+    scores = ContentKNN(emb, k=1).fit(read_0).scores(read_0)
+    np.testing.assert_allclose(scores, [[0.0, 0.8, 0.0]], atol=1e-6)
+    # the mean profile (k None) scores every item by its cosine with item 0
+    np.testing.assert_allclose(ContentKNN(emb).scores(read_0), [[1.0, 0.8, 0.0]], atol=1e-6)

@@ -212,7 +212,7 @@ def test_sigkill_mid_run_then_resume_gives_identical_shards(tmp_path, tiny_encod
     cfg = TeacherConfig(
         model_path=tiny_encoder_path, users_per_shard=4, adapt=AdaptConfig(mode="none")
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     proc = subprocess.Popen(
         [sys.executable, "-c", RESUME_SCRIPT, str(works[0]), str(tiny_encoder_path)], env=env
     )

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from distill.evaluation.monitor import DAY, MonitorConfig, markdown, run_checks, summary
+from distill.studies.monitor import DAY, MonitorConfig, checks_markdown, run_checks, summary
 from storage.atomic import read_json
 from storage.datasets import load_dataset
 from storage.registry import Registry
@@ -34,7 +34,7 @@ def by_name(checks):
 
 def test_a_healthy_model_passes(work):
     checks = run_checks(work, "kdrec", "syn", MonitorConfig(), now=made_at(work) + DAY)
-    assert not [c for c in checks if c.ok is False], markdown(checks, "t")
+    assert not [c for c in checks if c.ok is False], checks_markdown(checks, "t")
     assert by_name(checks)["dataset version age"].ok
     assert by_name(checks)["validation vs previous"].ok is None  # the other is a stored backfill
     assert by_name(checks)["teacher vs student overlap@10"].ok is None  # no teacher cache here

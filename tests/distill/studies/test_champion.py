@@ -14,13 +14,13 @@ import polars as pl
 import pytest
 import torch
 
-from distill.evaluation.champion import head_to_head
 from distill.evaluation.harness import evaluate
 from distill.nn.layers import left_padded
 from distill.serving.bundle import StudentBundle, bundle_files
 from distill.student import stage as student_stage
 from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig, UserData, student_scorer
+from distill.studies.champion import head_to_head
 from distill.training.loop import LoopConfig
 from storage.datasets import DatasetConfig, ingest, load_dataset
 from storage.registry import Registry

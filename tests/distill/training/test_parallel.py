@@ -31,12 +31,12 @@ def test_a_worker_dies_with_the_process_that_spawned_it(tmp_path):
         f"""
         import time
         from distill.training.parallel import InBackground
-        from tests.distill.test_parallel import touch_then_sleep
+        from tests.distill.training.test_parallel import touch_then_sleep
         job = InBackground(touch_then_sleep, ({str(started)!r},))
         time.sleep(120)
         """
     )
-    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[3])
     workers: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 60
