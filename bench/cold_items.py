@@ -36,8 +36,8 @@ from bench.common import movielens, save, work_dir
 from distill.serving.bundle import serving_vectors
 from distill.serving.cold_items import NoTextProjection, cold_vectors
 from distill.serving.recommend import HistoryEncoder
-from distill.student import stage
 from distill.student.fit import DistillConfig
+from distill.student.jobs import TrainJob, checkpoint_dir, run_jobs
 from distill.teacher.prepare import load_teacher
 from distill.teacher.stage import run_teacher
 from distill.texts import item_texts
@@ -109,11 +109,11 @@ def main() -> None:
         ),
     }
     jobs = [
-        stage.TrainJob(
+        TrainJob(
             student,
             kd,
             cfg.train,
-            stage.checkpoint_dir(
+            checkpoint_dir(
                 WorkDir(work).students,
                 dataset,
                 split,
@@ -126,7 +126,7 @@ def main() -> None:
         )
         for student in arms.values()
     ]
-    runs = dict(zip(arms, stage.run_jobs(jobs, split, cache, workers=args.workers), strict=True))
+    runs = dict(zip(arms, run_jobs(jobs, split, cache, workers=args.workers), strict=True))
 
     lm = load_teacher(cfg.teacher, work)
     cold_emb = lm.encode(item_texts(cold_items, cfg.teacher.texts).get_column("text").to_list())

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from bench.common import RESULTS, default_teacher, save, work_dir
 from distill.evaluation.report.plots import frontier_plot
-from distill.student import stage
 from distill.student.config import Shape, shape
+from distill.student.jobs import TrainJob, run_jobs
 from distill.studies import frontier
 from distill.teacher.cache import TeacherCache
 from distill.training.loop import available_cores
@@ -56,7 +56,7 @@ def grid(
     split: Split,
     fingerprint: str,
     seeds: dict[Shape, int],
-) -> tuple[list[stage.TrainJob], list[frontier.Key]]:
+) -> tuple[list[TrainJob], list[frontier.Key]]:
     """The frontier's trainings with the default run's settings, checkpointed in the work dir."""
     return frontier.jobs(
         dataset,
@@ -88,7 +88,7 @@ def side_by_side(
     jobs, keys = grid(config, dataset, split, fingerprint, {s: 1 for s in shapes})
     plain = [(job, key) for job, key in zip(jobs, keys, strict=True) if not key[2]]
     print(f"{len(plain)} plain seed-0 models (trained if not checkpointed)", flush=True)
-    runs = stage.run_jobs([job for job, _ in plain], split, cache, workers=workers)
+    runs = run_jobs([job for job, _ in plain], split, cache, workers=workers)
     timed = {}
     for (_, (dim, layers, _)), run in zip(plain, runs, strict=True):
         f32 = frontier.latency(run, dataset, split)
@@ -141,7 +141,7 @@ def main() -> None:
     seeds = {s: args.more_seeds if s in args.more else args.seeds for s in shapes}
     jobs, keys = grid(config, dataset, split, fingerprint, seeds)
     print(f"{len(jobs)} trainings ({len(shapes)} shapes), {args.workers} at a time", flush=True)
-    done = stage.run_jobs(jobs, split, cache, workers=args.workers)
+    done = run_jobs(jobs, split, cache, workers=args.workers)
     found = frontier.section(keys, done, dataset, split)
     for row in found["rows"]:
         print(row, flush=True)

@@ -19,9 +19,9 @@ import json
 import numpy as np
 
 from bench.common import RESULTS, default_teacher, save, work_dir
-from distill.student import stage
 from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig
+from distill.student.jobs import TrainJob, checkpoint_dir, run_jobs
 from distill.teacher.soft_labels import SoftLabels
 from distill.training.loop import available_cores
 from pipelines.config import RunConfig
@@ -82,7 +82,7 @@ def main() -> None:
     for setting in grid:  # checkpoints shared with `kdrec quality`: a trained arm is reused
         kd = DistillConfig(**setting)
         for seed in seeds:
-            ckpt = stage.checkpoint_dir(
+            ckpt = checkpoint_dir(
                 WorkDir(work).students,
                 dataset,
                 split,
@@ -92,10 +92,8 @@ def main() -> None:
                 cfg.train,
                 seed,
             )
-            jobs.append(
-                stage.TrainJob(student, kd, cfg.train.model_copy(update={"seed": seed}), ckpt)
-            )
-    runs = stage.run_jobs(jobs, split, cache, workers=args.workers)
+            jobs.append(TrainJob(student, kd, cfg.train.model_copy(update={"seed": seed}), ckpt))
+    runs = run_jobs(jobs, split, cache, workers=args.workers)
     rows = []
     for i, setting in enumerate(grid):
         mine = runs[i * len(seeds) : (i + 1) * len(seeds)]

@@ -34,6 +34,8 @@ from distill.evaluation.harness import metrics_from_ranks, ranks_of_targets
 from distill.evaluation.new_items import NewItemTargets, calibrate, evaluate_new_items, warm_ndcg
 from distill.student import stage
 from distill.student.content import ContentConfig
+from distill.student.jobs import plain_kd, run_jobs, train_job
+from distill.student.run import content_tower, place_items
 from distill.studies.new_item_rows import NewItemsPlan, scorer_at, teacher_scorer
 from distill.teacher.cache import TeacherCache
 from distill.teacher.soft_labels import SoftLabels
@@ -133,18 +135,18 @@ def main() -> None:
     )
     seeds = list(range(args.seeds))
     root = WorkDir(work).students
-    kd, no_kd = cfg.distill, stage.plain_kd(cfg.distill)
+    kd, no_kd = cfg.distill, plain_kd(cfg.distill)
     arms = {
         "SASRec (no teacher)": (cfg.sasrec, no_kd),
         "distilled student": (cfg.student, kd),
         "DropoutNet-style student": (stage.DROPOUTNET, no_kd),
     }
     jobs = [
-        stage.train_job(dataset, split, cache.fingerprint, c, k, cfg.train, s, root)
+        train_job(dataset, split, cache.fingerprint, c, k, cfg.train, s, root)
         for c, k in arms.values()
         for s in seeds
     ]
-    done = stage.run_jobs(jobs, split, cache, workers=available_cores())
+    done = run_jobs(jobs, split, cache, workers=available_cores())
     runs = {name: done[i * len(seeds) : (i + 1) * len(seeds)] for i, name in enumerate(arms)}
     item_emb = cache.vectors("items", "embedding")
     soft = SoftLabels(cache)
@@ -167,8 +169,8 @@ def main() -> None:
             content = ContentConfig(**{**cfg.content.model_dump(), **change})
             towered = []
             for run in runs[name]:
-                tower = stage.content_tower(run.model, split, item_emb, content, run.seed, soft)
-                placement = stage.place_items(run.model, split, item_emb, tower)
+                tower = content_tower(run.model, split, item_emb, content, run.seed, soft)
+                placement = place_items(run.model, split, item_emb, tower)
                 towered.append(replace(run, placement=placement, content=tower))
             frontier += sweep(name, lever, towered, split, plan, floors)
             print(name, lever, summary(frontier[-len(seeds) :], "plain_99pct"), flush=True)

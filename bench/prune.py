@@ -15,8 +15,8 @@ import sys
 
 from bench.common import default_teacher, save, work_dir
 from distill.serving.bundle import bundle_files
-from distill.student import stage
 from distill.student.fit import DistillConfig
+from distill.student.jobs import TrainJob, checkpoint_dir, run_jobs
 from distill.teacher.soft_labels import SoftLabels
 from distill.training.loop import available_cores
 from pipelines.config import RunConfig
@@ -39,11 +39,11 @@ def main() -> None:
     loop = cfg.train.model_copy(update={"seed": args.seed})
     students = [cfg.student.model_copy(update={"dim": int(d)}) for d in args.dims.split(",")]
     jobs = [
-        stage.TrainJob(
+        TrainJob(
             student,
             kd,
             loop,
-            stage.checkpoint_dir(
+            checkpoint_dir(
                 WorkDir(work).students, dataset, split, fingerprint, student, kd, loop, args.seed
             ),
         )
@@ -51,7 +51,7 @@ def main() -> None:
     ]
     rows = []
     for student, run in zip(
-        students, stage.run_jobs(jobs, split, cache, workers=args.workers), strict=True
+        students, run_jobs(jobs, split, cache, workers=args.workers), strict=True
     ):
         files = bundle_files(run, dataset)
         rows.append(

@@ -17,7 +17,7 @@ import argparse
 import numpy as np
 
 from bench.common import default_teacher, save, work_dir
-from distill.student import stage
+from distill.student.jobs import TrainJob, checkpoint_dir, run_jobs
 from distill.teacher.soft_labels import SoftLabels
 from distill.training.loop import available_cores
 from pipelines.config import RunConfig
@@ -47,11 +47,11 @@ def main() -> None:
         loop = cfg.train.model_copy(update=point["train"])
         for seed in seeds:
             seeded = loop.model_copy(update={"seed": seed})
-            ckpt = stage.checkpoint_dir(
+            ckpt = checkpoint_dir(
                 WorkDir(work).students, dataset, split, fingerprint, model, no_kd, loop, seed
             )
-            jobs.append(stage.TrainJob(model, no_kd, seeded, ckpt))
-    runs = stage.run_jobs(jobs, split, cache, workers=args.workers)
+            jobs.append(TrainJob(model, no_kd, seeded, ckpt))
+    runs = run_jobs(jobs, split, cache, workers=args.workers)
     rows = []
     for i, point in enumerate(GRID):
         mine = runs[i * len(seeds) : (i + 1) * len(seeds)]

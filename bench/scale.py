@@ -35,6 +35,7 @@ import numpy as np
 
 from bench import synthetic
 from bench.common import RESULTS, save, timer
+from distill.student.run import StudentRun, place_items
 from storage.atomic import atomic_write_bytes, atomic_write_json, read_json
 
 SCALES = (1, 10, 100)
@@ -72,7 +73,6 @@ def run_one(scale: float, root: Path) -> dict:
     from distill import index as faiss_index
     from distill.evaluation.harness import evaluate
     from distill.serving.bundle import bundle_files, serving_vectors
-    from distill.student import stage as student_stage
     from distill.student.config import StudentConfig
     from distill.student.fit import DistillConfig, UserData, student_scorer, train_student
     from distill.teacher import labels as teacher_labels
@@ -125,8 +125,8 @@ def run_one(scale: float, root: Path) -> dict:
             test = evaluate(scorer, split)
         rounds["student_evaluate"].append(stages["student_evaluate"])
     stages.update({name: min(seconds) for name, seconds in rounds.items()})
-    placement = student_stage.place_items(model, split, None, None)
-    run = student_stage.StudentRun(
+    placement = place_items(model, split, None, None)
+    run = StudentRun(
         model, student, kd, 0, trained, test, {"ndcg@10": trained.best_score}, 0.0, placement
     )
     with timer(stages, "publish"):

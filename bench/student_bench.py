@@ -19,7 +19,8 @@ import numpy as np
 from bench.common import default_teacher, save, work_dir
 from distill.serving.bundle import bundle_files
 from distill.serving.recommend import Recommender
-from distill.student import stage
+from distill.student.cost import serving_cost
+from distill.student.run import fit_and_evaluate
 from distill.teacher.soft_labels import SoftLabels
 from pipelines.config import RunConfig
 from storage.registry import Registry
@@ -31,7 +32,7 @@ def main() -> None:
     dataset, split, cache = default_teacher(work, cfg)
     soft = SoftLabels(cache)
     t0 = time.perf_counter()
-    run = stage.fit_and_evaluate(  # no checkpoint dir: always trained here, so always measured
+    run = fit_and_evaluate(  # no checkpoint dir: always trained here, so always measured
         split,
         cfg.student,
         cfg.distill,
@@ -40,7 +41,7 @@ def main() -> None:
         text_emb=cache.vectors("items", "embedding"),
     )
     wall_s = time.perf_counter() - t0
-    cost = stage.serving_cost(cache, run, run, split)  # the default student is the SASRec model
+    cost = serving_cost(cache, run, run, split)  # the default student is the SASRec model
 
     with tempfile.TemporaryDirectory() as tmp:
         Registry(Path(tmp), "bench").publish(bundle_files(run, dataset), validation=run.valid)

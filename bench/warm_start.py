@@ -20,8 +20,8 @@ from pathlib import Path
 from bench.common import movielens, save, work_dir
 from distill.serving.bundle import StudentBundle, bundle_files
 from distill.serving.warm_start import previous_student
-from distill.student import stage
 from distill.student.fit import DistillConfig
+from distill.student.run import fit_and_evaluate
 from distill.student.warm_start import WarmStart, previous_state
 from distill.training.parallel import map_in_processes
 from pipelines.config import RunConfig
@@ -30,7 +30,7 @@ from storage.split import make_split
 
 
 def fit(split, student, kd, loop, init_state) -> dict:
-    run = stage.fit_and_evaluate(
+    run = fit_and_evaluate(
         split, student, kd, loop, soft_labels=None, text_emb=None, init_state=init_state
     )
     epochs = len(run.train.history)
@@ -58,7 +58,7 @@ def main() -> None:
     print(f"as of D: {split_d.frame.height} interactions; D+1 adds {added}", flush=True)
     kd = DistillConfig(alpha=0.0, init="random")
     loop = cfg.train
-    run_d = stage.fit_and_evaluate(split_d, cfg.student, kd, loop, soft_labels=None, text_emb=None)
+    run_d = fit_and_evaluate(split_d, cfg.student, kd, loop, soft_labels=None, text_emb=None)
     print(f"D: best epoch {run_d.train.best_epoch}, {run_d.train.seconds:.0f} s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         registry = Registry(Path(tmp), "kdrec")

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from distill.evaluation.report.model import Report
 from distill.evaluation.report.render import embedded_images, markdown, write_markdown
 from distill.serving import bundle as bundle_io
-from distill.student import stage
+from distill.student.jobs import start_sasrec_ahead
 from distill.teacher.stage import TeacherRun
 from distill.teacher.warm import served_heads
 from distill.training.loop import apply_threads
@@ -111,7 +111,7 @@ def write_publish(run_dir: RunDir, report: Report, publish: PublishResult) -> No
 
 def _start_sasrec(params: RunConfig, dataset_path: str) -> InBackground:
     dataset = Dataset(Path(dataset_path))
-    return stage.start_sasrec_ahead(
+    return start_sasrec_ahead(
         dataset,
         make_split(dataset, cutoff=params.split.as_of, eval_users=params.split.eval_users),
         params.sasrec,

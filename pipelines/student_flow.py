@@ -18,6 +18,9 @@ from distill.serving.bundle import StudentBundle, bundle_files
 from distill.serving.warm_start import warm_start_from
 from distill.student import stage
 from distill.student.config import FrontierConfig
+from distill.student.cost import serving_cost
+from distill.student.jobs import JobRunner, TrainJob, run_job
+from distill.student.run import StudentRun
 from distill.studies import frontier
 from distill.studies.champion import head_to_head
 from distill.studies.new_item_rows import NewItemsPlan, new_item_rows, new_items_section
@@ -53,27 +56,25 @@ class StudentResult:
     task_run_name="{label}",
 )
 def job_task(
-    job: stage.TrainJob, split: Split, teacher: TeacherCache | None, label: str, in_process: bool
-) -> stage.StudentRun:
+    job: TrainJob, split: Split, teacher: TeacherCache | None, label: str, in_process: bool
+) -> StudentRun:
     """One arm x seed of the report, in its own one-thread process unless `in_process`; a retry
     resumes from the job's checkpoint."""
     if in_process:
-        return stage.run_job(job, split, teacher)
-    background = InBackground(stage.run_job, (job, split, teacher))
+        return run_job(job, split, teacher)
+    background = InBackground(run_job, (job, split, teacher))
     try:
         return background.result()
     finally:
         background.stop()
 
 
-def job_tasks(workers: int) -> stage.JobRunner:
+def job_tasks(workers: int) -> JobRunner:
     """Run the jobs as `student-job` tasks, `workers` at a time: each is its own task run in the
     UI, retried on its own."""
 
-    def run(
-        jobs: list[stage.TrainJob], split: Split, teacher: TeacherCache | None
-    ) -> list[stage.StudentRun]:
-        pool: ThreadPoolTaskRunner[stage.StudentRun] = ThreadPoolTaskRunner(max(workers, 1))
+    def run(jobs: list[TrainJob], split: Split, teacher: TeacherCache | None) -> list[StudentRun]:
+        pool: ThreadPoolTaskRunner[StudentRun] = ThreadPoolTaskRunner(max(workers, 1))
         with pool as runner:
             futures = [
                 runner.submit(
@@ -118,7 +119,7 @@ def train_evaluate_task(
         plan = new_items_plan(held, params)
         section = new_items_section(new_item_rows(result, split, teacher, plan), plan)
     best = result.best
-    cost = stage.serving_cost(teacher, best, result.sasrec, split)
+    cost = serving_cost(teacher, best, result.sasrec, split)
     registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
     versus = None
     current = registry.current_version()

@@ -8,6 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from distill.student.run import fit_and_evaluate
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -159,7 +161,6 @@ def published(tmp_path_factory) -> dict:
     """A registry with two tiny trained bundles of `synthetic_tables()` (no teacher):
     `sequential` (CURRENT) and `two_tower` (stored, not current). Copy it before changing it."""
     from distill.serving.bundle import bundle_files
-    from distill.student import stage as student_stage
     from distill.student.config import StudentConfig
     from distill.student.fit import DistillConfig
     from distill.training.loop import LoopConfig
@@ -177,7 +178,7 @@ def published(tmp_path_factory) -> dict:
     registry = Registry(WorkDir(work).registry, "kdrec")
     versions = {}
     for kind, current in (("two_tower", False), ("sequential", True)):
-        run = student_stage.fit_and_evaluate(
+        run = fit_and_evaluate(
             split,
             StudentConfig(kind=kind, dim=8, history_len=6),
             DistillConfig(alpha=0.0, init="random"),

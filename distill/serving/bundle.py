@@ -49,7 +49,7 @@ from storage.pseudonyms import SCHEME, key_id, pseudonym
 
 
 class TrainedStudent(Protocol):
-    """What a bundle is built from (a `distill.student.stage.StudentRun` is one)."""
+    """What a bundle is built from (a `distill.student.run.StudentRun` is one)."""
 
     model: StudentNet
     config: StudentConfig

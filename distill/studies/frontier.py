@@ -29,10 +29,11 @@ from distill.evaluation.harness import evaluate, vector_scorer
 from distill.evaluation.stats import paired
 from distill.serving.bundle import bundle_files
 from distill.serving.recommend import Recommender
-from distill.student import stage
 from distill.student.build import int8_tower, n_params
 from distill.student.config import Shape, StudentConfig
 from distill.student.fit import DistillConfig, UserData
+from distill.student.jobs import TrainJob, plain_kd, train_job
+from distill.student.run import StudentRun
 from distill.training.loop import LoopConfig
 from storage.datasets import Dataset
 from storage.registry import Registry
@@ -50,19 +51,19 @@ def jobs(
     loop: LoopConfig,
     seeds: dict[Shape, int],
     checkpoint_root: Path | None,
-) -> tuple[list[stage.TrainJob], list[Key]]:
+) -> tuple[list[TrainJob], list[Key]]:
     """Every training of the frontier (shape x seed x with/without the teacher), with its key.
     Checkpoints are content-keyed under `checkpoint_root`, so an interrupted frontier resumes."""
     # from a random init, as the plain arm: both run to the same patience (train.patience)
     distilled = kd.model_copy(update={"init": "random", "patience": None})
-    arms = {True: distilled, False: stage.plain_kd(distilled)}
+    arms = {True: distilled, False: plain_kd(distilled)}
     out, keys = [], []
     for (dim, layers), n_seeds in seeds.items():
         student = sasrec.model_copy(update={"dim": dim, "n_layers": layers})
         for seed in range(n_seeds):
             for is_distilled, this_kd in arms.items():
                 arm = "distilled" if is_distilled else "plain"
-                job = stage.train_job(
+                job = train_job(
                     dataset,
                     split,
                     fingerprint,
@@ -80,13 +81,13 @@ def jobs(
 
 def section(
     keys: Sequence[Key],
-    runs: Sequence[stage.StudentRun],
+    runs: Sequence[StudentRun],
     dataset: Dataset,
     split: Split,
     latency_users: int = 300,
 ) -> dict:
     """The frontier's rows (one per shape and arm) and paired tests (one per shape)."""
-    grouped: dict[Key, list[stage.StudentRun]] = {}
+    grouped: dict[Key, list[StudentRun]] = {}
     for key, run in zip(keys, runs, strict=True):
         grouped.setdefault(key, []).append(run)
     shapes = list(dict.fromkeys((dim, layers) for dim, layers, _ in keys))
@@ -108,7 +109,7 @@ def point(
     dim: int,
     layers: int,
     distilled: bool,
-    runs: list[stage.StudentRun],
+    runs: list[StudentRun],
     dataset: Dataset,
     split: Split,
     latency_users: int,
@@ -151,7 +152,7 @@ def with_ratios(rows: list[dict], base: Key = (64, 2, False)) -> list[dict]:
 
 
 def latency(
-    run: stage.StudentRun, dataset: Dataset, split: Split, n: int = 300, tower: str = "float32"
+    run: StudentRun, dataset: Dataset, split: Split, n: int = 300, tower: str = "float32"
 ) -> dict:
     """p50 / p99 ms of one history request through the serving path, one thread; `tower`
     "int8" serves with the int8 user tower and the SQ8 index."""
@@ -186,7 +187,7 @@ def latency(
     }
 
 
-def int8_quality(run: stage.StudentRun, split: Split) -> dict:
+def int8_quality(run: StudentRun, split: Split) -> dict:
     """Test NDCG@10 served in int8 end to end: the int8 user tower's vectors against the items
     as the SQ8 index decodes them (what its inner-product search ranks by)."""
     served = run.placement.served().detach().numpy()
@@ -206,7 +207,7 @@ def int8_quality(run: stage.StudentRun, split: Split) -> dict:
 
 
 def int8_columns(
-    runs: list[stage.StudentRun], dataset: Dataset, split: Split, latency_users: int = 300
+    runs: list[StudentRun], dataset: Dataset, split: Split, latency_users: int = 300
 ) -> dict:
     """Quality (every seed) and latency (seed 0) served in int8: tower and index."""
     quality = [int8_quality(r, split) for r in runs]

@@ -33,15 +33,9 @@ from distill.evaluation.new_items import (
 from distill.evaluation.stats import paired
 from distill.nn.sasrec import SASRec
 from distill.student.content import ContentConfig
+from distill.student.run import StudentRun, content_tower, place_items
 from distill.student.sequential import SequentialStudent
-from distill.student.stage import (
-    DROPOUTNET_ROW,
-    SASREC_ROW,
-    Comparison,
-    StudentRun,
-    content_tower,
-    place_items,
-)
+from distill.student.stage import DROPOUTNET_ROW, SASREC_ROW, Comparison
 from distill.teacher.cache import TeacherCache
 from storage.split import Split
 

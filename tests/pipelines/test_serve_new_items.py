@@ -15,10 +15,10 @@ import yaml
 from typer.testing import CliRunner
 
 from distill.serving.bundle import bundle_files
-from distill.student import stage as student_stage
 from distill.student.config import StudentConfig
 from distill.student.content import ContentConfig
 from distill.student.fit import DistillConfig
+from distill.student.run import fit_and_evaluate
 from distill.teacher.base import TeacherConfig
 from distill.teacher.encoder import EncoderTeacher
 from distill.texts import TextConfig, item_texts
@@ -69,7 +69,7 @@ def test_extend_then_serve_a_new_item_to_the_fans_of_its_genre(tmp_path, tiny_en
     dataset = load_dataset(work, "genres", result.version)
     texts = item_texts(dataset.items(), TextConfig()).get_column("text").to_list()
     encoder = EncoderTeacher(TeacherConfig(model_path=tiny_encoder_path))
-    run = student_stage.fit_and_evaluate(  # the default student's shape: ID-only + content tower
+    run = fit_and_evaluate(  # the default student's shape: ID-only + content tower
         make_split(dataset),
         StudentConfig(dim=16, history_len=12, dropout=0.1),
         DistillConfig(alpha=0.0, init="random"),

@@ -7,9 +7,9 @@ import pytest
 
 from distill.serving.bundle import bundle_files
 from distill.serving.recommend import Recommender, UnknownUser
-from distill.student import stage as student_stage
 from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig
+from distill.student.run import fit_and_evaluate
 from distill.training.loop import LoopConfig
 from pipelines.config import RunConfig
 from pipelines.serve import ModelHolder, ServeSettings
@@ -34,7 +34,7 @@ def bundle(tmp_path, monkeypatch):
     paths = write_tables(tmp_path / "src", tables)
     result = ingest(DatasetConfig(name="byo", source="files", **paths), work_dir=work)
     dataset = load_dataset(work, "byo", result.version)
-    run = student_stage.fit_and_evaluate(
+    run = fit_and_evaluate(
         make_split(dataset),
         StudentConfig(dim=8, history_len=6),
         DistillConfig(alpha=0.0, init="random"),

@@ -134,7 +134,7 @@ class Bar:
 
 @dataclass(frozen=True)
 class ServingCost:
-    """Per-request serving cost of each model as it really serves (distill.student.stage
+    """Per-request serving cost of each model as it really serves (distill.student.cost
     .serving_cost): seconds per user, the ratios, and the teacher's one-time nightly cost."""
 
     seconds_per_user: dict[str, float]

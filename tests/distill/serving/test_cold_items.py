@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from distill.serving.bundle import bundle_files
 from distill.serving.cold_items import NewItems, NoTextProjection, extend_bundle
 from distill.serving.recommend import Recommender
-from distill.student import stage as student_stage
 from distill.student.config import StudentConfig
 from distill.student.content import ContentConfig
 from distill.student.fit import DistillConfig
+from distill.student.run import fit_and_evaluate
 from distill.teacher.base import TeacherConfig
 from distill.teacher.encoder import EncoderTeacher
 from distill.texts import TextConfig, item_texts
@@ -48,7 +48,7 @@ def encode(model_path, frame: pl.DataFrame) -> np.ndarray:
 def text_bundle(synthetic, work, tiny_encoder_path):
     """A published sequential student with a text projection of the tiny encoder's embeddings."""
     dataset, split = synthetic
-    run = student_stage.fit_and_evaluate(
+    run = fit_and_evaluate(
         split,
         StudentConfig(dim=8, history_len=6, text_projection=True),
         DistillConfig(alpha=0.0, init="random"),
@@ -95,7 +95,7 @@ def test_new_items_get_their_text_projection_and_nothing_else_moves(text_bundle,
 def content_bundle(synthetic, work, tiny_encoder_path):
     """The default student's shape: ID embeddings only, plus a content tower."""
     dataset, split = synthetic
-    run = student_stage.fit_and_evaluate(
+    run = fit_and_evaluate(
         split,
         StudentConfig(dim=8, history_len=6),
         DistillConfig(alpha=0.0, init="random"),

@@ -13,7 +13,10 @@ from distill.serving.recommend import Recommender, UnknownUser
 from distill.student import stage as student_stage
 from distill.student.build import build_student
 from distill.student.config import StudentConfig
+from distill.student.cost import serving_cost
 from distill.student.fit import DistillConfig, UserData, start_from, student_scorer, train_student
+from distill.student.jobs import TrainJob, plain_kd, run_jobs
+from distill.student.run import fit_and_evaluate
 from distill.teacher.base import AdaptConfig, TeacherConfig
 from distill.teacher.cache import TeacherCache
 from distill.teacher.soft_labels import SoftLabels
@@ -153,7 +156,7 @@ def test_the_distilled_student_stops_on_its_own_patience(synthetic, teacher_cach
     assert epochs(DistillConfig(init="random", patience=None)) == 5  # None: train.patience
     assert epochs(DistillConfig(init="random", patience=1)) == 2
     assert epochs(DistillConfig(alpha=0.0, init="random", patience=1)) == 5  # undistilled
-    plain = student_stage.plain_kd(DistillConfig(patience=1, lr=0.5))
+    plain = plain_kd(DistillConfig(patience=1, lr=0.5))
     assert (plain.patience, plain.lr) == (None, None)
 
 
@@ -370,7 +373,7 @@ def test_every_student_variant_publishes_and_serves(
     synthetic, teacher_cache, work, kind, text_projection
 ):
     dataset, split = synthetic
-    run = student_stage.fit_and_evaluate(
+    run = fit_and_evaluate(
         split,
         StudentConfig(kind=kind, dim=8, history_len=6, text_projection=text_projection),
         DistillConfig(),
@@ -378,9 +381,7 @@ def test_every_student_variant_publishes_and_serves(
         soft_labels=SoftLabels(teacher_cache),
         text_emb=TeacherCache(teacher_cache).vectors("items", "embedding"),
     )
-    cost = student_stage.serving_cost(
-        TeacherCache(teacher_cache), run, run, split, n_users=4, repeats=1
-    )
+    cost = serving_cost(TeacherCache(teacher_cache), run, run, split, n_users=4, repeats=1)
     assert cost.seconds_per_user["teacher"] > 0 and cost.student_vs_sasrec is not None
     assert cost.student_vs_sasrec > 0
     files = bundle_files(run, dataset)
@@ -392,14 +393,12 @@ def test_every_student_variant_publishes_and_serves(
 def test_jobs_in_worker_processes_match_jobs_in_order(synthetic, teacher_cache):
     _, split = synthetic
     jobs = [
-        student_stage.TrainJob(
-            StudentConfig(dim=8, history_len=6), kd, LOOP.model_copy(update={"seed": 3}), None
-        )
+        TrainJob(StudentConfig(dim=8, history_len=6), kd, LOOP.model_copy(update={"seed": 3}), None)
         for kd in (DistillConfig(alpha=0.0), DistillConfig())
     ]
     cache = TeacherCache(teacher_cache)
-    in_order = student_stage.run_jobs(jobs, split, cache, workers=1)
-    parallel = student_stage.run_jobs(jobs, split, cache, workers=2)
+    in_order = run_jobs(jobs, split, cache, workers=1)
+    parallel = run_jobs(jobs, split, cache, workers=2)
     for a, b in zip(in_order, parallel, strict=True):
         assert b.kd == a.kd and b.seed == a.seed
         assert b.test.metrics["ndcg@10"] == pytest.approx(a.test.metrics["ndcg@10"], abs=1e-6)

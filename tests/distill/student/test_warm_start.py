@@ -8,9 +8,9 @@ from safetensors.torch import load as load_tensors
 
 from distill.serving.bundle import StudentBundle
 from distill.serving.warm_start import previous_student, warm_start_from
-from distill.student import stage as student_stage
 from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig, train_student
+from distill.student.jobs import train_job
 from distill.student.warm_start import WarmStart, previous_state
 from distill.training.loop import LoopConfig
 from storage.registry import Registry
@@ -68,15 +68,13 @@ def test_the_current_version_is_the_start_and_keys_the_checkpoint(published, tmp
     split = make_split(dataset)
     loop = LoopConfig()
     args = (dataset, split, "fp", CONFIG)
-    previous = student_stage.train_job(
-        *args, DistillConfig(init="previous"), loop, 0, tmp_path, warm
-    )
+    previous = train_job(*args, DistillConfig(init="previous"), loop, 0, tmp_path, warm)
     assert previous.warm == warm
     moved = warm.previous
     other = WarmStart(
         type(moved)("v-other", moved.config, moved.net, moved.item_ids), warm.item_ids
     )
-    again = student_stage.train_job(*args, DistillConfig(init="previous"), loop, 0, tmp_path, other)
+    again = train_job(*args, DistillConfig(init="previous"), loop, 0, tmp_path, other)
     assert again.checkpoint_dir != previous.checkpoint_dir  # another start, another student
-    teacher = student_stage.train_job(*args, DistillConfig(), loop, 0, tmp_path, warm)
+    teacher = train_job(*args, DistillConfig(), loop, 0, tmp_path, warm)
     assert teacher.warm is None  # only init: previous uses it

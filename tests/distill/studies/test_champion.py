@@ -17,9 +17,9 @@ import torch
 from distill.evaluation.harness import evaluate
 from distill.nn.layers import left_padded
 from distill.serving.bundle import StudentBundle, bundle_files
-from distill.student import stage as student_stage
 from distill.student.config import StudentConfig
 from distill.student.fit import DistillConfig, UserData, student_scorer
+from distill.student.run import fit_and_evaluate
 from distill.studies.champion import head_to_head
 from distill.training.loop import LoopConfig
 from storage.datasets import DatasetConfig, ingest, load_dataset
@@ -55,7 +55,7 @@ def version(tmp_path, work, name: str, night: dict[str, list[str]] | None = None
 def served(tmp_path, work):
     """The served model: a student trained on the synthetic interactions."""
     dataset, split = version(tmp_path, work, "day0")
-    run = student_stage.fit_and_evaluate(
+    run = fit_and_evaluate(
         split,
         StudentConfig(dim=16, history_len=8, dropout=0.1),
         DistillConfig(alpha=0.0, init="random"),
