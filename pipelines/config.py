@@ -21,23 +21,13 @@ from distill.training.loop import LoopConfig
 from storage.atomic import validate_name
 from storage.datasets import DatasetConfig
 from storage.errors import ConfigError, NotFound
+from storage.paths import absolute
 from storage.registry import GateConfig
 
 
 def default_work_dir() -> Path:
     """$KDREC_WORK_DIR, else ./work: relative to the current directory, made absolute."""
     return absolute(Path(os.environ.get("KDREC_WORK_DIR", "work")))
-
-
-def absolute(path: Path, *, anchor: Path | None = None) -> Path:
-    """`path` as an absolute, normalised path (`~` expanded, `..` folded, symlinks kept): a
-    relative one is taken from `anchor`, else from the current directory. Every path a user
-    writes goes through here once, where it enters (the CLI, the environment, a config file),
-    so nothing downstream depends on the directory a command was started from."""
-    path = Path(path).expanduser()
-    if not path.is_absolute():
-        path = (anchor if anchor is not None else Path.cwd()) / path
-    return Path(os.path.normpath(path))
 
 
 class SplitConfig(BaseModel):

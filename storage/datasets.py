@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -35,6 +34,7 @@ from storage.atomic import (
 )
 from storage.errors import DataError, IntegrityError, NotFound
 from storage.faults import crash_point
+from storage.paths import absolute
 from storage.schema import (
     INTERACTION_REQUIRED,
     INTERACTIONS,
@@ -73,7 +73,7 @@ class DatasetConfig(BaseModel):
     def _absolute(cls, path: Path | None) -> Path | None:
         """Relative to the current directory when the config is built (a config file's own
         relative paths are taken from its folder before: pipelines/config.py)."""
-        return None if path is None else Path(os.path.abspath(Path(path).expanduser()))
+        return None if path is None else absolute(path)
 
     @model_validator(mode="after")
     def _files_need_paths(self) -> DatasetConfig:
@@ -279,7 +279,7 @@ class Dataset:
     path: Path
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(os.path.abspath(Path(self.path).expanduser())))
+        object.__setattr__(self, "path", absolute(self.path))
 
     @cached_property
     def meta(self) -> dict:

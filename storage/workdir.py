@@ -15,10 +15,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.paths import absolute
 from storage.rundir import RunDir
 
 
@@ -30,7 +30,7 @@ class WorkDir:
     root: Path
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(os.path.abspath(Path(self.root).expanduser())))
+        object.__setattr__(self, "root", absolute(self.root))
 
     @property
     def data(self) -> Path:

@@ -44,6 +44,7 @@ from distill.teacher.base import TeacherConfig, TeacherError
 from distill.teacher.memo import PerProcess
 from storage.atomic import atomic_write_bytes, atomic_write_json, read_json, write_parquet
 from storage.embeddings import embedding_column, embedding_matrix, vector_layout
+from storage.paths import absolute
 from storage.shards import ShardStore
 from storage.workdir import WorkDir
 
@@ -119,13 +120,13 @@ class TeacherPlan:
         and writes its own files (never the folder it was copied from); paths outside it (the
         packaged LM) absolute."""
         data = asdict(self)
-        work = _absolute(self.work_dir) if self.work_dir is not None else None
+        work = absolute(self.work_dir) if self.work_dir is not None else None
         for name in _WORK_PATHS:
             if not data[name]:
                 continue
-            path = _absolute(data[name])
+            path = absolute(data[name])
             inside = work is not None and path.is_relative_to(work)
-            data[name] = os.path.relpath(path, _absolute(self.cache_dir)) if inside else str(path)
+            data[name] = os.path.relpath(path, absolute(self.cache_dir)) if inside else str(path)
         return data
 
     @classmethod
@@ -134,7 +135,7 @@ class TeacherPlan:
         exist is looked for in the work dir that holds the folder (plans written before paths
         were made absolute stored the dataset relative to the shell's directory) and plan.json
         is rewritten; one that cannot be found is refused (TeacherError), never resumed."""
-        cache_dir = _absolute(cache_dir)
+        cache_dir = absolute(cache_dir)
         data = read_json(cache_dir / PLAN)
         data["shards"] = [tuple(s) for s in data["shards"]]
         for name in _WORK_PATHS:
@@ -180,10 +181,6 @@ def _existing(plan: TeacherPlan, name: str, candidate: Path, inside: str = "") -
     if (candidate / inside).exists():
         return str(candidate)
     raise plan._missing(name, getattr(plan, name))
-
-
-def _absolute(path: str | Path) -> Path:
-    return Path(os.path.abspath(path))
 
 
 _WORK_PATHS = ("work_dir", "model_path", "dataset_path", "adapter_path")

@@ -17,6 +17,7 @@ from pipelines.cli.data import data_app
 from pipelines.cli.models import models_app
 from pipelines.cli.teacher import teacher_app
 from storage.errors import KdrecError
+from storage.paths import absolute
 
 app = typer.Typer(
     help="kdrec: distill a language-model teacher into a lightweight recommender.",
@@ -74,7 +75,7 @@ def own_settings(argv: list[str], environ: dict[str, str]) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
-        "PREFECT_HOME": os.path.join(os.path.abspath(os.path.expanduser(work)), ".prefect"),
+        "PREFECT_HOME": str(absolute(work) / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     }
@@ -105,7 +106,7 @@ def _config_work_dir(config: str | None) -> str | None:
         return None
     if not isinstance(work, str):
         return None
-    return os.path.join(os.path.dirname(os.path.abspath(config)), os.path.expanduser(work))
+    return str(absolute(work, anchor=absolute(config).parent))
 
 
 def main() -> None:
