@@ -1,7 +1,7 @@
 """Lightweight students: the accuracy–cost frontier, distilled and without the teacher, same shape.
 
     python -m bench.frontier [--dims 8 16 32 64] [--layers 1 2] [--seeds 2]
-                             [--more 16x2 8x2 --more-seeds 5] [--workers 2]
+                             [--more 16x2 8x2 --more-seeds 5] [--workers 2] [--fresh]
 
 What is measured per shape and arm is `distill/studies/frontier.py`'s (the same section
 `kdrec quality --frontier` puts in a report): on ML-100K with the default teacher
@@ -37,12 +37,13 @@ IMAGE = Path(__file__).resolve().parents[1] / "docs" / "img" / "frontier.png"
 
 
 def merged(
-    rows: list[dict], tests: list[dict], shapes: list[tuple[int, int]]
+    rows: list[dict], tests: list[dict], shapes: list[tuple[int, int]], fresh: bool = False
 ) -> tuple[list[dict], list[dict], list[list[str]]]:
     """This run's shapes with the other shapes of the existing result file (the grid can be run
-    a few shapes at a time); and every invocation's command line."""
+    a few shapes at a time); and every invocation's command line. `fresh` starts a new file:
+    nothing of the earlier invocations is kept (after a change of protocol)."""
     path = RESULTS / "frontier.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
+    old = json.loads(path.read_text()) if path.exists() and not fresh else {}
     other = [r for r in old.get("rows", []) if (r["dim"], r["n_layers"]) not in shapes]
     other_tests = [t for t in old.get("tests", []) if (t["dim"], t["n_layers"]) not in shapes]
     key = lambda r: (r["dim"], r["n_layers"], r.get("distilled", False))  # noqa: E731
@@ -127,6 +128,11 @@ def main() -> None:
         action="store_true",
         help="re-time every shape of frontier.json side by side in this one process",
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new frontier.json: drop the rows and tests of earlier invocations",
+    )
     args = parser.parse_args()
     work = work_dir()
     config = RunConfig(work_dir=work)
@@ -145,7 +151,7 @@ def main() -> None:
     found = frontier.section(keys, done, dataset, split)
     for row in found["rows"]:
         print(row, flush=True)
-    rows, tests, invocations = merged(found["rows"], found["tests"], shapes)
+    rows, tests, invocations = merged(found["rows"], found["tests"], shapes, args.fresh)
     rows = frontier.with_ratios(rows)
     IMAGE.write_bytes(frontier_plot(rows, "SASRec students on ML-100K: width x blocks"))
     save(
