@@ -5,7 +5,8 @@ The building blocks follow the widely used public implementation (RecBole's SASR
 post-norm transformer blocks, LayerNorm + dropout on the summed item and position embeddings,
 left-aligned positions (position 0 = the oldest item of the window), weights drawn from
 N(0, 0.02), inner width 4x the model width, and a full-softmax cross-entropy over all items with
-the item embeddings as the output layer. Training targets are every position of every user's
+the item embeddings as the output layer (or, for large catalogs, a log-Q corrected sampled
+softmax: `distill.nn.sampled`). Training targets are every position of every user's
 history (`windows`), not only the last one.
 """
 
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from distill.nn.sampled import SampledSoftmax
 
 
 def windows(seqs: Sequence[np.ndarray], length: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -227,8 +230,19 @@ class SASRec(nn.Module):
         states = self.states(seq, item_vecs)
         return states[torch.arange(len(seq)), (lengths - 1).clamp(min=0)]
 
-    def loss(self, inputs: Tensor, targets: Tensor, item_vecs: Tensor) -> Tensor:
-        """Full-softmax CE of every target given the inputs before it; inputs/targets (B, L)."""
+    def loss(
+        self,
+        inputs: Tensor,
+        targets: Tensor,
+        item_vecs: Tensor,
+        sampler: SampledSoftmax | None = None,
+    ) -> Tensor:
+        """CE of every target given the inputs before it; inputs/targets (B, L). Over every item
+        (SASRec's recipe), or with `sampler` over the step's sampled columns, log-Q corrected
+        (`distill.nn.sampled`: large catalogs)."""
         keep = targets != -100
         states = self.states(inputs, item_vecs)[keep]  # (N, D)
-        return F.cross_entropy(states @ item_vecs.T, targets[keep])
+        if sampler is None:
+            return F.cross_entropy(states @ item_vecs.T, targets[keep])
+        logits, columns_of_targets, _ = sampler.logits(states, item_vecs, targets[keep])
+        return F.cross_entropy(logits, columns_of_targets)

@@ -148,9 +148,10 @@ def fit_content(
     states, labels_of = states[chosen], labels_of[chosen]
     t_items: Tensor | None = None
     t_scores: Tensor | None = None
+    t_has = torch.ones(len(chosen), dtype=torch.bool)  # positions with a teacher label
     if soft_labels is not None and config.alpha > 0 and slots is not None:
         users, positions = (a[keep.numpy()][chosen.numpy()] for a in slots)
-        t_items, t_scores = _position_labels(soft_labels, users, positions)
+        t_items, t_scores, t_has = _position_labels(soft_labels, users, positions)
         if unknown is not None:
             t_scores = t_scores.masked_fill(unknown[t_items], losses.NEG)
     text = torch.as_tensor(item_emb, dtype=torch.float32)
@@ -169,9 +170,11 @@ def fit_content(
                 logits = logits.masked_fill(unknown, losses.NEG)
             log_q = F.log_softmax(logits, dim=-1)
             loss = F.nll_loss(log_q, labels_of[rows])
-            if t_items is not None and t_scores is not None:
+            labelled = rows[t_has[rows]]
+            if t_items is not None and t_scores is not None and len(labelled):
+                sel = t_has[rows]
                 loss = loss + config.alpha * losses.kd_topk_kl(
-                    logits, t_items[rows], t_scores[rows], 1.0, log_q=log_q
+                    logits[sel], t_items[labelled], t_scores[labelled], 1.0, log_q=log_q[sel]
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -181,21 +184,26 @@ def fit_content(
 
 def _position_labels(
     soft_labels: SoftLabels, users: np.ndarray, positions: np.ndarray
-) -> tuple[Tensor, Tensor]:
-    """The teacher's top-K (items, scores), each (N, K), after each (user, position)."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The teacher's top-K (items, scores), each (N, K), after each (user, position), and
+    (N,) whether it has one (`teacher.position_last` labels the last prefixes only)."""
     items: Tensor | None = None
     scores: Tensor | None = None
+    has = torch.zeros(len(users), dtype=torch.bool)
     for key, start, end in soft_labels.shards:
         mine = np.flatnonzero((users >= start) & (users < end))
         if not len(mine):
             continue
-        got_items, got_scores = soft_labels.positions(key).gather(
-            users[mine] - start, positions[mine]
-        )
+        labels = soft_labels.positions(key)
+        mine = mine[labels.labelled(users[mine] - start, positions[mine])]
+        if not len(mine):
+            continue
+        got_items, got_scores = labels.gather(users[mine] - start, positions[mine])
         if items is None or scores is None:
             items = torch.zeros((len(users), got_items.shape[1]), dtype=torch.long)
             scores = torch.zeros((len(users), got_items.shape[1]))
         items[mine], scores[mine] = got_items, got_scores
+        has[mine] = True
     if items is None or scores is None:
         raise ValueError("no teacher labels for the content tower's positions")
-    return items, scores
+    return items, scores, has

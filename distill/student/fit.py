@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from distill.evaluation.harness import EVAL_FOLDS, Scorer, evaluate, vector_scorer
 from distill.nn.layers import left_padded
+from distill.nn.sampled import SampledSoftmax
 from distill.nn.sasrec import window_targets, windows
 from distill.student.build import StudentNet, build_student
 from distill.student.config import StudentConfig
@@ -229,13 +230,14 @@ def window_loss(
     data: UserData,
     kd: DistillConfig,
     soft_labels: SoftLabels | None,
-    n_negatives: int,
+    sampler: SampledSoftmax | None,
     batch: Batch,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Sequential: CE of every next train item (+ KD to the teacher's top-K at every position).
+    """Sequential: CE of every next train item (+ KD to the teacher's top-K at every labelled
+    position: every prefix, or the last `teacher.position_last`).
 
-    With `n_negatives` the softmax runs over the batch's targets, the teacher's items and that
-    many uniform negatives instead of every item."""
+    With `sampler` (`student.sampled_negatives`) the softmax runs over the batch's targets, the
+    teacher's items and that many uniform negatives, log-Q corrected, instead of every item."""
     key, start, rows = batch
     targets = data.targets[rows]
     keep = targets != -100
@@ -243,19 +245,20 @@ def window_loss(
     states = m.position_states(data.inputs[rows], targets, item_vecs)  # (N, D)
     targets = targets[keep]
     t_items = t_scores = None
+    labelled: slice | Tensor = slice(None)  # slots with a teacher label: all, or the last few
     if soft_labels is not None:
+        labels = soft_labels.positions(key)
         slots = keep.numpy()
-        t_items, t_scores = soft_labels.positions(key).gather(
-            data.owner[rows][slots] - start, data.position[rows][slots]
-        )
+        users, positions = data.owner[rows][slots] - start, data.position[rows][slots]
+        has = labels.labelled(users, positions)
+        if not has.all():
+            labelled = torch.as_tensor(has)
+        t_items, t_scores = labels.gather(users[has], positions[has])
     unknown = data.cold if m.reads_text else None
     if t_items is not None and t_scores is not None and unknown is not None:
         t_scores = t_scores.masked_fill(unknown[t_items], losses.NEG)
-    if n_negatives:
-        required = targets if t_items is None else torch.cat([targets, t_items.flatten()])
-        cols = losses.sample_columns(required, data.n_items, n_negatives)
-        logits = states @ item_vecs[cols].T
-        targets = torch.searchsorted(cols, targets)
+    if sampler is not None:
+        logits, targets, cols = sampler.logits(states, item_vecs, targets, t_items)
         if t_items is not None:
             t_items = torch.searchsorted(cols, t_items)
         if unknown is not None:
@@ -266,8 +269,9 @@ def window_loss(
             logits = logits.masked_fill(unknown, losses.NEG)
     log_q = F.log_softmax(logits, dim=-1)  # one (N, I) softmax for L_c and, at T = 1, L_k
     l_c = F.nll_loss(log_q, targets)
-    if t_items is None or t_scores is None:
+    if t_items is None or t_scores is None or not len(t_items):
         return l_c, {"l_c": l_c.item()}
+    logits, log_q = logits[labelled], log_q[labelled]
     if kd.loss == "kl":
         at_t = log_q if kd.temperature == 1 else None
         l_k = losses.kd_topk_kl(logits, t_items, t_scores, kd.temperature, log_q=at_t)
@@ -328,14 +332,12 @@ def train_student(
         examples_of = lambda start, end: np.flatnonzero(  # noqa: E731
             (data.window_user >= start) & (data.window_user < end)
         )
-        loss_fn = partial(
-            window_loss,
-            model,
-            data=data,
-            kd=kd,
-            soft_labels=labels,
-            n_negatives=config.sampled_negatives,
-        )
+        sampler = None
+        if config.sampled_negatives:
+            sampler = SampledSoftmax.of_targets(
+                data.targets, split.n_items, config.sampled_negatives
+            )
+        loss_fn = partial(window_loss, model, data=data, kd=kd, soft_labels=labels, sampler=sampler)
     else:
         examples_of = lambda start, end: data.active[  # noqa: E731
             (data.active >= start) & (data.active < end)

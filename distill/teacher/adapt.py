@@ -3,7 +3,8 @@
 Default (`frozen`): the LM's item embeddings are computed once and cached; the head is SASRec
 (`distill.nn.sasrec`) whose item vectors are learned ID embeddings plus a linear projection of those
 LM embeddings; score = inner product; loss = full-softmax cross-entropy on every next train item
-(the standard SASRec recipe, so the teacher differs from the plain SASRec only by the LM).
+(the standard SASRec recipe, so the teacher differs from the plain SASRec only by the LM; with
+`adapt.sampled_negatives`, a log-Q corrected sampled softmax for large catalogs).
 `top_layers` and `lora` train part of the LM too, through the same code: only the source of the
 item text embeddings changes (re-encoded with gradients at every step).
 
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from distill.evaluation.harness import EVAL_FOLDS, Scorer, evaluate, vector_scorer
 from distill.nn.layers import left_padded
+from distill.nn.sampled import SampledSoftmax
 from distill.nn.sasrec import SASRec, windows
 from distill.teacher.base import AdaptConfig
 from distill.training.loop import TrainResult, fit, shuffled
@@ -207,9 +209,13 @@ def train_head(
         torch.as_tensor(a)
         for a in windows(split.train_sequences(), config.history_len, split.n_items)
     )
+    sampler = None
+    if config.sampled_negatives:
+        sampler = SampledSoftmax.of_targets(targets, split.n_items, config.sampled_negatives)
 
     def loss_fn(m: nn.Module, idx: Tensor) -> tuple[Tensor, dict[str, float]]:  # m is model
-        loss = model.head_nets()[0].loss(inputs[idx], targets[idx], model.item_vectors())
+        head = model.head_nets()[0]
+        loss = head.loss(inputs[idx], targets[idx], model.item_vectors(), sampler)
         return loss, {"loss": loss.item()}
 
     def validate(m: nn.Module) -> float:

@@ -11,10 +11,11 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from distill.texts import TextConfig
+from distill.training.keyed import Keyed
 from distill.training.loop import LoopConfig
 from storage.errors import KdrecError
 
@@ -53,10 +54,11 @@ class Teacher(Protocol):
 LOOP_FIELDS = tuple(LoopConfig.model_fields)  # lr, weight_decay, batch_size, ..., seed
 
 
-class AdaptConfig(BaseModel):
+class AdaptConfig(Keyed):
     """The recommendation head trained on train interactions on top of the language model."""
 
     model_config = ConfigDict(extra="forbid")
+    added_fields = ("sampled_negatives",)  # left out of the fingerprint at the default
 
     mode: Literal["none", "frozen", "top_layers", "lora"] = "frozen"  # none = zero-shot cosine
     unfreeze_layers: int = Field(1, ge=1)  # top_layers: how many top LM layers are trained
@@ -71,6 +73,10 @@ class AdaptConfig(BaseModel):
     # independently seeded heads whose scores are averaged; one by default: on ML-100K a second
     # head bought nothing on validation and cost a core (docs/results.md, "Cheaper to train")
     heads: int = Field(1, ge=1)
+    # the head's softmax: over every item (0), or over the step's targets + this many uniform
+    # negatives, log-Q corrected (distill/nn/sampled.py): catalogs where (positions x items)
+    # logits are the cost of a step
+    sampled_negatives: int = Field(0, ge=0)
     # how each head trains: batch_size = training windows (of history_len targets) per step,
     # patience = epochs without validation NDCG@10 gain (15: the head's best comes early);
     # head k is seeded loop.seed + k
@@ -110,8 +116,9 @@ class AdaptConfig(BaseModel):
         return self
 
 
-class TeacherConfig(BaseModel):
+class TeacherConfig(Keyed):
     model_config = ConfigDict(extra="forbid")
+    added_fields = ("position_last",)  # left out of dumps (cache plans) at the default
 
     kind: Literal["embedding", "causal"] = "embedding"
     model_path: Path | None = None  # HF folder; None = the packaged default for `kind`
@@ -128,6 +135,9 @@ class TeacherConfig(BaseModel):
     # adapted head: also cache its top-K next items after every prefix of each train history
     # (what a sequential student distils at every position); 0 = only the whole-history label
     position_top_k: int = Field(50, ge=0)
+    # ... for the last this many prefixes of each history only (0 = every prefix): bounds the
+    # per-prefix labels at users x position_last x position_top_k rows, whatever the histories
+    position_last: int = Field(0, ge=0)
     texts: TextConfig = TextConfig()
     adapt: AdaptConfig = AdaptConfig()
 

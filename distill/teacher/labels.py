@@ -154,7 +154,8 @@ def _plan_split(plan: TeacherPlan) -> Split:
 def _position_labels(
     cache: TeacherCache, config: TeacherConfig, split: Split, users: np.ndarray
 ) -> pa.Table:
-    """The head's top-K items after every prefix of each user's train history."""
+    """The head's top-K items after every prefix of each user's train history (the last
+    `position_last` prefixes when it is set)."""
     plan = cache.plan
     model = cache.adapted_head()
     seqs = split.train_sequences()
@@ -162,6 +163,9 @@ def _position_labels(
     inputs, _ = windows(chunk, config.adapt.history_len, plan.n_items)
     owner, position = window_targets(chunk, config.adapt.history_len)
     keep = position >= 0
+    if config.position_last:  # the last P prefixes of each history: positions n - P + 1 .. n
+        last = np.array([len(s) - 1 for s in chunk], dtype=np.int64)
+        keep &= position > np.where(owner >= 0, last[owner.clip(min=0)], 0) - config.position_last
     with torch.no_grad():
         item_vecs = model.item_vectors()
         states = model.states(torch.as_tensor(inputs), item_vecs)[torch.as_tensor(keep)]

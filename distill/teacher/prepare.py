@@ -132,6 +132,7 @@ def prepare(
         config.candidates_random,
         config.users_per_shard,
         config.position_top_k,
+        *([config.position_last] if config.position_last else []),  # caches before it: same key
     )[:20]
     cache = TeacherCache.of(work_dir, fingerprint)
     adapter = adapter_dir if adapted else None

@@ -25,15 +25,22 @@ from distill.teacher.cache import TeacherCache
 
 @dataclass(frozen=True)
 class PositionLabels:
-    """Top-K teacher labels after each prefix: row first_row[u] + t - 1 is user u after t items."""
+    """Top-K teacher labels after each prefix from user u's first labelled position on: row
+    first_row[u] + t - first_position[u] is user u after t items (every prefix: first_position
+    1; `teacher.position_last`: the last P prefixes only)."""
 
     items: Tensor  # (N, K) int64 item indices
     scores: Tensor  # (N, K) float32 teacher logits
-    first_row: np.ndarray  # (shard users,) row of position 1; -1 for a user with none
+    first_row: np.ndarray  # (shard users,) row of the first labelled position; -1 for none
+    first_position: np.ndarray  # (shard users,) that position (>= 1)
+
+    def labelled(self, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """(N,) bool: whether (shard-local user, position) has a label."""
+        return (self.first_row[users] >= 0) & (positions >= self.first_position[users])
 
     def gather(self, users: np.ndarray, positions: np.ndarray) -> tuple[Tensor, Tensor]:
-        """(items, scores), each (N, K), for N (shard-local user, position >= 1) pairs."""
-        rows = torch.as_tensor(self.first_row[users] + positions - 1)
+        """(items, scores), each (N, K), for N labelled (shard-local user, position) pairs."""
+        rows = torch.as_tensor(self.first_row[users] + positions - self.first_position[users])
         return self.items[rows], self.scores[rows]
 
 
@@ -73,12 +80,17 @@ class UserLabels:
         return out
 
 
-def _first_rows(local_users: np.ndarray, n_users: int) -> np.ndarray:
-    """Row of each user's first position, given the user of every row (sorted, contiguous)."""
+def _first_rows(
+    local_users: np.ndarray, positions: np.ndarray, n_users: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row and position of each user's first labelled position, given the user and position of
+    every row (sorted by user, then position; contiguous positions per user)."""
     first = np.full(n_users, -1, dtype=np.int64)
+    first_position = np.ones(n_users, dtype=np.int64)
     uniq, index = np.unique(local_users, return_index=True)
     first[uniq] = index
-    return first
+    first_position[uniq] = positions[index]
+    return first, first_position
 
 
 class SoftLabels:
@@ -147,14 +159,17 @@ class SoftLabels:
                 "(teacher.position_top_k is 0, or the teacher has no adapted head)"
             )
         users = frame.get_column("user_idx").to_numpy()
+        positions = frame.get_column("position").to_numpy()
         k = min(int(self.plan.config["position_top_k"]), self.n_items)  # rows per position
         n = len(frame) // k
+        first_row, first_position = _first_rows(users[::k] - start, positions[::k], end - start)
         labels = PositionLabels(
             items=torch.as_tensor(frame.get_column("item_idx").to_numpy().astype(np.int64)).view(
                 n, k
             ),
             scores=torch.as_tensor(frame.get_column("score").to_numpy().copy()).view(n, k),
-            first_row=_first_rows(users[::k] - start, end - start),
+            first_row=first_row,
+            first_position=first_position,
         )
         used = self._cached_bytes()
         if used + labels.items.numel() * 12 <= self.cache_bytes:
@@ -234,6 +249,7 @@ class _Whole(SoftLabels):
                 items=torch.cat([p.items for p in parts]),
                 scores=torch.cat([p.scores for p in parts]),
                 first_row=np.concatenate(first),
+                first_position=np.concatenate([p.first_position for p in parts]),
             )
             self._parts._forget()  # noqa: SLF001 (held once, here)
         return self._positions["all"]

@@ -1,8 +1,9 @@
 """The training loop every model here uses (teacher head, students): plain PyTorch.
 
-AdamW; per-epoch seeded shuffling and dropout (so a resumed run equals an uninterrupted one);
-early stopping on a validation metric (optionally EMA-smoothed) with patience; a progress bar with
-the loss parts; safetensors checkpoints (last + best) written atomically; resume after a crash.
+AdamW at a constant or scheduled (warm-up + cosine) learning rate; per-epoch seeded shuffling
+and dropout (so a resumed run equals an uninterrupted one); early stopping on a validation metric
+(optionally EMA-smoothed) with patience; a progress bar with the loss parts; safetensors
+checkpoints (last + best) written atomically; resume after a crash.
 """
 
 from __future__ import annotations
@@ -10,19 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from safetensors.torch import load, save
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from distill.training.keyed import Keyed
 from storage.atomic import atomic_write_bytes, atomic_write_json, exclusive
 from storage.faults import crash_point
 
@@ -33,8 +36,9 @@ EpochBatches = Callable[[int], Iterable[Any]]  # epoch -> batches (called after 
 ValidateFn = Callable[[nn.Module], float]
 
 
-class LoopConfig(BaseModel):
+class LoopConfig(Keyed):
     model_config = ConfigDict(extra="forbid")
+    added_fields = ("schedule", "warmup_epochs")  # left out of checkpoint keys at their defaults
 
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -43,6 +47,20 @@ class LoopConfig(BaseModel):
     patience: int = Field(20, ge=1)  # epochs without improvement of the (smoothed) metric
     smoothing: float = Field(0.0, ge=0, lt=1)  # EMA weight of the past for the stopping metric
     seed: int = 0
+    # the learning rate over epochs: constant, or a linear warm-up over `warmup_epochs` then a
+    # cosine decay to 0 at `max_epochs` (a budgeted run: max_epochs is then its length)
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: int = Field(0, ge=0)
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of `epoch` (0-based)."""
+        if epoch < self.warmup_epochs:
+            return self.lr * (epoch + 1) / (self.warmup_epochs + 1)
+        if self.schedule == "constant":
+            return self.lr
+        span = max(self.max_epochs - self.warmup_epochs, 1)
+        done = (epoch - self.warmup_epochs) / span
+        return self.lr * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
 
 
 @dataclass
@@ -68,6 +86,10 @@ class JointOptimizer:
     def step(self) -> None:
         for o in self.parts:
             o.step()
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for o in self.parts for g in o.param_groups]
 
     def _sizes(self) -> list[int]:
         return [sum(len(g["params"]) for g in o.param_groups) for o in self.parts]
@@ -259,6 +281,8 @@ def _fit(
         if best_epoch >= 0 and epoch - best_epoch > config.patience:
             break
         torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and shuffling per epoch
+        for group in optimizer.param_groups:  # a function of the epoch: resumes exactly
+            group["lr"] = config.lr_at(epoch)
         model.train()
         sums: dict[str, float] = {}
         n_batches = 0

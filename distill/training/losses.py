@@ -25,18 +25,6 @@ def multi_positive_ce(logits: Tensor, positives: Tensor) -> Tensor:
     return per_user[positives.sum(-1) > 0].mean()
 
 
-def sample_columns(required: Tensor, n_items: int, n_negatives: int) -> Tensor:
-    """Sorted unique item columns for a sampled softmax: `required` items plus `n_negatives` drawn
-    uniformly (uses the global torch RNG, which the training loop seeds per epoch).
-
-    The batch's own positives are among the columns, so they also serve as in-batch negatives for
-    the other rows. No log-Q correction: uniform negatives need none; in-batch ones are a known
-    (popularity) bias of this estimate.
-    """
-    negatives = torch.randint(n_items, (n_negatives,), device=required.device)
-    return torch.unique(torch.cat([required.flatten(), negatives]))  # sorted
-
-
 def kd_kl(
     student_logits: Tensor, teacher_logits: Tensor, t: float, mask: Tensor | None = None
 ) -> Tensor:

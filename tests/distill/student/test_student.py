@@ -29,6 +29,16 @@ from tests.conftest import candidates_teacher
 LOOP = LoopConfig(max_epochs=3, patience=2, batch_size=8, lr=5e-3)
 
 
+def tiny_teacher_config(model_path: Path, **changes: object) -> TeacherConfig:
+    """The teacher every test here distils from (`teacher_work`), with `changes`."""
+    return TeacherConfig(
+        model_path=model_path,
+        users_per_shard=8,
+        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, heads=1, loop=LoopConfig(max_epochs=2)),
+        **changes,
+    )
+
+
 @pytest.fixture(scope="session")
 def teacher_work(tmp_path_factory, tiny_encoder_path) -> tuple[Path, str]:
     """A work dir with the synthetic dataset and its tiny teacher, built once per test run:
@@ -42,11 +52,7 @@ def teacher_work(tmp_path_factory, tiny_encoder_path) -> tuple[Path, str]:
     paths = write_tables(root / "src", synthetic_tables())
     result = ingest(DatasetConfig(name="syn", source="files", **paths), work_dir=work)
     dataset = load_dataset(work, "syn", result.version)
-    cfg = TeacherConfig(
-        model_path=tiny_encoder_path,
-        users_per_shard=8,
-        adapt=AdaptConfig(dim=8, n_heads=2, history_len=6, heads=1, loop=LoopConfig(max_epochs=2)),
-    )
+    cfg = tiny_teacher_config(tiny_encoder_path)
     run = run_teacher(cfg, dataset, make_split(dataset), work_dir=work, progress=False)
     return work, Path(run.plan.cache_dir).relative_to(work).as_posix()
 
@@ -266,6 +272,42 @@ def test_whole_soft_labels_equal_the_shards_joined(synthetic, teacher_cache):
         torch.testing.assert_close(whole.block("all")[start:end], parts.block(key), equal_nan=True)
     with pytest.raises(ValueError, match="over the 0 MiB budget"):
         SoftLabels(teacher_cache, cache_bytes=0).whole()
+
+
+def test_bounded_position_labels_are_the_last_prefixes_of_the_full_ones(
+    synthetic, teacher_cache, work, tiny_encoder_path
+):
+    """`teacher.position_last: 2` keeps the head's top-K after each user's last 2 prefixes
+    only (same head, same labels there), in its own cache; a student distils from them (KD on
+    the labelled slots only)."""
+    dataset, split = synthetic
+    cfg = tiny_teacher_config(tiny_encoder_path, position_last=2)
+    bounded_dir = Path(
+        run_teacher(cfg, dataset, split, work_dir=work, progress=False).plan.cache_dir
+    )
+    assert bounded_dir != teacher_cache
+    full = SoftLabels(teacher_cache).whole().positions("all")
+    bounded = SoftLabels(bounded_dir).whole().positions("all")
+    data = UserData(split, 6)
+    keep = data.owner >= 0
+    users, positions = data.owner[keep], data.position[keep]
+    last = np.array([len(s) - 1 for s in split.train_sequences()])
+    has = bounded.labelled(users, positions)
+    assert np.array_equal(has, positions > last[users] - 2)
+    assert len(bounded.items) == int(np.minimum(last, 2).sum()) < len(full.items)
+    items, scores = bounded.gather(users[has], positions[has])
+    full_items, full_scores = full.gather(users[has], positions[has])
+    assert torch.equal(items, full_items)
+    torch.testing.assert_close(scores, full_scores)
+    _, result = train_student(
+        split,
+        StudentConfig(dim=8, history_len=6, n_heads=2),
+        DistillConfig(init="random"),
+        LOOP,
+        soft_labels=SoftLabels(bounded_dir),
+        text_emb=None,
+    )
+    assert all(np.isfinite(row["l_k"]) and row["l_k"] > 0 for row in result.history)
 
 
 def test_soft_labels_on_candidate_shards_hold_exactly_the_scored_pairs(

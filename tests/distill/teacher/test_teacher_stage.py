@@ -18,6 +18,7 @@ from distill.teacher.base import AdaptConfig, TeacherConfig, TeacherError
 from distill.teacher.cache import TeacherCache, TeacherPlan
 from distill.teacher.prepare import prepare
 from distill.teacher.stage import run_teacher
+from distill.training.loop import LoopConfig
 from storage.atomic import read_json
 from storage.datasets import DatasetConfig, ingest, load_dataset
 from storage.split import make_split
@@ -301,3 +302,23 @@ def test_a_copied_work_dir_reads_and_writes_its_own_files(
     assert Path(again.plan.cache_dir) == moved_cache
     assert {p.name: p.read_bytes() for p in original.iterdir()} == before  # untouched
     assert {p.name for p in (moved_cache / "soft_labels").iterdir()} == set(before)
+
+
+def test_a_head_trains_on_a_sampled_softmax(synthetic):
+    """`adapt.sampled_negatives`: the head's loss runs over the step's sampled columns (log-Q
+    corrected), a different loss from the full softmax's, and it trains."""
+    from distill.teacher import adapt
+
+    _, split = synthetic
+    text = adapt.FrozenText(
+        np.random.default_rng(0).normal(size=(split.n_items, 4)).astype(np.float32)
+    )
+    histories = {}
+    for negatives in (0, 5):
+        loop = LoopConfig(max_epochs=2, patience=2, batch_size=8)
+        config = AdaptConfig(dim=8, history_len=6, sampled_negatives=negatives, loop=loop)
+        model = adapt.build_teacher_model(split.n_items, 4, config, text)
+        histories[negatives] = adapt.train_head(model, split, config).history
+    sampled, full = histories[5], histories[0]
+    assert all(np.isfinite(row["loss"]) for row in sampled)
+    assert sampled[0]["loss"] < full[0]["loss"]  # fewer competitors than every item
