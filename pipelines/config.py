@@ -18,6 +18,7 @@ from distill.student.content import ContentConfig
 from distill.student.fit import DistillConfig
 from distill.teacher.base import TeacherConfig
 from distill.training.loop import LoopConfig
+from pipelines.regime import RegimeChoice, ScalingConfig, choose, fill, sampled_settings
 from storage.atomic import validate_name
 from storage.datasets import DatasetConfig
 from storage.errors import ConfigError, NotFound
@@ -113,6 +114,19 @@ class RunConfig(BaseModel):
         )
 
     runner: RunnerConfig = RunnerConfig()
+    # the recipe's regime by catalog size (pipelines/regime.py): full softmaxes and labels on a
+    # small catalog, sampled ones and bounded labels above `scaling.sampled_above_items` items
+    scaling: ScalingConfig = ScalingConfig()
+
+    def for_catalog(self, n_items: int) -> tuple[RunConfig, RegimeChoice]:
+        """This config with its regime's settings filled in for a catalog of `n_items` items
+        (settings the config writes itself are kept), and the choice made."""
+        regime, reason = choose(self.scaling, n_items)
+        if regime == "full":
+            return self, RegimeChoice(regime, reason)
+        config, filled = fill(self, sampled_settings(self.scaling))
+        assert isinstance(config, RunConfig)
+        return config, RegimeChoice(regime, reason, filled)
 
     @model_validator(mode="after")
     def _names(self) -> RunConfig:

@@ -165,6 +165,8 @@ def distill(
 ) -> DistillRun:
     """Ingest, score with the teacher, train the students, evaluate, publish.
 
+    The recipe's regime (full, or sampled for large catalogs) is picked from the dataset's item
+    count once it is known and logged (pipelines/regime.py); everything after uses it.
     `dataset_path` skips ingest (nightly runs pass the version they built); `set_current=False`
     stores the bundle without serving it (backfills); `manifest_extra` is recorded in the bundle.
     `nightly`: a night costs what changed: the teacher's heads start from the served model's
@@ -179,6 +181,8 @@ def distill(
         dataset_path = holdout_task(
             dataset_path, params.split.new_items, params.split.new_items_seed, params.work_dir
         )
+    params, regime = params.for_catalog(Dataset(Path(dataset_path)).n_items)
+    log.info("%s", regime.line())
     split_name = split_task(dataset_path, params.split.as_of)
     timings["ingest_split"] = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -241,5 +245,9 @@ def distill(
     write_publish(run_dir, report, publish)
     timings["total"] = time.perf_counter() - t0
     log.info("stage timings (s): %s", {k: round(v, 1) for k, v in timings.items()})
+    atomic_write_json(
+        run_dir.timings,
+        {"seconds": {k: round(v, 2) for k, v in timings.items()}, "regime": regime.regime},
+    )
     _artifacts(report, publish, run_dir)
     return DistillRun(run_dir, report, publish, teacher, timings)

@@ -29,6 +29,7 @@ from distill.training.loop import available_cores
 from distill.training.parallel import InBackground
 from pipelines.config import RunConfig
 from pipelines.progress import TrainingProgress
+from pipelines.regime import choose
 from storage.atomic import atomic_write_bytes
 from storage.datasets import Dataset
 from storage.holdout import HALVES, HeldOutItems
@@ -178,6 +179,7 @@ def _train_students(
         warm_patience=params.warm_patience if nightly else None,
         dropoutnet=tuple(params.content.dropoutnet_id_dropout) if new_items else (),
         undistilled=not nightly,
+        regime=choose(params.scaling, split.n_items)[0],
     )
     return stage.quality(
         dataset,

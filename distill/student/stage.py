@@ -71,6 +71,7 @@ class QualityPlan:
     # train the undistilled rows (plain SASRec, the other student kind); a night does not: they
     # are report rows for `kdrec quality`, not the product
     undistilled: bool = True
+    regime: str = "full"  # the recipe's regime these settings come from (pipelines/regime.py)
 
 
 DROPOUTNET_ROW = "Student DropoutNet (no teacher)"
@@ -180,6 +181,7 @@ def quality(
         rows=rows,
         settings={
             "teacher_fingerprint": soft.fingerprint,
+            "regime": plan.regime,
             "student": student.model_dump(),
             "sasrec": plan.sasrec.model_dump(),
             "distill": kd.model_dump(),

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from distill.evaluation.report.per_user import read_per_user
 from distill.serving.recommend import Recommender
 from distill.student.config import StudentConfig
 from distill.teacher.base import AdaptConfig, TeacherConfig
@@ -11,6 +13,7 @@ from distill.training.loop import LoopConfig
 from pipelines.config import RunConfig, RunnerConfig
 from pipelines.distill_flow import bundle_rows, distill
 from pipelines.monitor_flow import monitor
+from pipelines.regime import ScalingConfig
 from storage.atomic import read_json
 from storage.datasets import DatasetConfig
 from storage.registry import Provenance, Registry
@@ -79,6 +82,47 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
     if runner == "local":
         check_report_artifact(run_dir, report)
         check_monitor(cfg, work)
+
+
+def test_a_catalog_above_the_threshold_runs_the_sampled_regime_and_says_so(
+    prefect_harness, tmp_path, work, tiny_encoder_path, caplog
+):
+    """The same flow on a catalog over `scaling.sampled_above_items`: the teacher labels
+    candidates and the last prefixes only, every softmax is sampled, the loops follow the
+    schedule (the config's own epochs kept); the log and the report name the regime."""
+    scaling = ScalingConfig(
+        sampled_above_items=10,  # the synthetic catalog has 40 items
+        negatives=5,
+        position_last=2,
+        candidates_top_k=5,
+        users_per_shard=8,
+        eval_users=20,
+    )
+    cfg = tiny_run_config(tmp_path, work, tiny_encoder_path, scaling=scaling)
+    with caplog.at_level("INFO"):
+        result = distill(cfg)
+    assert result.publish.published, result.publish
+    assert any("regime: sampled (40 items > scaling" in m for m in caplog.messages)
+    report = result.report.as_json()
+    assert report["regime"] == "sampled"
+    assert report["student"]["sampled_negatives"] == 5
+    assert report["sasrec"]["sampled_negatives"] == 5
+    loop = report["loop"]
+    assert (loop["schedule"], loop["max_epochs"]) == ("cosine", 2)  # the config's epochs
+    plan = result.teacher.plan.config
+    assert (plan["pairs"], plan["position_last"]) == ("candidates", 2)
+    assert plan["adapt"]["sampled_negatives"] == 5
+    assert "regime: sampled" in (result.run_dir.path / "report.md").read_text()
+    timings = read_json(result.run_dir.timings)
+    assert timings["regime"] == "sampled" and timings["seconds"]["total"] > 0
+    # every row's per-user test results beside the report: 20 sampled users, the report's means
+    per_user = read_per_user(result.run_dir.per_user)
+    assert set(per_user) == {r["model"] for r in report["rows"]}
+    for row in report["rows"]:
+        results = per_user[row["model"]]
+        assert all(len(r.users) == 20 for r in results)
+        mean = np.mean([r.metrics["ndcg@10"] for r in results])
+        assert mean == pytest.approx(row["metrics"]["ndcg@10"]["mean"])
 
 
 def check_report_artifact(run_dir: Path, report: dict) -> None:

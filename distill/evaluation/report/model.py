@@ -14,7 +14,7 @@ from distill.evaluation.harness import EvalResult
 from distill.evaluation.stats import Comparison
 
 REPORT_METRICS = ("hr@10", "ndcg@10", "mrr", "recall@20")
-SETTINGS = ("teacher_fingerprint", "student", "sasrec", "distill", "content", "loop")
+SETTINGS = ("teacher_fingerprint", "regime", "student", "sasrec", "distill", "content", "loop")
 TESTS = ("kd_vs_no_kd", "kd_vs_best_plain")
 SERVED = ("previous_model", "delta_vs_previous", "versus_champion")
 

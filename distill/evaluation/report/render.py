@@ -9,6 +9,7 @@ from pathlib import Path
 
 from distill.evaluation.report.build import BUCKETS
 from distill.evaluation.report.model import ModelRow, Report, Stat
+from distill.evaluation.report.per_user import write_per_user
 from distill.evaluation.report.plots import plots, write_plots
 from distill.evaluation.stats import Comparison
 from storage.atomic import atomic_write_json, atomic_write_text
@@ -50,6 +51,7 @@ def markdown(
         f"split: {report.split}, seeds: {report.seeds}, test fold, full ranking, "
         f"{report.protocol} protocol (test input = train + validation items)",
         "",
+        f"regime: {settings.get('regime', 'full')}; "
         f"teacher fingerprint: {settings.get('teacher_fingerprint', '-')}; student: "
         f"{settings.get('student', {}).get('kind', '-')}; distillation: "
         f"{settings.get('distill', {}).get('loss', '-')}, alpha "
@@ -206,10 +208,12 @@ RULES = {
 
 
 def save_report(report: Report, run: RunDir, rows: list[ModelRow]) -> None:
-    """report.json (written once per run: the bundle carries the same bytes) and the plots;
+    """report.json (written once per run: the bundle carries the same bytes), the per-user
+    results (per_user.parquet) and the plots;
     report.md is written once the gate has decided (`write_markdown`)."""
     run.path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.report_json, report.as_json())
+    write_per_user(run.per_user, rows)
     write_plots(report, run.path, rows)
 
 
