@@ -84,7 +84,7 @@ bench: $(STAMP) ## run the benchmarks; results in bench/results/*.json
 bench-all: $(STAMP) ## regenerate every committed result in bench/results/ (a day or more; ONLY="name ..." for some)
 	$(PY) -m bench.all $(if $(ONLY),--only $(ONLY))
 
-bench-scale: $(STAMP) ## the pipeline on synthetic data at x1, x10, x100 ML-100K -> bench/results/scale.json/.png
+bench-scale: $(STAMP) ## kdrec run on synthetic data at x1, x10, x100 ML-100K (+ the zero-shot row to beat) -> bench/results/scale.json
 	$(PY) -m bench.scale
 
 UI_DIR := $(abspath $(WORK))/ui

@@ -1,258 +1,280 @@
-"""Scale benchmark: the whole pipeline on synthetic data at ×1, ×10 and ×100 the ML-100K size.
+"""The recipe at the scale teams have: `kdrec run` on synthetic catalogs at ×1, ×10, ×100 ML-100K.
 
-    make bench-scale                        # ×1, ×10, ×100 -> bench/results/scale.json + .png
-    python -m bench.scale --scales 1 10     # a quicker look
+    python -m bench.scale --scales 10 [--seeds 2] [--root DIR] [--resume]
+    python -m bench.scale --scales 100 --epochs 1      # a stated epoch budget (see `projected`)
+    make bench-scale                                    # ×1, ×10, ×100
 
-Each size runs in its own process (so its peak RSS is its own), through the same stage functions
-the Prefect flows call: ingest of `files` (bench/synthetic.py) -> split -> teacher prepare (texts,
-LM embeddings, the FAISS candidate index) -> teacher labels (`pairs: candidates`, one shard per
-`users_per_shard` users, committed) -> student training (two-tower, sparse distillation over
-each user's candidates + sampled negatives) -> test evaluation -> bundle + publish.
+Per size, in a scratch folder `<root>/x<scale>/`: the synthetic catalog (bench/synthetic.py: text
+carries signal by construction), then the real `kdrec run` binary on it (the same code as a
+team's run: the regime is picked from the item count, pipelines/regime.py) with `--seeds` seeds
+per arm, then a second `kdrec run` of the zero-shot two-tower recipe (configs/large_catalog.yaml,
+the row to beat; same work dir, same evaluated users, the same training loop, so the plain
+SASRec's checkpoints are reused). Measured: the run's wall time and stage timings (the run's
+timings.json), peak RSS of the whole process tree (sampled every second: the flow, its training
+workers, the Prefect server), the caches' disk, every training's epochs (the checkpoints'
+progress.json), every report row's test NDCG@10 / HR@10, and the seed-aware paired tests
+(distill/evaluation/stats.py) of the distilled student against the plain SASRec and of both
+against the zero-shot two-tower (per-user results from each run's per_user.parquet, the same
+users). With `--epochs` every training is capped at that budget and the size's `projected`
+record gives the converged time from the measured epoch times and the epochs to best measured at
+the smaller sizes (`projected: true`, the inputs named).
 
-The exponent of every stage is the least-squares slope of log(seconds) against
-log(interactions) over the sizes; training stages are fitted on seconds per epoch. The two
-stages that take well under a second at ×1, teacher labels and test evaluation, are timed
-ROUNDS times and the fastest counts (each labels round writes every shard into an empty store
-and reloads what the shards share, as the first does): on a shared box one slow ×1 run moved
-the labels exponent by 0.2. What is held
-back to make ×100 fit on 2 cores is in each size's `capped` and in SETTINGS below.
+Results: bench/results/scale.json, one entry per size in `sizes`, merged with earlier entries of
+other sizes (each entry keeps its own git_commit and argv).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from pathlib import Path
 
-import numpy as np
+import psutil
+import yaml
 
 from bench import synthetic
-from bench.common import RESULTS, save, timer
-from distill.student.run import StudentRun, place_items
-from storage.atomic import atomic_write_bytes, atomic_write_json, read_json
+from bench.common import RESULTS, argv_in_repo, git_commit, save
+from storage.atomic import atomic_write_json, read_json
 
+ROOT = Path(__file__).resolve().parents[1]
 SCALES = (1, 10, 100)
-EVAL_USERS = 2_000  # full-ranking evaluation on a seeded sample of users per fold
-ROUNDS = 3  # timings of the short stages (teacher labels, test evaluation); the best counts
-MAX_EPOCHS = {1: 3, 10: 3, 100: 2}  # student epochs (seconds per epoch is what is fitted)
-SETTINGS = {
-    "teacher": {
-        "pairs": "candidates",
-        "candidates_top_k": 50,
-        "candidates_random": 20,
-        "users_per_shard": 4096,
-        "position_top_k": 0,
-        "max_length": 64,
-        "texts": {"history_len": 5, "max_tokens": 64},
-        "adapt": {"mode": "none"},
-    },
-    "student": {"kind": "two_tower", "dim": 64, "sampled_negatives": 1024},
-    "distill": {"alpha": 0.5, "loss": "kl", "init": "random"},
-    "train": {"lr": 0.01, "batch_size": 256, "patience": 5},
-}
-CAPPED = {
-    "teacher.adapt": "none: zero-shot MiniLM, no head training (its full softmax is per item)",
-    "teacher.texts": "user texts name the 5 most recent titles in at most 64 tokens",
-    "evaluation": f"a seeded sample of {EVAL_USERS} users per fold",
-    "baselines": "not run (EASE/ItemKNN are items x items); one distilled student, one seed",
-    "publish": "the serving index is exact up to 100K items and HNSW above (x100: 106K items)",
-}
+ZERO_SHOT = ROOT / "configs" / "large_catalog.yaml"
+DEVICE = "no GPU was lent to the session that measured this (device status: not drawn)"
 
 
-def run_one(scale: float, root: Path) -> dict:
-    """Every stage at one size, in this process; returns the size's record."""
-    import torch
+def recipe_config(scale: float, folder: Path, files: dict[str, Path], seeds: int) -> dict:
+    """The run config of one size: the default config on the synthetic files; the regime is
+    the run's own choice."""
+    return {
+        "work_dir": str(folder / "work"),
+        "dataset": {
+            "name": f"syn-x{scale:g}",
+            "source": "files",
+            "interactions": str(files["interactions"]),
+            "items": str(files["items"]),
+        },
+        "seeds": list(range(seeds)),
+    }
 
-    from distill import index as faiss_index
-    from distill.evaluation.harness import evaluate
-    from distill.serving.bundle import bundle_files, serving_vectors
-    from distill.student.config import StudentConfig
-    from distill.student.fit import DistillConfig, UserData, student_scorer, train_student
-    from distill.teacher import labels as teacher_labels
-    from distill.teacher.base import TeacherConfig
-    from distill.teacher.prepare import prepare as teacher_prepare
-    from distill.teacher.soft_labels import SoftLabels
-    from distill.training.loop import LoopConfig, apply_threads
-    from storage.datasets import DatasetConfig, ingest, load_dataset
-    from storage.registry import Provenance, Registry
-    from storage.split import make_split
-    from storage.workdir import WorkDir
 
-    apply_threads("auto")
-    work = root / "work"
-    stages: dict[str, float] = {}
-    with timer(stages, "generate"):
-        paths = synthetic.generate(scale, root / "files")
-    with timer(stages, "ingest"):
-        config = DatasetConfig(name=f"syn-x{scale:g}", source="files", **paths)
-        result = ingest(config, work_dir=work)
-    with timer(stages, "split"):
-        dataset = load_dataset(work, result.name, result.version)
-        split = make_split(dataset, eval_users=EVAL_USERS)
-        _ = split.train
-    teacher = TeacherConfig.model_validate(SETTINGS["teacher"])
-    with timer(stages, "teacher_prepare"):
-        plan = teacher_prepare(teacher, dataset, split, work_dir=work)
-    cache_dir = Path(plan.cache_dir)
-    rounds: dict[str, list[float]] = {"teacher_labels": [], "student_evaluate": []}
-    keys = [key for key, _, _ in plan.shards]
-    for _ in range(ROUNDS):
-        # every shard again; commit cleared the vectors, split and index the shards share
-        shutil.rmtree(plan.store.root, ignore_errors=True)
-        with timer(stages, "teacher_labels"):
-            infos = [teacher_labels.score_shard(cache_dir, k, work_dir=work) for k in keys]
-            manifest = teacher_labels.commit(cache_dir, infos)
-        rounds["teacher_labels"].append(stages["teacher_labels"])
-    student = StudentConfig.model_validate(SETTINGS["student"])
-    kd = DistillConfig.model_validate(SETTINGS["distill"])
-    epochs = MAX_EPOCHS.get(int(scale), 2)
-    loop = LoopConfig.model_validate({**SETTINGS["train"], "max_epochs": epochs})
-    with timer(stages, "student_train"):
-        model, trained = train_student(
-            split, student, kd, loop, soft_labels=SoftLabels(cache_dir), text_emb=None
-        )
-    per_epoch = trained.seconds / max(len(trained.history), 1)
-    for _ in range(ROUNDS):
-        with timer(stages, "student_evaluate"):
-            scorer = student_scorer(model, UserData(split, student.history_len))
-            test = evaluate(scorer, split)
-        rounds["student_evaluate"].append(stages["student_evaluate"])
-    stages.update({name: min(seconds) for name, seconds in rounds.items()})
-    placement = place_items(model, split, None, None)
-    run = StudentRun(
-        model, student, kd, 0, trained, test, {"ndcg@10": trained.best_score}, 0.0, placement
-    )
-    with timer(stages, "publish"):
-        files = bundle_files(run, dataset)
-        registry = Registry(WorkDir(work).registry, "scale")
-        published = registry.publish(
-            files, Provenance(dataset=dataset.ref), validation={"ndcg@10": trained.best_score}
-        )
-    config = json.loads(files["config.json"])
-    served = placement.served()  # the serving index's build alone, timed again (in publish too)
-    item_vecs = served.numpy()
-    user_vecs, _ = serving_vectors(model, dataset, student.history_len, served)
+def zero_shot_config(recipe: dict, epochs: int | None) -> dict:
+    """configs/large_catalog.yaml on the same data and work dir, published under its own name;
+    the recipe's training loop, so every training has the same budget."""
+    config = yaml.safe_load(ZERO_SHOT.read_text())
+    config |= {k: recipe[k] for k in ("work_dir", "dataset", "seeds")}
+    config["model_name"] = "zero-shot"
+    config["publish"] = False
+    if epochs:
+        config["scaling"] = {"epochs": epochs}
+    return config
+
+
+class PeakRss:
+    """The largest total RSS of a process and its descendants, sampled every `every` s."""
+
+    def __init__(self, pid: int, every: float = 1.0) -> None:
+        self.peak = 0
+        self._proc = psutil.Process(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self._proc, *self._proc.children(recursive=True)]
+                total = 0
+                for p in procs:
+                    with contextlib.suppress(psutil.Error):  # a worker that just exited
+                        total += p.memory_info().rss
+                self.peak = max(self.peak, total)
+            except psutil.Error:
+                return
+            self._stop.wait(every)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def kdrec_run(config: dict, path: Path, log: Path) -> dict:
+    """`kdrec run --config path` as a team runs it; (seconds, peak RSS, the run folder)."""
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if k not in ("KDREC_WORK_DIR", "PREFECT_HOME")}
+    env["TQDM_DISABLE"] = "1"
+    kdrec = Path(sys.executable).parent / "kdrec"
+    runs = Path(config["work_dir"]) / "runs"
+    before = set(runs.iterdir()) if runs.exists() else set()
     t0 = time.perf_counter()
-    faiss_index.build_index(item_vecs, queries=user_vecs)  # as bundle_files builds it
-    index_seconds = time.perf_counter() - t0
-    inter = dataset.interactions().height
-    return {
-        "scale": scale,
-        "interactions": inter,
-        "users": dataset.n_users,
-        "items": dataset.n_items,
-        "stages": {k: round(v, 2) for k, v in stages.items()},
-        "rounds": {k: [round(v, 2) for v in seconds] for k, seconds in rounds.items()},
-        "student_epoch_seconds": round(per_epoch, 2),
-        "student_epochs": len(trained.history),
-        "soft_label_pairs": int(manifest["total_rows"]),
-        "teacher_shards": len(plan.shards),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "val_ndcg@10": round(trained.best_score, 4),
-        "test_ndcg@10": round(test.metrics["ndcg@10"], 4),
-        "published": published.version,
-        "serving_index": config["index"],
-        "serving_index_build_seconds": round(index_seconds, 2),
-        "threads": torch.get_num_threads(),
-        "capped": {**CAPPED, "student.max_epochs": epochs},
-    }
-
-
-def exponents(sizes: list[dict]) -> dict[str, float]:
-    """Least-squares slope of log(seconds) on log(interactions) per stage (training: per epoch)."""
-    if len(sizes) < 2:
-        return {}
-    x = np.log([s["interactions"] for s in sizes])
-    series = {name: [s["stages"][name] for s in sizes] for name in sizes[0]["stages"]}
-    series["student_train"] = [s["student_epoch_seconds"] for s in sizes]  # per epoch
-    return {
-        name: round(float(np.polyfit(x, np.log(np.maximum(t, 1e-3)), 1)[0]), 3)
-        for name, t in series.items()
-    }
-
-
-def plot(sizes: list[dict], fitted: dict[str, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    x = [s["interactions"] for s in sizes]
-    for name in sizes[0]["stages"]:
-        y = [
-            s["student_epoch_seconds"] if name == "student_train" else s["stages"][name]
-            for s in sizes
-        ]
-        label = (
-            f"{name}{' (per epoch)' if name == 'student_train' else ''}: {fitted.get(name, 0):.2f}"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [str(kdrec), "run", "--config", str(path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
-        ax.loglog(x, y, marker="o", label=label)
-    ax.loglog(x, [x[0] and 1.0 * xi / x[0] for xi in x], "k:", label="slope 1 (linear)")
-    ax.set_xlabel("interactions")
-    ax.set_ylabel("seconds")
-    ax.set_title("kdrec stages against data size (legend: fitted exponent)")
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    with tempfile.NamedTemporaryFile(suffix=".png") as tmp:
-        fig.savefig(tmp.name, dpi=110)
-        atomic_write_bytes(path, Path(tmp.name).read_bytes())
-    plt.close(fig)
+        rss = PeakRss(proc.pid)
+        code = proc.wait()
+        peak = rss.stop()
+    seconds = time.perf_counter() - t0
+    if code != 0:
+        raise SystemExit(f"kdrec run exited {code}; its log: {log}")
+    [run] = sorted(set(runs.iterdir()) - before)
+    return {"seconds": seconds, "peak_rss_mb": round(peak / 2**20, 1), "run_dir": str(run)}
+
+
+def epochs_trained(work: Path) -> list[dict]:
+    """Every training's epochs in the work dir's caches (the checkpoints' progress.json)."""
+    found = []
+    for progress in sorted((work / "cache").rglob("progress.json")):
+        p = read_json(progress)
+        found.append(
+            {
+                "training": p["desc"],
+                "epochs": p["epoch"] + 1,
+                "best_epoch": p["best_epoch"] + 1,
+                "max_epochs": p["max_epochs"],
+                "seconds": p["seconds"],
+                "seconds_per_epoch": round(p["seconds"] / (p["epoch"] + 1), 2),
+            }
+        )
+    return found
+
+
+def disk_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def rows_of(report: dict) -> list[dict]:
+    return [
+        {
+            "model": r["model"],
+            "role": r["role"],
+            "distilled": r["distilled"],
+            "test_ndcg@10": round(r["metrics"]["ndcg@10"]["mean"], 4),
+            "test_ndcg@10_std": round(r["metrics"]["ndcg@10"]["std"], 4),
+            "test_hr@10": round(r["metrics"]["hr@10"]["mean"], 4),
+            "train_seconds": r["train_seconds"],
+        }
+        for r in report["rows"]
+    ]
+
+
+def cross_tests(recipe_run: Path, zero_shot_run: Path, report: dict, zs_report: dict) -> list:
+    """The seed-aware paired tests of the recipe's rows against the zero-shot two-tower's
+    distilled row, on the same users (each run's per_user.parquet)."""
+    from distill.evaluation.report.per_user import read_per_user
+    from distill.evaluation.stats import paired
+
+    ours = read_per_user(recipe_run / "per_user.parquet")
+    theirs = read_per_user(zero_shot_run / "per_user.parquet")
+    zero_shot = next(r["model"] for r in zs_report["rows"] if r["distilled"])
+    distilled = next(r["model"] for r in report["rows"] if r["distilled"])
+    tests = []
+    for model in (distilled, "SASRec"):
+        if model in ours:
+            found = paired(ours[model], theirs[zero_shot], names=(model, f"zero-shot {zero_shot}"))
+            tests.append(found.as_json())
+    return tests
+
+
+def run_size(scale: float, root: Path, seeds: int, epochs: int | None, resume: bool) -> dict:
+    """One size: the recipe's run, the zero-shot run, what they measured."""
+    folder = root / f"x{scale:g}"
+    folder.mkdir(parents=True, exist_ok=True)
+    done = folder / "result.json"
+    if resume and done.exists():
+        return read_json(done)
+    files = synthetic.generate(scale, folder / "files")
+    recipe = recipe_config(scale, folder, files, seeds)
+    if epochs:
+        recipe["scaling"] = {"epochs": epochs}
+    print(f"x{scale:g}: kdrec run (log {folder / 'run.log'})", flush=True)
+    measured = kdrec_run(recipe, folder / "run.yaml", folder / "run.log")
+    run = Path(measured["run_dir"])
+    report, timings = read_json(run / "report.json"), read_json(run / "timings.json")
+    work = Path(recipe["work_dir"])
+    cache_bytes = disk_bytes(work / "cache")
+    trained = epochs_trained(work)
+    print(f"x{scale:g}: zero-shot two-tower run", flush=True)
+    zs = kdrec_run(zero_shot_config(recipe, epochs), folder / "zero_shot.yaml", folder / "zs.log")
+    zs_run = Path(zs["run_dir"])
+    zs_report = read_json(zs_run / "report.json")
+    dataset = read_json(next((work / "data").rglob("dataset.json")))
+    record = {
+        "scale": scale,
+        "regime": timings["regime"],
+        "seconds": round(measured["seconds"], 1),
+        "projected": False,
+        "peak_rss_mb": measured["peak_rss_mb"],
+        "cache_bytes": cache_bytes,
+        "stages": timings["seconds"],
+        "epochs": trained,
+        "epoch_budget": epochs,
+        "roofline_fraction": None,  # bench/roofline.py measures it per size
+        "interactions": dataset["tables"]["interactions"]["rows"],
+        "users": dataset.get("n_users"),
+        "items": dataset.get("n_items"),
+        "seeds": seeds,
+        "rows": rows_of(report),
+        "tests": [report[k] for k in ("kd_vs_no_kd", "kd_vs_best_plain") if k in report]
+        + cross_tests(run, zs_run, report, zs_report),
+        "zero_shot": {
+            "config": str(ZERO_SHOT.relative_to(ROOT)),
+            "seconds": round(zs["seconds"], 1),
+            "peak_rss_mb": zs["peak_rss_mb"],
+            "rows": rows_of(zs_report),
+            "note": "same work dir: the LM embeddings and the plain SASRec were reused",
+        },
+        "git_commit": git_commit(),
+        "argv": argv_in_repo(),
+    }
+    atomic_write_json(done, record)
+    return record
+
+
+def merged(sizes: list[dict]) -> list[dict]:
+    """These sizes with the other sizes of the existing result file."""
+    path = RESULTS / "scale.json"
+    old = json.loads(path.read_text()).get("sizes", []) if path.exists() else []
+    mine = {s["scale"] for s in sizes}
+    kept = [s for s in old if s.get("scale") not in mine and "regime" in s]
+    return sorted(kept + sizes, key=lambda s: s["scale"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scales", type=float, nargs="+", default=list(SCALES))
+    parser.add_argument("--seeds", type=int, default=2, help="students per arm (default 2)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="every training's epoch budget (default: the regime's)",
+    )
     parser.add_argument("--root", type=Path, default=None, help="scratch folder (default: tmp)")
     parser.add_argument(
         "--resume", action="store_true", help="reuse sizes whose result.json is under --root"
     )
-    parser.add_argument("--one", type=float, help=argparse.SUPPRESS)  # child: one size
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args()
-    if args.one is not None:
-        atomic_write_json(args.out, run_one(args.one, args.root))
-        return
-    base = Path(args.root or tempfile.mkdtemp(prefix="kdrec-scale-"))
+    root = Path(args.root or Path(os.environ.get("TMPDIR", "/tmp")) / "kdrec-scale")
     sizes = []
     for scale in args.scales:
-        folder = base / f"x{scale:g}"
-        out = folder / "result.json"
-        t0 = time.perf_counter()
-        cmd = [
-            sys.executable,
-            __file__,
-            "--one",
-            str(scale),
-            "--root",
-            str(folder),
-            "--out",
-            str(out),
-        ]
-        print(f"scale ×{scale:g}: {folder}", flush=True)
-        if not (args.resume and out.exists()):
-            subprocess.run(cmd, check=True, env={**os.environ, "TQDM_DISABLE": "1"})
-        sizes.append(read_json(out))
-        print(json.dumps(sizes[-1]), f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    fitted = exponents(sizes)
-    plot(sizes, fitted, RESULTS / "scale.png")
-    save(
-        "scale",
-        {
-            "command": "make bench-scale",
-            "settings": SETTINGS,
-            "sizes": sizes,
-            "exponents": fitted,
-        },
-    )
+        record = run_size(scale, root, args.seeds, args.epochs, args.resume)
+        print(json.dumps({k: v for k, v in record.items() if k != "epochs"}), flush=True)
+        sizes.append(record)
+    save("scale", {"device": DEVICE, "sizes": merged(sizes)})
+    if not args.keep and args.root is None:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
-"""The synthetic generator and the scale benchmark's exponent fit (the benchmark itself runs in
+"""The synthetic generator and the scale benchmark's parts (the benchmark itself runs in
 `make bench-scale`)."""
 
 from __future__ import annotations
 
-import math
+import subprocess
+import sys
 
 import polars as pl
-import pytest
 
 from bench import synthetic
-from bench.scale import exponents
+from bench.scale import PeakRss, recipe_config, zero_shot_config
+from distill.student.jobs import plain_kd
+from pipelines.config import RunConfig
 from storage.datasets import DatasetConfig, ingest, load_dataset
 
 
@@ -34,17 +36,30 @@ def test_synthetic_catalog_is_seeded_shaped_and_ingestible(tmp_path):
     assert dataset.n_users == users and dataset.interactions().height == inter.height
 
 
-def test_exponents_are_log_log_slopes():
-    sizes = [
-        {
-            "interactions": n,
-            "stages": {"lin": n / 1e3, "quad": (n / 1e3) ** 2, "student_train": 9.0},
-            "student_epoch_seconds": n / 1e4,
-        }
-        for n in (1_000, 10_000, 100_000)
-    ]
-    fitted = exponents(sizes)
-    assert fitted["lin"] == pytest.approx(1.0, abs=1e-3)
-    assert fitted["quad"] == pytest.approx(2.0, abs=1e-3)
-    assert fitted["student_train"] == pytest.approx(1.0, abs=1e-3)  # per epoch, not the total
-    assert math.isfinite(fitted["lin"])
+def test_the_zero_shot_run_has_the_recipes_budget_and_reuses_its_plain_sasrec(tmp_path):
+    """The row to beat trains with the same loop on the same evaluated users, and its plain
+    SASRec is the recipe's (same checkpoint keys), so the second run costs only its own rows."""
+    files = synthetic.generate(0.05, tmp_path / "files")
+    recipe = recipe_config(10, tmp_path, files, seeds=2)
+    ours, regime = RunConfig.model_validate(recipe).for_catalog(20_000)
+    theirs, _ = RunConfig.model_validate(zero_shot_config(recipe, None)).for_catalog(20_000)
+    assert regime.regime == "sampled"
+    assert (theirs.sasrec, theirs.train, theirs.split) == (ours.sasrec, ours.train, ours.split)
+    assert plain_kd(theirs.distill) == plain_kd(ours.distill)
+    assert theirs.teacher.adapt.mode == "none" and theirs.student.kind == "two_tower"
+    assert theirs.work_dir == ours.work_dir and theirs.seeds == [0, 1]
+    assert not theirs.publish and theirs.model_name != ours.model_name
+
+
+def test_peak_rss_counts_the_child_processes(tmp_path):
+    code = "import time; b = bytearray(300 * 2**20); time.sleep(1.5)"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {code!r}])",
+        ]
+    )
+    rss = PeakRss(parent.pid, every=0.1)
+    parent.wait()
+    assert rss.stop() > 300 * 2**20
