@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import polars as pl
+import pytest
 
 from bench import synthetic
 from bench.scale import PeakRss, recipe_config, zero_shot_config
+from bench.scale_stages import exponents
 from distill.student.jobs import plain_kd
 from pipelines.config import RunConfig
 from storage.datasets import DatasetConfig, ingest, load_dataset
@@ -63,3 +65,19 @@ def test_peak_rss_counts_the_child_processes(tmp_path):
     rss = PeakRss(parent.pid, every=0.1)
     parent.wait()
     assert rss.stop() > 300 * 2**20
+
+
+def test_exponents_are_log_log_slopes():
+    """bench/scale_stages.py (the zero-shot recipe's stage study)."""
+    sizes = [
+        {
+            "interactions": n,
+            "stages": {"lin": n / 1e3, "quad": (n / 1e3) ** 2, "student_train": 9.0},
+            "student_epoch_seconds": n / 1e4,
+        }
+        for n in (1_000, 10_000, 100_000)
+    ]
+    fitted = exponents(sizes)
+    assert fitted["lin"] == pytest.approx(1.0, abs=1e-3)
+    assert fitted["quad"] == pytest.approx(2.0, abs=1e-3)
+    assert fitted["student_train"] == pytest.approx(1.0, abs=1e-3)  # per epoch, not the total
