@@ -48,6 +48,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe(("latest", "teacher", "student"), "run_all", hours=1.0),
     Recipe(("scale",), "scale", ("--root", "{scale_root}", "--resume"), hours=8.0),
     Recipe(("scale_two_tower",), "scale_stages", hours=0.5),
+    Recipe(("roofline",), "roofline", hours=0.3),
     Recipe(("vector_parquet",), "vector_parquet", ("--cache", "{scale_cache}"), ("scale",), 0.2),
     Recipe(("candidate_index",), "candidate_index", ("--cache", "{scale_cache}"), ("scale",), 0.3),
     Recipe(("contention",), "contention", hours=0.3),
