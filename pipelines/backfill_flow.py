@@ -53,7 +53,7 @@ def backfill(
     params = params or load_config(Path(config_path) if config_path else None)
     apply_threads(params.threads)
     registry = Registry(WorkDir(params.work_dir).registry, params.model_name)
-    dataset_path = ingest_task(params.dataset, params.work_dir)
+    dataset_path = str(ingest_task(params.dataset, params.work_dir).path)
     run = BackfillRun()
     for day in days(start, end):
         if registry.find(as_of_day=day.isoformat()):

@@ -29,7 +29,7 @@ from storage.datasets import Dataset, DatasetConfig, ingest
 from storage.holdout import hold_out_items
 from storage.registry import Bundle, GateConfig, Provenance, PublishResult, Registry
 from storage.rundir import RunDir
-from storage.split import make_split
+from storage.split import Split, make_split
 from storage.workdir import WorkDir
 
 
@@ -47,33 +47,33 @@ class DistillRun:
 
 
 @task(name="ingest", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def ingest_task(dataset: DatasetConfig, work_dir: Path) -> str:
+def ingest_task(dataset: DatasetConfig, work_dir: Path) -> Dataset:
     """Validate and write the dataset version (a no-op for unchanged input)."""
     result = ingest(dataset, work_dir=work_dir)
     get_run_logger().info(
         "dataset %s@%s (%s)", result.name, result.version, "new" if result.created else "unchanged"
     )
-    return str(result.path)
+    return Dataset(result.path)
 
 
 @task(name="hold-out-new-items", cache_policy=NO_CACHE)
-def holdout_task(dataset_path: str, share: float, seed: int, work_dir: Path) -> str:
+def holdout_task(dataset: Dataset, share: float, seed: int, work_dir: Path) -> Dataset:
     """The item-cold-start protocol: the dataset version without a seeded share of the items'
     interactions (the items stay in the catalog); everything downstream trains on it."""
-    held = hold_out_items(Dataset(Path(dataset_path)), share=share, seed=seed, work_dir=work_dir)
+    held = hold_out_items(dataset, share=share, seed=seed, work_dir=work_dir)
     get_run_logger().info(
         "new items: %d items held out with %d interactions -> %s",
         len(held.item_idx),
         held.interactions.height,
         held.warm.ref,
     )
-    return str(held.warm.path)
+    return held.warm
 
 
 @task(name="split", cache_policy=NO_CACHE)
-def split_task(dataset_path: str, cutoff: int | None) -> str:
+def split_task(dataset: Dataset, cutoff: int | None, eval_users: int | None) -> Split:
     """Build (or reuse) the stored split."""
-    return make_split(Dataset(Path(dataset_path)), cutoff=cutoff).name
+    return make_split(dataset, cutoff=cutoff, eval_users=eval_users)
 
 
 @task(name="publish", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -109,11 +109,10 @@ def write_publish(run_dir: RunDir, report: Report, publish: PublishResult) -> No
     write_markdown(report, run_dir, publish=publish.line)
 
 
-def _start_sasrec(params: RunConfig, dataset_path: str) -> InBackground:
-    dataset = Dataset(Path(dataset_path))
+def _start_sasrec(params: RunConfig, dataset: Dataset, split: Split) -> InBackground:
     return start_sasrec_ahead(
         dataset,
-        make_split(dataset, cutoff=params.split.as_of, eval_users=params.split.eval_users),
+        split,
         params.sasrec,
         params.distill,
         params.train,
@@ -176,27 +175,31 @@ def distill(
     log.info("threads: %d", apply_threads(params.threads))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    dataset_path = dataset_path or ingest_task(params.dataset, params.work_dir)
+    dataset = (
+        Dataset(Path(dataset_path))
+        if dataset_path
+        else ingest_task(params.dataset, params.work_dir)
+    )
     if params.split.new_items is not None:
-        dataset_path = holdout_task(
-            dataset_path, params.split.new_items, params.split.new_items_seed, params.work_dir
+        dataset = holdout_task(
+            dataset, params.split.new_items, params.split.new_items_seed, params.work_dir
         )
-    params, regime = params.for_catalog(Dataset(Path(dataset_path)).n_items)
+    params, regime = params.for_catalog(dataset.n_items)
     log.info("%s", regime.line())
-    split_name = split_task(dataset_path, params.split.as_of)
+    split = split_task(dataset, params.split.as_of, params.split.eval_users)
     timings["ingest_split"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     heads = None
     if nightly and params.nightly_warm_start:
         heads = served_heads(params.work_dir, params.model_name, params.warm_patience)
     sasrec = (
-        None if nightly else _start_sasrec(params, dataset_path)
+        None if nightly else _start_sasrec(params, dataset, split)
     )  # it trains beside the teacher
     try:
         runner = task_runner(params.runner, params.work_dir)
         teacher = teacher_flow.with_options(task_runner=runner)(
             params.teacher,
-            dataset_path,
+            str(dataset.path),  # subflow parameters stay strings (the Prefect UI's form)
             params.split.as_of,
             str(params.work_dir),
             params.split.eval_users,
@@ -207,7 +210,7 @@ def distill(
         # the student stage's SASRec job waits on that checkpoint's lock, then finds it done
         students = student_flow(
             params,
-            dataset_path,
+            str(dataset.path),
             str(teacher.cache.folder),
             str(WorkDir(params.work_dir).new_run().path),
             nightly,
@@ -222,7 +225,6 @@ def distill(
         if sasrec is not None:
             sasrec.stop()
     report, run_dir = students.report, students.run_dir
-    dataset = Dataset(Path(dataset_path))
     publish = PublishResult.disabled()
     if params.publish:
         publish = publish_task(
@@ -230,7 +232,7 @@ def distill(
             run_dir,
             Provenance(
                 dataset=dataset.ref,
-                split=split_name,
+                split=split.name,
                 teacher_fingerprint=teacher.fingerprint,
                 metrics={r.model: r.as_json()["metrics"] for r in report.rows},
                 config=json.loads(params.model_dump_json()),

@@ -97,17 +97,18 @@ def job_tasks(workers: int) -> JobRunner:
 
 @task(name="student-train-evaluate", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def train_evaluate_task(
-    params: RunConfig, dataset_path: str, teacher_cache: str, run_dir: str, nightly: bool = False
+    params: RunConfig,
+    dataset: Dataset,
+    split: Split,
+    teacher: TeacherCache,
+    out: RunDir,
+    nightly: bool = False,
 ) -> StudentResult:
     """Train the students (with and without KD) for every seed; write the report and bundle.
     Their epochs show in the UI as the `student-progress` artifact."""
     log = get_run_logger()
-    dataset = Dataset(Path(dataset_path))
-    split = make_split(dataset, cutoff=params.split.as_of, eval_users=params.split.eval_users)
     held = HeldOutItems.of(dataset)
-    out = RunDir(Path(run_dir))
     students = WorkDir(params.work_dir).students
-    teacher = TeacherCache(Path(teacher_cache))
     with TrainingProgress(students, "student-progress", "students (arms x seeds)"):
         result = _train_students(
             params, dataset, split, teacher, new_items=held is not None, nightly=nightly
@@ -235,5 +236,9 @@ def student_flow(
 ) -> StudentResult:
     """Train, evaluate, write report.json, plots and the staged bundle into `run_dir`.
     `nightly`: only the distilled student is trained (the undistilled rows are `kdrec
-    quality`'s)."""
-    return train_evaluate_task(params, dataset_path, teacher_cache, run_dir, nightly)
+    quality`'s). The parameters are strings (the Prefect UI's form); the task gets them as the
+    typed objects they name."""
+    dataset = Dataset(Path(dataset_path))
+    split = make_split(dataset, cutoff=params.split.as_of, eval_users=params.split.eval_users)
+    teacher = TeacherCache(Path(teacher_cache))
+    return train_evaluate_task(params, dataset, split, teacher, RunDir(Path(run_dir)), nightly)
