@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from distill.nn.sampled import SampledSoftmax
 from distill.student.sequential import SequentialStudent
 from distill.teacher.soft_labels import SoftLabels
 from distill.training import losses
@@ -125,27 +126,24 @@ def fit_content(
     seed: int,
     soft_labels: SoftLabels | None = None,
     unknown: Tensor | None = None,
+    sampler: SampledSoftmax | None = None,
 ) -> ContentTower:
     """Train a content tower on a frozen sequential student. `inputs`/`targets` (W, L) are its
     training windows; `slots` the (user, position) of every window slot (for the teacher's
     labels, used when `soft_labels` is given and `config.alpha` > 0). `unknown` (I,) bool:
     items no one has touched, left out of the softmax (else the tower would learn that exactly
-    the new items' texts are never chosen)."""
+    the new items' texts are never chosen). `sampler`: each step's softmax over its sampled
+    columns, log-Q corrected, and the tower run on those items' texts only (large catalogs)."""
     generator = torch.Generator().manual_seed(seed)
     student.eval()
     keep = targets != -100
-    with torch.no_grad():
-        item_vecs = student.item_vectors()
-        states = torch.cat(  # (N, D): the user state before every training target
-            [
-                student.position_states(inputs[i : i + 2048], targets[i : i + 2048], item_vecs)
-                for i in range(0, len(inputs), 2048)
-            ]
-        )
     labels_of = targets[keep]
     n = len(labels_of)
     chosen = torch.randperm(n, generator=generator)[: config.max_positions]
-    states, labels_of = states[chosen], labels_of[chosen]
+    with torch.no_grad():
+        item_vecs = student.item_vectors()
+        states = states_at(student, inputs, targets, item_vecs, chosen)
+    labels_of = labels_of[chosen]
     t_items: Tensor | None = None
     t_scores: Tensor | None = None
     t_has = torch.ones(len(chosen), dtype=torch.bool)  # positions with a teacher label
@@ -164,22 +162,57 @@ def fit_content(
         for start in range(0, len(order), config.batch_size):
             rows = order[start : start + config.batch_size]
             drop = torch.rand(n_items, generator=generator) < config.item_dropout
-            mixed = torch.where(drop[:, None], tower(text), item_vecs)  # (I, D)
-            logits = states[rows] @ mixed.T
-            if unknown is not None:
-                logits = logits.masked_fill(unknown, losses.NEG)
+            sel = t_has[rows]
+            labelled = rows[sel]
+            target = labels_of[rows]
+            kd_items = None if t_items is None else t_items[labelled]
+            if sampler is None:  # every item a column
+                mixed = torch.where(drop[:, None], tower(text), item_vecs)  # (I, D)
+                logits = states[rows] @ mixed.T
+                if unknown is not None:
+                    logits = logits.masked_fill(unknown, losses.NEG)
+            else:  # the step's sampled columns only, log-Q corrected (large catalogs)
+                cols, log_q_cols = sampler.columns(target, kd_items)
+                mixed = torch.where(drop[cols, None], tower(text[cols]), item_vecs[cols])
+                logits = states[rows] @ mixed.T - log_q_cols
+                if unknown is not None:
+                    logits = logits.masked_fill(unknown[cols], losses.NEG)
+                target = torch.searchsorted(cols, target)
+                if kd_items is not None:
+                    kd_items = torch.searchsorted(cols, kd_items)
             log_q = F.log_softmax(logits, dim=-1)
-            loss = F.nll_loss(log_q, labels_of[rows])
-            labelled = rows[t_has[rows]]
-            if t_items is not None and t_scores is not None and len(labelled):
-                sel = t_has[rows]
+            loss = F.nll_loss(log_q, target)
+            if kd_items is not None and t_scores is not None and len(labelled):
                 loss = loss + config.alpha * losses.kd_topk_kl(
-                    logits[sel], t_items[labelled], t_scores[labelled], 1.0, log_q=log_q[sel]
+                    logits[sel], kd_items, t_scores[labelled], 1.0, log_q=log_q[sel]
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
     return tower.eval()
+
+
+def states_at(
+    student: SequentialStudent,
+    inputs: Tensor,
+    targets: Tensor,
+    item_vecs: Tensor,
+    chosen: Tensor,
+    chunk: int = 2048,
+) -> Tensor:
+    """(len(chosen), D) the user state before each chosen training target (`chosen` indexes the
+    non-padding slots in window order). Only the windows holding a chosen slot are run, so
+    memory is the sample's, not every position's (a large catalog has tens of millions)."""
+    keep = targets != -100
+    window_of = keep.nonzero()[:, 0]  # (N,) the window of every non-padding slot
+    windows = torch.unique(window_of[chosen])  # sorted
+    states = torch.cat(  # (slots of those windows, D), in slot order
+        [student.position_states(inputs[w], targets[w], item_vecs) for w in windows.split(chunk)]
+    )
+    # slot j of the original order -> its row among the kept windows' slots
+    kept_slots = torch.isin(window_of, windows)
+    row_of = torch.cumsum(kept_slots, 0) - 1
+    return states[row_of[chosen]]
 
 
 def _position_labels(

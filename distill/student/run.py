@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from distill.evaluation.harness import EvalResult, Scorer, evaluate
+from distill.nn.sampled import SampledSoftmax
 from distill.student.build import StudentNet
 from distill.student.config import StudentConfig
 from distill.student.content import (
@@ -78,7 +79,9 @@ def fit_and_evaluate(
     if content is not None and text_emb is not None:
         if not isinstance(model, SequentialStudent):
             raise ValueError("a content tower is fitted on a sequential student only")
-        tower = content_tower(model, split, text_emb, content, loop.seed, soft_labels)
+        tower = content_tower(
+            model, split, text_emb, content, loop.seed, soft_labels, config.sampled_negatives
+        )
     placement = place_items(model, split, text_emb, tower, scale=content.scale if content else 1.0)
     return evaluated(model, config, kd, loop.seed, result, split, placement, tower)
 
@@ -90,9 +93,14 @@ def content_tower(
     content: ContentConfig,
     seed: int,
     soft_labels: SoftLabels | None = None,
+    sampled_negatives: int = 0,
 ) -> ContentTower:
-    """A content tower for a trained sequential student (`distill.student.content`)."""
+    """A content tower for a trained sequential student (`distill.student.content`); with
+    `sampled_negatives` (the student's), on the same log-Q corrected sampled softmax."""
     data = UserData(split, model.net.max_len)
+    sampler = None
+    if sampled_negatives:
+        sampler = SampledSoftmax.of_targets(data.targets, split.n_items, sampled_negatives)
     t0 = time.perf_counter()
     tower = fit_content(
         model,
@@ -104,6 +112,7 @@ def content_tower(
         seed=seed,
         soft_labels=soft_labels,
         unknown=data.cold,
+        sampler=sampler,
     )
     log.info("content tower fitted in %.1f s", time.perf_counter() - t0)
     return tower

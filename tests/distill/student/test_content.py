@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from distill.student.content import ContentConfig, Placement, cold_items, fit_content
+from distill.nn.sampled import SampledSoftmax
+from distill.nn.sasrec import windows
+from distill.student.config import StudentConfig
+from distill.student.content import (
+    ContentConfig,
+    Placement,
+    cold_items,
+    fit_content,
+    states_at,
+)
+from distill.student.sequential import SequentialStudent
 
 
 class FrozenStudent(nn.Module):
@@ -23,7 +34,10 @@ class FrozenStudent(nn.Module):
         return self.states[inputs[:, 0]][targets != -100]
 
 
-def test_the_tower_learns_the_students_item_space_from_text():
+@pytest.mark.parametrize("negatives", [0, 8])
+def test_the_tower_learns_the_students_item_space_from_text(negatives):
+    """Over every item, or (`negatives`) over each step's sampled columns, log-Q corrected, the
+    tower run on those items' texts only (the large-catalog path)."""
     rng = np.random.default_rng(0)
     n_items, text_dim, dim, windows = 40, 12, 6, 3000
     text = rng.normal(size=(n_items, text_dim)).astype(np.float32)
@@ -37,7 +51,8 @@ def test_the_tower_learns_the_students_item_space_from_text():
     inputs = torch.arange(windows)[:, None]
     config = ContentConfig(item_dropout=0.5, alpha=0.0, epochs=8, lr=1e-2, batch_size=64)
     student = FrozenStudent(item_vecs, states)
-    tower = fit_content(student, inputs, targets, None, text, config, seed=0)
+    sampler = SampledSoftmax.of_targets(targets, n_items, negatives) if negatives else None
+    tower = fit_content(student, inputs, targets, None, text, config, seed=0, sampler=sampler)
     with torch.no_grad():
         placed = tower(torch.as_tensor(text))
     cos = torch.nn.functional.cosine_similarity(placed, item_vecs, dim=1)
@@ -46,13 +61,37 @@ def test_the_tower_learns_the_students_item_space_from_text():
     assert 0.7 < norms.median() < 1.3, norms
     # trained on the same data, an untrained tower is nowhere near
     untrained = fit_content(
-        student, inputs, targets, None, text, config.model_copy(update={"lr": 1e-9}), seed=0
+        student,
+        inputs,
+        targets,
+        None,
+        text,
+        config.model_copy(update={"lr": 1e-9}),
+        seed=0,
+        sampler=sampler,
     )
     with torch.no_grad():
         far = torch.nn.functional.cosine_similarity(
             untrained(torch.as_tensor(text)), item_vecs, dim=1
         )
     assert far.mean() < 0.5
+
+
+def test_the_states_of_a_sample_of_positions_equal_those_of_every_position():
+    """The tower's training states are computed for the windows its sample falls in only (a
+    large catalog has tens of millions of positions): the same states as all of them, indexed."""
+    torch.manual_seed(0)
+    student = SequentialStudent(30, StudentConfig(dim=8, history_len=5, dropout=0.0), None)
+    student.eval()
+    seqs = [np.random.default_rng(u).integers(0, 30, size=3 + u % 9) for u in range(40)]
+    inputs, targets = (torch.as_tensor(a) for a in windows(seqs, 5, 30))
+    with torch.no_grad():
+        vecs = student.item_vectors()
+        every = student.position_states(inputs, targets, vecs)
+        chosen = torch.randperm(len(every), generator=torch.Generator().manual_seed(1))[:17]
+        torch.testing.assert_close(
+            states_at(student, inputs, targets, vecs, chosen, chunk=4), every[chosen]
+        )
 
 
 def test_cold_items_are_served_from_text_at_the_scale():
