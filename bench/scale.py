@@ -116,6 +116,9 @@ def kdrec_run(config: dict, path: Path, log: Path) -> dict:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if k not in ("KDREC_WORK_DIR", "PREFECT_HOME")}
     env["TQDM_DISABLE"] = "1"
+    # this checkout's code, whatever checkout the environment's editable install points at (the
+    # kdrec entry point imports through the installed finder, which comes after sys.path)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     kdrec = Path(sys.executable).parent / "kdrec"
     runs = Path(config["work_dir"]) / "runs"
     before = set(runs.iterdir()) if runs.exists() else set()
