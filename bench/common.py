@@ -60,14 +60,20 @@ def machine() -> dict:
     }
 
 
-def git_commit() -> str:
-    """The commit the code ran at (+ "-dirty" with uncommitted changes to tracked files)."""
-    root = Path(__file__).resolve().parents[1]
+# what the benchmarks write: changed by a study itself, they say nothing of the code it ran
+OUTPUTS = ("bench/results", "docs/img")
+
+
+def git_commit(root: Path = Path(__file__).resolve().parents[1]) -> str:
+    """The commit the code ran at (+ "-dirty" with uncommitted changes to tracked files other
+    than the benchmarks' own outputs: a study that runs in several invocations, or writes its
+    plot before its JSON, changes those itself)."""
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True
     ).stdout.strip()
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root).returncode != 0
-    return (head or "unknown") + ("-dirty" if dirty else "")
+    outside = [f":(exclude){path}" for path in OUTPUTS]
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", *outside], cwd=root)
+    return (head or "unknown") + ("-dirty" if dirty.returncode != 0 else "")
 
 
 def argv_in_repo(argv: list[str] | None = None) -> list[str]:

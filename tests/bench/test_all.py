@@ -51,3 +51,24 @@ def test_a_result_records_its_command_relative_to_the_repository():
     argv = [str(root / "bench" / "quality.py"), "--config", str(root / "configs" / "x.yaml")]
     assert argv_in_repo(argv) == ["bench/quality.py", "--config", "configs/x.yaml"]
     assert argv_in_repo(["bench.quality", "/elsewhere/w"]) == ["bench.quality", "/elsewhere/w"]
+
+
+def test_a_study_changing_its_own_outputs_is_not_dirty_code(tmp_path):
+    """git_commit marks -dirty for changed code, not for a study's own result files and plots
+    (the frontier writes its plot before its JSON, and runs in several invocations)."""
+    from bench.common import git_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for name in ("bench/results/a.json", "docs/img/a.png", "distill/x.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("1")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x")
+    (tmp_path / "bench/results/a.json").write_text("2")
+    (tmp_path / "docs/img/a.png").write_text("2")
+    assert not git_commit(tmp_path).endswith("-dirty")
+    (tmp_path / "distill/x.py").write_text("2")
+    assert git_commit(tmp_path).endswith("-dirty")
