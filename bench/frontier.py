@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from bench.common import RESULTS, default_teacher, save, work_dir
+from bench.common import RESULTS, argv_in_repo, default_teacher, save, work_dir
 from distill.evaluation.report.plots import frontier_plot
 from distill.student.config import Shape, shape
 from distill.student.jobs import TrainJob, run_jobs
@@ -47,7 +46,7 @@ def merged(
     other = [r for r in old.get("rows", []) if (r["dim"], r["n_layers"]) not in shapes]
     other_tests = [t for t in old.get("tests", []) if (t["dim"], t["n_layers"]) not in shapes]
     key = lambda r: (r["dim"], r["n_layers"], r.get("distilled", False))  # noqa: E731
-    invocations = [*old.get("invocations", []), sys.argv]
+    invocations = [*old.get("invocations", []), argv_in_repo()]
     return sorted(rows + other, key=key), sorted(tests + other_tests, key=key), invocations
 
 
@@ -109,7 +108,7 @@ def side_by_side(
         {
             **{k: v for k, v in old.items() if k not in provenance},
             "rows": rows,
-            "invocations": [*old.get("invocations", []), sys.argv],
+            "invocations": [*old.get("invocations", []), argv_in_repo()],
             "latency": "every shape timed side by side in the last invocation (--latency-only)",
         },
     )
