@@ -40,12 +40,32 @@ def tiny_run_config(tmp_path: Path, work: Path, model: Path, **kw) -> RunConfig:
     )
 
 
+# the dask run also takes the large-catalog regime: the threshold under the synthetic catalog's
+# 40 items (one flow run checks both; CI's time budget)
+SAMPLED = ScalingConfig(
+    sampled_above_items=10,
+    negatives=5,
+    position_last=2,
+    candidates_top_k=5,
+    users_per_shard=8,
+    eval_users=20,
+)
+
+
 @pytest.mark.parametrize("runner", ["local", "dask"])
-def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_path, runner):
+def test_distill_flow_end_to_end(
+    prefect_harness, tmp_path, work, tiny_encoder_path, runner, caplog
+):
+    """The whole flow, published and served; with dask, also on the sampled regime."""
     cfg = tiny_run_config(
-        tmp_path, work, tiny_encoder_path, runner=RunnerConfig(kind=runner, dask_workers=2)
+        tmp_path,
+        work,
+        tiny_encoder_path,
+        runner=RunnerConfig(kind=runner, dask_workers=2),
+        scaling=SAMPLED if runner == "dask" else ScalingConfig(),
     )
-    result = distill(cfg)
+    with caplog.at_level("INFO"):
+        result = distill(cfg)
     publish = result.publish
     assert publish.published, publish
     run_dir = result.run_dir.path
@@ -80,29 +100,18 @@ def test_distill_flow_end_to_end(prefect_harness, tmp_path, work, tiny_encoder_p
     assert rows["validation NDCG@10"] == str(round(distilled["valid_ndcg@10"]["mean"], 4))
     assert rows["gate"] == "first publish" and rows["signed"] in ("True", "False")
     if runner == "local":
+        assert report["regime"] == "full" and read_json(result.run_dir.timings)["regime"] == "full"
         check_report_artifact(run_dir, report)
         check_monitor(cfg, work)
+    else:
+        check_sampled_regime(result, caplog.messages)
 
 
-def test_a_catalog_above_the_threshold_runs_the_sampled_regime_and_says_so(
-    prefect_harness, tmp_path, work, tiny_encoder_path, caplog
-):
-    """The same flow on a catalog over `scaling.sampled_above_items`: the teacher labels
-    candidates and the last prefixes only, every softmax is sampled, the loops follow the
-    schedule (the config's own epochs kept); the log and the report name the regime."""
-    scaling = ScalingConfig(
-        sampled_above_items=10,  # the synthetic catalog has 40 items
-        negatives=5,
-        position_last=2,
-        candidates_top_k=5,
-        users_per_shard=8,
-        eval_users=20,
-    )
-    cfg = tiny_run_config(tmp_path, work, tiny_encoder_path, scaling=scaling)
-    with caplog.at_level("INFO"):
-        result = distill(cfg)
-    assert result.publish.published, result.publish
-    assert any("regime: sampled (40 items > scaling" in m for m in caplog.messages)
+def check_sampled_regime(result, messages: list[str]) -> None:
+    """A catalog over `scaling.sampled_above_items`: the teacher labels candidates and the last
+    prefixes only, every softmax is sampled, the loops follow the schedule (the config's own
+    epochs kept); the log, the report and timings.json name the regime."""
+    assert any("regime: sampled (40 items > scaling" in m for m in messages)
     report = result.report.as_json()
     assert report["regime"] == "sampled"
     assert report["student"]["sampled_negatives"] == 5
