@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 from distill.evaluation.harness import EvalResult, Scorer, evaluate
 from storage.split import Split
@@ -124,8 +125,9 @@ class EASE:
         x = train.astype(np.float64)
         gram = (x.T @ x).toarray()
         gram[np.diag_indices_from(gram)] += self.lam
-        p = np.linalg.inv(gram)
-        b = -p / np.diag(p)[None, :]
+        del x
+        b = spd_inverse(gram)  # P, in the gram's memory: one n x n float64 at a time
+        b /= -np.diag(b).copy()[None, :]  # B = -P diag(1/diag(P)), off the diagonal
         np.fill_diagonal(b, 0.0)
         self.weights = b.astype(np.float32)
         return self
@@ -136,6 +138,27 @@ class EASE:
     @property
     def n_params(self) -> int:
         return int(self.weights.size)
+
+
+def spd_inverse(a: np.ndarray, rows: int = 1024) -> np.ndarray:
+    """The inverse of a symmetric positive-definite float64 matrix, overwriting `a`: Cholesky
+    (LAPACK potrf + potri), half the flops of a general inverse (EASE's fit at 13K items: its
+    one O(n^3) step). LAPACK writes the lower triangle; the upper is mirrored `rows` at a time
+    (no n x n temporaries)."""
+    if not a.flags.f_contiguous:  # LAPACK works in place only on Fortran order; aᵀ = a
+        a = a.T
+    factor, info = lapack.dpotrf(a, lower=True, overwrite_a=True)
+    if info == 0:
+        inverse, info = lapack.dpotri(factor, lower=True, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"matrix is not positive definite (LAPACK info {info})")
+    n = len(inverse)
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        upper = np.triu(np.ones((stop - start, n - start), dtype=bool), k=1)
+        block = inverse[start:stop, start:]
+        block[upper] = inverse[start:, start:stop].T[upper]
+    return inverse
 
 
 def scorer(model: Popularity | ContentKNN | ItemKNN | EASE, split: Split) -> Scorer:
@@ -149,9 +172,17 @@ def tune_ease(split: Split, lambdas: Sequence[float] = EASE_LAMBDAS) -> tuple[EA
     curve = {}
     best: tuple[float, EASE] | None = None
     for lam in lambdas:
+        t0 = time.perf_counter()
         model = EASE(lam).fit(split.train)
         ndcg = evaluate(scorer(model, split), split, fold="valid").primary
         curve[lam] = ndcg
+        log.info(
+            "EASE λ=%g: validation NDCG@10 %.4f (%d items, %.0f s)",
+            lam,
+            ndcg,
+            split.n_items,
+            time.perf_counter() - t0,
+        )
         if best is None or ndcg > best[0]:
             best = (ndcg, model)
     assert best is not None

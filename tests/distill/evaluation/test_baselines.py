@@ -52,3 +52,17 @@ def test_content_knn_with_k_neighbours_by_hand():
     np.testing.assert_allclose(scores, [[0.0, 0.8, 0.0]], atol=1e-6)
     # the mean profile (k None) scores every item by its cosine with item 0
     np.testing.assert_allclose(ContentKNN(emb).scores(read_0), [[1.0, 0.8, 0.0]], atol=1e-6)
+
+
+def test_spd_inverse_matches_a_general_inverse_across_row_blocks():
+    from distill.evaluation.baselines import spd_inverse
+
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(50, 50))
+    a = m @ m.T + 50 * np.eye(50)
+    expected = np.linalg.inv(a)
+    got = spd_inverse(a.copy(), rows=7)  # 50 rows in blocks of 7: the last block is short
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(got, got.T)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        spd_inverse(-np.eye(3))
