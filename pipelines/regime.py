@@ -87,13 +87,21 @@ def sampled_settings(scaling: ScalingConfig) -> dict[str, object]:
     }
 
 
-def _default(model: BaseModel, name: str) -> object:
+def _default(model: BaseModel, name: str, default: BaseModel | None) -> object:
+    """The field's default where `model` sits: the enclosing default object's value (a run
+    config's `train` loop has the run's recipe as its default, not LoopConfig's), else the
+    class's."""
+    if default is not None:
+        return getattr(default, name)
     info = type(model).model_fields[name]
     return info.get_default(call_default_factory=True)
 
 
-def fill(model: BaseModel, settings: dict[str, object]) -> tuple[BaseModel, dict[str, object]]:
-    """`model` with each dotted setting applied where that field holds its default value;
+def fill(
+    model: BaseModel, settings: dict[str, object], default: BaseModel | None = None
+) -> tuple[BaseModel, dict[str, object]]:
+    """`model` with each dotted setting applied where that field holds its default value
+    (`default`: what `model` is when nothing was configured; None = its class's defaults);
     returns the new model and what was applied."""
     by_head: dict[str, dict[str, object]] = {}
     applied: dict[str, object] = {}
@@ -102,12 +110,16 @@ def fill(model: BaseModel, settings: dict[str, object]) -> tuple[BaseModel, dict
         head, _, rest = key.partition(".")
         if rest:
             by_head.setdefault(head, {})[rest] = value
-        elif getattr(model, head) == _default(model, head) and getattr(model, head) != value:
+        elif (
+            getattr(model, head) == _default(model, head, default) and getattr(model, head) != value
+        ):
             update[head] = value
             applied[head] = value
     for head, inner in by_head.items():
         child = getattr(model, head)
-        new_child, got = fill(child, inner)
+        child_default = _default(model, head, default)
+        assert isinstance(child_default, BaseModel), head
+        new_child, got = fill(child, inner, child_default)
         if got:
             update[head] = new_child
             applied |= {f"{head}.{k}": v for k, v in got.items()}

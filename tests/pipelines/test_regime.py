@@ -78,3 +78,22 @@ def test_the_default_yaml_writing_every_default_still_gets_the_sampled_recipe():
     assert choice.regime == "sampled"
     assert config.teacher.pairs == "candidates" and config.train.schedule == "cosine"
     assert config.student.sampled_negatives == 1_024
+
+
+def test_a_run_configs_own_default_loop_counts_as_default():
+    """`fill` compares a nested setting with the enclosing default object (a run's `train` loop
+    may default to a recipe of its own), not with the nested class's defaults."""
+    from pydantic import BaseModel
+
+    from distill.training.loop import LoopConfig
+    from pipelines.regime import fill
+
+    class Run(BaseModel):
+        train: LoopConfig = LoopConfig(schedule="cosine", max_epochs=40, lr=2e-3)
+
+    recipe = {"train.max_epochs": 10, "train.warmup_epochs": 1}
+    filled, applied = fill(Run(), recipe)
+    assert filled.train.max_epochs == 10 and applied == recipe  # type: ignore[attr-defined]
+    written = Run(train=LoopConfig(schedule="cosine", max_epochs=77, lr=2e-3))
+    filled, applied = fill(written, recipe)
+    assert filled.train.max_epochs == 77 and applied == {"train.warmup_epochs": 1}  # type: ignore[attr-defined]
