@@ -60,6 +60,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe(("serve",), "serve_load", needs=("published",), hours=0.2),
     # model studies (many trainings each)
     Recipe(("sasrec_grid",), "sasrec_grid", hours=1.5),
+    Recipe(("schedule",), "schedule", hours=1.2),
     Recipe(("kd_sweep",), "kd_sweep", hours=4.0),
     Recipe(("prune",), "prune", hours=0.5),
     Recipe(("teacher_lm",), "teacher_lm", hours=1.0),
